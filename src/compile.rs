@@ -1,0 +1,841 @@
+//! Parse, then compile: JSON text -> [`RawConfig`] -> validated [`Plugin`].
+//!
+//! Every check happens here, once, in `on_configure`: regexes compiled,
+//! weights summed, names checked, versions cross-referenced. An error names
+//! the field path and the offending value.
+
+use crate::config::{Mode, RawConfig, RawCookie, RawKey, RawMatch, RawRamp, RawRule, RawVersion, Stickiness};
+use crate::hash::fnv32;
+use crate::session::SealKey;
+use crate::{b64, time};
+use regex_lite::Regex;
+use serde_json::{Map, Value};
+use std::fmt;
+
+/// A configuration error: where, what value, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// Field path, e.g. `routes[1].versions[0].weight`.
+    pub path: String,
+    /// The offending value as JSON text (secrets are never echoed).
+    pub value: String,
+    /// What is wrong.
+    pub reason: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.value.is_empty() {
+            write!(f, "invalid plugin config: {}: {}", self.path, self.reason)
+        } else {
+            write!(f, "invalid plugin config: {} = {}: {}", self.path, self.value, self.reason)
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+fn err(path: impl Into<String>, value: impl fmt::Display, reason: impl Into<String>) -> ConfigError {
+    let mut value = value.to_string();
+    if value.len() > 120 {
+        let cut = (0..=117).rev().find(|i| value.is_char_boundary(*i)).unwrap_or(0);
+        value.truncate(cut);
+        value.push_str("...");
+    }
+    ConfigError { path: path.into(), value, reason: reason.into() }
+}
+
+fn quoted(s: &str) -> String {
+    Value::String(s.to_owned()).to_string()
+}
+
+/// The compiled plugin: an optional global policy and per-route entries.
+#[derive(Debug)]
+pub struct Plugin {
+    /// Applies to requests that no route entry matches; `None`: pass through.
+    pub global: Option<Policy>,
+    /// Per-route entries, first match wins.
+    pub routes: Vec<RouteEntry>,
+    /// Some entry matches on `xds.route_name`.
+    pub needs_route_name: bool,
+    /// Some entry matches on `xds.virtual_host_name`.
+    pub needs_virtual_host: bool,
+}
+
+/// One per-route entry.
+#[derive(Debug)]
+pub struct RouteEntry {
+    /// Its name (for logs and metrics).
+    pub name: String,
+    /// What it matches.
+    pub matcher: RouteMatch,
+    /// Its policy; `None` when the entry disables the filter.
+    pub policy: Option<Policy>,
+}
+
+/// Compiled route match: every non-empty list must have a hit.
+#[derive(Debug, Default)]
+pub struct RouteMatch {
+    /// Exact `xds.route_name` values.
+    pub route_names: Vec<String>,
+    /// Exact `xds.virtual_host_name` values.
+    pub virtual_hosts: Vec<String>,
+    /// Lowercase authority patterns with `*` wildcards.
+    pub authorities: Vec<String>,
+    /// Path prefixes.
+    pub path_prefixes: Vec<String>,
+}
+
+/// A version's weight over time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Weight {
+    /// A fixed weight.
+    Fixed(u32),
+    /// A timed ramp from `from` to `to` between `start` and `end` (Unix
+    /// seconds), in `steps` equal steps (0: one weight unit at a time).
+    Ramp {
+        /// Start time.
+        start: u64,
+        /// End time (> start).
+        end: u64,
+        /// Weight before `start`.
+        from: u32,
+        /// Weight from `end` on.
+        to: u32,
+        /// Number of steps (0 = smooth).
+        steps: u32,
+    },
+}
+
+impl Weight {
+    /// The weight at Unix time `now`; monotonic in `now`.
+    pub fn at(&self, now: u64) -> u32 {
+        match *self {
+            Weight::Fixed(w) => w,
+            Weight::Ramp { start, end, from, to, steps } => {
+                if now <= start {
+                    return from;
+                }
+                if now >= end {
+                    return to;
+                }
+                let span = u128::from(end - start);
+                let mut done = u128::from(now - start);
+                if steps > 0 {
+                    // Quantise elapsed time down to whole steps.
+                    let step = done * u128::from(steps) / span;
+                    done = step * span / u128::from(steps);
+                }
+                let delta = u128::from(from.abs_diff(to)) * done / span;
+                let delta = u32::try_from(delta).unwrap_or(u32::MAX);
+                if to >= from {
+                    from.saturating_add(delta)
+                } else {
+                    from.saturating_sub(delta)
+                }
+            }
+        }
+    }
+
+    fn max(&self) -> u32 {
+        match *self {
+            Weight::Fixed(w) => w,
+            Weight::Ramp { from, to, .. } => from.max(to),
+        }
+    }
+}
+
+/// A version (subset of pods).
+#[derive(Debug, Clone)]
+pub struct Version {
+    /// Name, written to the version header.
+    pub name: String,
+    /// `fnv32(name)`, stored in the cookie.
+    pub id: u32,
+    /// Weight; ignored for the default version, which takes the remainder.
+    pub weight: Weight,
+}
+
+/// Where a rule looks.
+#[derive(Debug, Clone)]
+pub enum Source {
+    /// A request header (lowercase name).
+    Header(String),
+    /// A cookie.
+    Cookie(String),
+    /// A query parameter.
+    Query(String),
+}
+
+/// How a rule compares.
+#[derive(Debug, Clone)]
+pub enum Matcher {
+    /// Equal to this value; other values fall through.
+    Exact(String),
+    /// Matches this regex; other values fall through.
+    Regex(Regex),
+    /// `always` -> the rule's version; `never` -> the default version;
+    /// other values fall through.
+    Sentinel,
+}
+
+/// A compiled explicit rule.
+#[derive(Debug, Clone)]
+pub struct Rule {
+    /// Where to look.
+    pub source: Source,
+    /// How to compare.
+    pub matcher: Matcher,
+    /// Index into [`Policy::versions`].
+    pub version: usize,
+}
+
+/// Where the session key comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeySource {
+    /// A random key in the session cookie.
+    Cookie,
+    /// A request header (e.g. a user id set by an auth layer).
+    Header(String),
+    /// A query parameter.
+    Query(String),
+    /// The client address, `hops` trusted X-Forwarded-For entries deep.
+    ClientIp {
+        /// Trusted proxies that append to X-Forwarded-For (0: Envoy's own
+        /// client address).
+        hops: u32,
+    },
+}
+
+/// `SameSite` attribute.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SameSite {
+    /// `SameSite=None` (requires `Secure`).
+    None,
+    /// `SameSite=Lax`.
+    Lax,
+    /// `SameSite=Strict`.
+    Strict,
+}
+
+/// The session cookie's name and attributes.
+#[derive(Debug, Clone)]
+pub struct CookieSpec {
+    /// Name.
+    pub name: String,
+    /// `Path`.
+    pub path: String,
+    /// `Domain`.
+    pub domain: Option<String>,
+    /// `Max-Age` seconds.
+    pub max_age: Option<u64>,
+    /// Seconds from now for `Expires`.
+    pub expires: Option<u64>,
+    /// `Secure`.
+    pub secure: bool,
+    /// `HttpOnly`.
+    pub http_only: bool,
+    /// `SameSite`.
+    pub same_site: Option<SameSite>,
+    /// Omit `SameSite=None` for browsers that reject it.
+    pub same_site_none_compat: bool,
+}
+
+/// Names of the headers the filter writes.
+#[derive(Debug, Clone)]
+pub struct HeaderNames {
+    /// Version header.
+    pub version: String,
+    /// Sticky-hash header.
+    pub hash: String,
+    /// Pinned-endpoint header.
+    pub endpoint: String,
+}
+
+/// Pod pinning mode.
+pub use crate::config::Mode as PinMode;
+
+/// A fully validated policy for one scope (global or a route entry).
+#[derive(Debug, Clone)]
+pub struct Policy {
+    /// `global` or the route entry's name.
+    pub scope: String,
+    /// Versions; index 0 is the default.
+    pub versions: Vec<Version>,
+    /// Weight total.
+    pub total: u32,
+    /// Rules, in order.
+    pub rules: Vec<Rule>,
+    /// Remember versions (`sticky`).
+    pub sticky: bool,
+    /// Move users of weight-0 versions back at once.
+    pub rollback: bool,
+    /// Bucket seed.
+    pub seed: Vec<u8>,
+    /// Session cookie.
+    pub cookie: CookieSpec,
+    /// Session key source.
+    pub key: KeySource,
+    /// Session lifetime, seconds.
+    pub ttl: u64,
+    /// Pinning mode.
+    pub mode: Mode,
+    /// Seal keys; empty: plain cookies.
+    pub keys: Vec<SealKey>,
+    /// Persistent mode: re-pin after a failure.
+    pub change_on_failure: bool,
+    /// Header names.
+    pub headers: HeaderNames,
+    /// The request needs `:path` parsed for query parameters.
+    pub needs_query: bool,
+}
+
+impl Policy {
+    /// Effective weight of every version at `now`; the default version gets
+    /// what the others leave.
+    pub fn weights_at(&self, now: u64) -> Vec<u32> {
+        let mut w: Vec<u32> = self.versions.iter().map(|v| v.weight.at(now)).collect();
+        let others: u32 = w.iter().skip(1).fold(0u32, |a, b| a.saturating_add(*b));
+        if let Some(first) = w.first_mut() {
+            *first = self.total.saturating_sub(others);
+        }
+        w
+    }
+
+    /// Index of the version with this cookie id.
+    pub fn version_by_id(&self, id: u32) -> Option<usize> {
+        self.versions.iter().position(|v| v.id == id)
+    }
+
+    /// Does this policy need the client address property?
+    pub fn needs_client_address(&self) -> bool {
+        matches!(self.key, KeySource::ClientIp { .. })
+    }
+}
+
+/// Defaults, public for the docs and tests.
+pub mod defaults {
+    /// Default weight total.
+    pub const WEIGHT_TOTAL: u32 = 100;
+    /// Default cookie name.
+    pub const COOKIE_NAME: &str = "sticky-canary";
+    /// Default session lifetime without Max-Age/Expires.
+    pub const TTL: u64 = 86_400;
+    /// Default version header.
+    pub const VERSION_HEADER: &str = "x-canary-version";
+    /// Default sticky-hash header.
+    pub const HASH_HEADER: &str = "x-sticky-hash";
+    /// Default endpoint header.
+    pub const ENDPOINT_HEADER: &str = "x-sticky-endpoint";
+    /// Largest weight total.
+    pub const MAX_TOTAL: u32 = 1_000_000;
+    /// Longest session lifetime (10 years).
+    pub const MAX_TTL: u64 = 10 * 365 * 86_400;
+}
+
+/// Parse and compile plugin configuration text.
+pub fn compile_json(text: &str) -> Result<Plugin, ConfigError> {
+    let text = text.trim();
+    let root: Value = if text.is_empty() {
+        Value::Object(Map::new())
+    } else {
+        serde_json::from_str(text).map_err(|e| err("$", "", format!("not valid JSON: {e}")))?
+    };
+    let Value::Object(mut global) = root else {
+        return Err(err("$", short_json(&root), "the plugin config must be a JSON object"));
+    };
+    let routes = match global.remove("routes") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(r)) => r,
+        Some(other) => return Err(err("routes", short_json(&other), "must be a list of route entries")),
+    };
+    let global_raw: RawConfig = parse_raw(&Value::Object(global.clone()), "")?;
+    let global_policy = match global_raw.versions {
+        Some(_) => Some(compile_policy(&global_raw, "", "global")?),
+        None => {
+            if global_raw.rules.is_some() {
+                return Err(err("rules", "[...]", "rules need versions: set `versions` globally or move the rules into a route entry"));
+            }
+            // Validate the shared settings now so errors name the global path.
+            compile_shared(&global_raw, "")?;
+            None
+        }
+    };
+
+    let mut entries = Vec::with_capacity(routes.len());
+    let mut names = Vec::new();
+    for (i, entry) in routes.into_iter().enumerate() {
+        let path = format!("routes[{i}]");
+        let Value::Object(mut entry) = entry else {
+            return Err(err(path, short_json(&entry), "a route entry must be a JSON object"));
+        };
+        let name = match entry.remove("name") {
+            None => path.clone(),
+            Some(Value::String(s)) if !s.is_empty() && s.len() <= 64 => s,
+            Some(v) => return Err(err(format!("{path}.name"), short_json(&v), "must be a non-empty string of at most 64 characters")),
+        };
+        if names.contains(&name) {
+            return Err(err(format!("{path}.name"), quoted(&name), "duplicate route entry name"));
+        }
+        names.push(name.clone());
+        let enabled = match entry.remove("enabled") {
+            None => true,
+            Some(Value::Bool(b)) => b,
+            Some(v) => return Err(err(format!("{path}.enabled"), short_json(&v), "must be true or false")),
+        };
+        let matcher = match entry.remove("match") {
+            None => return Err(err(format!("{path}.match"), "", "every route entry needs a `match`")),
+            Some(m) => compile_match(m, &format!("{path}.match"))?,
+        };
+        if entry.contains_key("routes") {
+            return Err(err(format!("{path}.routes"), "[...]", "route entries cannot nest"));
+        }
+        let policy = if enabled {
+            let mut merged = global.clone();
+            merge(&mut merged, entry);
+            let raw = parse_raw(&Value::Object(merged), &format!("{path}."))?;
+            if raw.versions.is_none() {
+                return Err(err(format!("{path}.versions"), "", "no versions here nor globally (use \"enabled\": false to pass a route through)"));
+            }
+            Some(compile_policy(&raw, &format!("{path}."), &name)?)
+        } else {
+            if !entry.is_empty() {
+                let key = entry.keys().next().cloned().unwrap_or_default();
+                return Err(err(format!("{path}.{key}"), "", "a disabled route entry takes only name, match and enabled"));
+            }
+            None
+        };
+        entries.push(RouteEntry { name, matcher, policy });
+    }
+    Ok(Plugin {
+        needs_route_name: entries.iter().any(|e| !e.matcher.route_names.is_empty()),
+        needs_virtual_host: entries.iter().any(|e| !e.matcher.virtual_hosts.is_empty()),
+        global: global_policy,
+        routes: entries,
+    })
+}
+
+fn short_json(v: &Value) -> String {
+    v.to_string()
+}
+
+/// Deep merge: objects key by key, everything else replaced.
+fn merge(base: &mut Map<String, Value>, over: Map<String, Value>) {
+    for (k, v) in over {
+        match (base.get_mut(&k), v) {
+            (Some(Value::Object(b)), Value::Object(o)) => merge(b, o),
+            (_, v) => {
+                base.insert(k, v);
+            }
+        }
+    }
+}
+
+fn parse_raw(v: &Value, prefix: &str) -> Result<RawConfig, ConfigError> {
+    serde_path_to_error::deserialize::<_, RawConfig>(v).map_err(|e| {
+        let inner = e.path().to_string();
+        let path = if inner == "." { prefix.trim_end_matches('.').to_owned() } else { format!("{prefix}{inner}") };
+        let path = if path.is_empty() { "$".to_owned() } else { path };
+        let value = lookup(v, e.path()).map(short_json).unwrap_or_default();
+        err(path, value, e.inner().to_string())
+    })
+}
+
+/// The JSON value at a serde path, to echo it in the error.
+fn lookup<'a>(v: &'a Value, path: &serde_path_to_error::Path) -> Option<&'a Value> {
+    let mut cur = v;
+    for seg in path.iter() {
+        cur = match seg {
+            serde_path_to_error::Segment::Map { key } => cur.get(key.as_str())?,
+            serde_path_to_error::Segment::Seq { index } => cur.get(*index)?,
+            _ => return None,
+        };
+    }
+    Some(cur)
+}
+
+fn compile_match(v: Value, path: &str) -> Result<RouteMatch, ConfigError> {
+    let raw: RawMatch = serde_path_to_error::deserialize(&v).map_err(|e| {
+        let value = lookup(&v, e.path()).map(short_json).unwrap_or_default();
+        err(format!("{path}.{}", e.path()).replace(".." , "."), value, e.inner().to_string())
+    })?;
+    let list = |o: Option<crate::config::OneOrMany>, field: &str| -> Result<Vec<String>, ConfigError> {
+        let v = o.map(crate::config::OneOrMany::into_vec).unwrap_or_default();
+        if let Some(bad) = v.iter().find(|s| s.is_empty()) {
+            return Err(err(format!("{path}.{field}"), quoted(bad), "empty strings match nothing"));
+        }
+        Ok(v)
+    };
+    let m = RouteMatch {
+        route_names: list(raw.route_name, "route_name")?,
+        virtual_hosts: list(raw.virtual_host, "virtual_host")?,
+        authorities: list(raw.authority, "authority")?.into_iter().map(|a| a.to_ascii_lowercase()).collect(),
+        path_prefixes: list(raw.path_prefix, "path_prefix")?,
+    };
+    if let Some(p) = m.path_prefixes.iter().find(|p| !p.starts_with('/')) {
+        return Err(err(format!("{path}.path_prefix"), quoted(p), "a path prefix starts with /"));
+    }
+    if m.route_names.is_empty() && m.virtual_hosts.is_empty() && m.authorities.is_empty() && m.path_prefixes.is_empty() {
+        return Err(err(path, short_json(&v), "give at least one of route_name, virtual_host, authority, path_prefix"));
+    }
+    Ok(m)
+}
+
+/// Settings that exist without versions (validated for the global object
+/// even when it has no versions of its own).
+struct Shared {
+    cookie: CookieSpec,
+    key: KeySource,
+    ttl: u64,
+    mode: Mode,
+    keys: Vec<SealKey>,
+    change_on_failure: bool,
+    headers: HeaderNames,
+}
+
+fn compile_shared(raw: &RawConfig, p: &str) -> Result<Shared, ConfigError> {
+    let session = raw.session.clone().unwrap_or_default();
+    let cookie = compile_cookie(&session.cookie.clone().unwrap_or_default(), &format!("{p}session.cookie"))?;
+    let key = compile_key(session.key.as_ref(), &format!("{p}session.key"))?;
+    let ttl = session.ttl.or(cookie.max_age).or(cookie.expires).unwrap_or(defaults::TTL);
+    if ttl == 0 || ttl > defaults::MAX_TTL {
+        return Err(err(format!("{p}session.ttl"), ttl, format!("must be 1..={} seconds", defaults::MAX_TTL)));
+    }
+    let mode = session.mode.unwrap_or(Mode::Balanced);
+    let mut keys = Vec::new();
+    for (i, s) in session.secrets.iter().flatten().enumerate() {
+        let bytes = b64::decode_std(s.trim()).or_else(|| b64::decode_url(s.trim()));
+        match bytes.and_then(|b| <[u8; 32]>::try_from(b).ok()) {
+            Some(k) => keys.push(SealKey(k)),
+            None => {
+                return Err(err(
+                    format!("{p}session.secrets[{i}]"),
+                    format!("<{} characters, not shown>", s.len()),
+                    "must be base64 of exactly 32 random bytes (openssl rand -base64 32)",
+                ))
+            }
+        }
+    }
+    if keys.len() > 8 {
+        return Err(err(format!("{p}session.secrets"), format!("<{} keys>", keys.len()), "at most 8 keys (the first seals, all open)"));
+    }
+    if mode == Mode::Persistent && keys.is_empty() {
+        return Err(err(format!("{p}session.mode"), "\"persistent\"", "persistent mode records the pod in the cookie and needs session.secrets to seal it"));
+    }
+    if session.change_on_failure.is_some() && mode != Mode::Persistent {
+        return Err(err(format!("{p}session.change_on_failure"), session.change_on_failure.unwrap_or(true), "only applies to session.mode \"persistent\""));
+    }
+    let h = raw.headers.clone().unwrap_or_default();
+    let headers = HeaderNames {
+        version: header_name(h.version, defaults::VERSION_HEADER, &format!("{p}headers.version"))?,
+        hash: header_name(h.hash, defaults::HASH_HEADER, &format!("{p}headers.hash"))?,
+        endpoint: header_name(h.endpoint, defaults::ENDPOINT_HEADER, &format!("{p}headers.endpoint"))?,
+    };
+    if headers.version == headers.hash || headers.version == headers.endpoint || headers.hash == headers.endpoint {
+        return Err(err(format!("{p}headers"), format!("{:?}", [&headers.version, &headers.hash, &headers.endpoint]), "the three header names must differ"));
+    }
+    Ok(Shared { cookie, key, ttl, mode, keys, change_on_failure: session.change_on_failure.unwrap_or(true), headers })
+}
+
+fn compile_policy(raw: &RawConfig, p: &str, scope: &str) -> Result<Policy, ConfigError> {
+    let shared = compile_shared(raw, p)?;
+    let total = raw.weight_total.unwrap_or(defaults::WEIGHT_TOTAL);
+    if total == 0 || total > defaults::MAX_TOTAL {
+        return Err(err(format!("{p}weight_total"), total, format!("must be 1..={}", defaults::MAX_TOTAL)));
+    }
+    let versions = compile_versions(raw.versions.as_deref().unwrap_or_default(), total, p)?;
+    let mut rules = Vec::new();
+    for (i, r) in raw.rules.iter().flatten().enumerate() {
+        rules.push(compile_rule(r, &versions, &format!("{p}rules[{i}]"))?);
+    }
+    let needs_query = rules.iter().any(|r| matches!(r.source, Source::Query(_))) || matches!(shared.key, KeySource::Query(_));
+    for (i, r) in rules.iter().enumerate() {
+        if let Source::Header(h) = &r.source {
+            if [&shared.headers.version, &shared.headers.hash, &shared.headers.endpoint].contains(&h) {
+                return Err(err(format!("{p}rules[{i}].header"), quoted(h), "rules cannot read a header the filter itself writes"));
+            }
+        }
+    }
+    if let KeySource::Header(h) = &shared.key {
+        if [&shared.headers.version, &shared.headers.hash, &shared.headers.endpoint].contains(&h) {
+            return Err(err(format!("{p}session.key.name"), quoted(h), "the key cannot come from a header the filter itself writes"));
+        }
+    }
+    let seed = raw.seed.clone().unwrap_or_default();
+    if seed.len() > 256 {
+        return Err(err(format!("{p}seed"), quoted(&seed), "at most 256 characters"));
+    }
+    Ok(Policy {
+        scope: scope.to_owned(),
+        versions,
+        total,
+        rules,
+        sticky: raw.stickiness.unwrap_or(Stickiness::Sticky) == Stickiness::Sticky,
+        rollback: raw.rollback.unwrap_or(false),
+        seed: seed.into_bytes(),
+        cookie: shared.cookie,
+        key: shared.key,
+        ttl: shared.ttl,
+        mode: shared.mode,
+        keys: shared.keys,
+        change_on_failure: shared.change_on_failure,
+        headers: shared.headers,
+        needs_query,
+    })
+}
+
+fn valid_version_name(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+fn compile_versions(raw: &[RawVersion], total: u32, p: &str) -> Result<Vec<Version>, ConfigError> {
+    if raw.len() < 2 {
+        return Err(err(format!("{p}versions"), format!("<{} version(s)>", raw.len()), "name at least two versions; the first is the default"));
+    }
+    if raw.len() > 32 {
+        return Err(err(format!("{p}versions"), format!("<{} versions>", raw.len()), "at most 32 versions"));
+    }
+    let mut out: Vec<Version> = Vec::with_capacity(raw.len());
+    for (i, v) in raw.iter().enumerate() {
+        let vp = format!("{p}versions[{i}]");
+        if !valid_version_name(&v.name) {
+            return Err(err(format!("{vp}.name"), quoted(&v.name), "1 to 64 characters of A-Z a-z 0-9 - _ ."));
+        }
+        let id = fnv32(v.name.as_bytes());
+        if let Some(prev) = out.iter().find(|o| o.name == v.name || o.id == id) {
+            return Err(err(format!("{vp}.name"), quoted(&v.name), format!("clashes with version {}", quoted(&prev.name))));
+        }
+        let weight = match (&v.ramp, v.weight) {
+            (Some(_), Some(w)) => return Err(err(format!("{vp}.weight"), w, "a ramping version takes its weights from ramp.from and ramp.to")),
+            (Some(r), None) => {
+                if i == 0 {
+                    return Err(err(format!("{vp}.ramp"), "{...}", "the default (first) version takes what the others leave and cannot ramp"));
+                }
+                compile_ramp(r, total, &format!("{vp}.ramp"))?
+            }
+            (None, Some(w)) => {
+                if w > total {
+                    return Err(err(format!("{vp}.weight"), w, format!("over weight_total {total}")));
+                }
+                Weight::Fixed(w)
+            }
+            (None, None) if i == 0 => Weight::Fixed(0),
+            (None, None) => return Err(err(format!("{vp}.weight"), "", "missing (only the default, first, version may omit its weight)")),
+        };
+        out.push(Version { name: v.name.clone(), id, weight });
+    }
+    let others: u64 = out.iter().skip(1).map(|v| u64::from(v.weight.max())).sum();
+    if others > u64::from(total) {
+        return Err(err(format!("{p}versions"), format!("<weights add up to {others}>"), format!("weights are over weight_total {total}")));
+    }
+    if let Some(w) = raw.first().and_then(|v| v.weight) {
+        let rest = u64::from(total) - others;
+        if u64::from(w) != rest {
+            return Err(err(
+                format!("{p}versions[0].weight"),
+                w,
+                format!("the default version takes what the others leave ({rest} of {total}); give {rest} or omit it"),
+            ));
+        }
+    }
+    if let Some(first) = out.first_mut() {
+        first.weight = Weight::Fixed(0);
+    }
+    Ok(out)
+}
+
+fn ramp_time(v: &Value, path: String) -> Result<u64, ConfigError> {
+    match v {
+        Value::Number(n) => n.as_u64().ok_or_else(|| err(path, n, "Unix seconds must be a whole number >= 0")),
+        Value::String(s) => time::parse_rfc3339(s).ok_or_else(|| err(path, quoted(s), "not an RFC 3339 time such as 2026-11-21T10:00:00Z")),
+        other => Err(err(path, short_json(other), "an RFC 3339 string or Unix seconds")),
+    }
+}
+
+fn compile_ramp(r: &RawRamp, total: u32, p: &str) -> Result<Weight, ConfigError> {
+    let start = ramp_time(&r.start, format!("{p}.start"))?;
+    let end = match (&r.end, r.duration) {
+        (Some(e), None) => ramp_time(e, format!("{p}.end"))?,
+        (None, Some(d)) => start.saturating_add(d),
+        (Some(_), Some(_)) => return Err(err(format!("{p}.duration"), r.duration.unwrap_or(0), "give end or duration, not both")),
+        (None, None) => return Err(err(format!("{p}.end"), "", "give end or duration")),
+    };
+    if end <= start {
+        return Err(err(format!("{p}.end"), end, format!("must be after start ({start})")));
+    }
+    let from = r.from.unwrap_or(0);
+    for (name, w) in [("from", from), ("to", r.to)] {
+        if w > total {
+            return Err(err(format!("{p}.{name}"), w, format!("over weight_total {total}")));
+        }
+    }
+    let steps = r.steps.unwrap_or(0);
+    if r.steps == Some(0) || steps > 10_000 {
+        return Err(err(format!("{p}.steps"), steps, "must be 1..=10000 (omit it for a smooth ramp)"));
+    }
+    Ok(Weight::Ramp { start, end, from, to: r.to, steps })
+}
+
+fn compile_rule(r: &RawRule, versions: &[Version], p: &str) -> Result<Rule, ConfigError> {
+    let version = versions
+        .iter()
+        .position(|v| v.name == r.version)
+        .ok_or_else(|| err(format!("{p}.version"), quoted(&r.version), format!("unknown version; known: {}", versions.iter().map(|v| quoted(&v.name)).collect::<Vec<_>>().join(", "))))?;
+    let source = match (&r.header, &r.cookie, &r.query) {
+        (Some(h), None, None) => {
+            let name = h.to_ascii_lowercase();
+            if !is_token(&name) || name == "cookie" {
+                return Err(err(format!("{p}.header"), quoted(h), "not a valid request header name (use a cookie rule for cookies)"));
+            }
+            Source::Header(name)
+        }
+        (None, Some(c), None) => {
+            if !is_token(c) {
+                return Err(err(format!("{p}.cookie"), quoted(c), "not a valid cookie name"));
+            }
+            Source::Cookie(c.clone())
+        }
+        (None, None, Some(q)) => {
+            if q.is_empty() || q.len() > 128 || q.contains(['&', '=', '#']) {
+                return Err(err(format!("{p}.query"), quoted(q), "not a valid query parameter name"));
+            }
+            Source::Query(q.clone())
+        }
+        _ => return Err(err(p, "{...}", "give exactly one of header, cookie, query")),
+    };
+    let matcher = match (&r.value, &r.regex) {
+        (Some(_), Some(_)) => return Err(err(format!("{p}.regex"), "", "give value or regex, not both")),
+        (Some(v), None) => {
+            if v.is_empty() || v.len() > 256 {
+                return Err(err(format!("{p}.value"), quoted(v), "must be 1 to 256 characters"));
+            }
+            Matcher::Exact(v.clone())
+        }
+        (None, Some(re)) => {
+            if !matches!(source, Source::Header(_)) {
+                return Err(err(format!("{p}.regex"), quoted(re), "regex applies to header rules only"));
+            }
+            if re.len() > 1024 {
+                return Err(err(format!("{p}.regex"), quoted(re), "at most 1024 characters"));
+            }
+            let compiled = Regex::new(re).map_err(|e| err(format!("{p}.regex"), quoted(re), format!("bad regex: {e}")))?;
+            Matcher::Regex(compiled)
+        }
+        (None, None) => {
+            if let Source::Query(_) = source {
+                return Err(err(format!("{p}.value"), "", "query rules need a value"));
+            }
+            Matcher::Sentinel
+        }
+    };
+    Ok(Rule { source, matcher, version })
+}
+
+/// RFC 7230 token (header names, cookie names).
+fn is_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 128
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+fn header_name(v: Option<String>, default: &str, path: &str) -> Result<String, ConfigError> {
+    let Some(v) = v else { return Ok(default.to_owned()) };
+    let name = v.to_ascii_lowercase();
+    const RESERVED: &[&str] = &[
+        "cookie", "set-cookie", "host", "connection", "content-length", "transfer-encoding", "te",
+        "upgrade", "keep-alive", "proxy-connection", "x-forwarded-for", "x-request-id",
+    ];
+    if !is_token(&name) || RESERVED.contains(&name.as_str()) {
+        return Err(err(path, quoted(&v), "not a usable request header name"));
+    }
+    Ok(name)
+}
+
+fn compile_cookie(c: &RawCookie, p: &str) -> Result<CookieSpec, ConfigError> {
+    let name = c.name.clone().unwrap_or_else(|| defaults::COOKIE_NAME.to_owned());
+    if !is_token(&name) {
+        return Err(err(format!("{p}.name"), quoted(&name), "not a valid cookie name (RFC 6265 token)"));
+    }
+    let path = c.path.clone().unwrap_or_else(|| "/".to_owned());
+    if !path.starts_with('/') || path.len() > 256 || path.bytes().any(|b| b == b';' || !(0x20..0x7f).contains(&b)) {
+        return Err(err(format!("{p}.path"), quoted(&path), "must start with / and hold no ; or control characters"));
+    }
+    if let Some(d) = &c.domain {
+        let ok = !d.is_empty() && d.len() <= 253 && d.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.'));
+        if !ok {
+            return Err(err(format!("{p}.domain"), quoted(d), "not a valid cookie domain"));
+        }
+    }
+    for (field, v) in [("max_age", c.max_age), ("expires", c.expires)] {
+        if let Some(s) = v {
+            if s == 0 || s > defaults::MAX_TTL {
+                return Err(err(format!("{p}.{field}"), s, format!("must be 1..={} seconds", defaults::MAX_TTL)));
+            }
+        }
+    }
+    let same_site = match c.same_site.as_deref() {
+        None => None,
+        Some(s) => Some(match s.to_ascii_lowercase().as_str() {
+            "none" => SameSite::None,
+            "lax" => SameSite::Lax,
+            "strict" => SameSite::Strict,
+            _ => return Err(err(format!("{p}.same_site"), quoted(s), "must be None, Lax or Strict")),
+        }),
+    };
+    let secure = c.secure.unwrap_or(false);
+    if same_site == Some(SameSite::None) && !secure {
+        return Err(err(format!("{p}.same_site"), "\"None\"", "SameSite=None requires \"secure\": true (browsers drop it otherwise)"));
+    }
+    let compat = c.same_site_none_compat.unwrap_or(false);
+    if compat && same_site != Some(SameSite::None) {
+        return Err(err(format!("{p}.same_site_none_compat"), true, "only applies with \"same_site\": \"None\""));
+    }
+    Ok(CookieSpec {
+        name,
+        path,
+        domain: c.domain.clone(),
+        max_age: c.max_age,
+        expires: c.expires,
+        secure,
+        http_only: c.http_only.unwrap_or(true),
+        same_site,
+        same_site_none_compat: compat,
+    })
+}
+
+fn compile_key(k: Option<&RawKey>, p: &str) -> Result<KeySource, ConfigError> {
+    let Some(k) = k else { return Ok(KeySource::Cookie) };
+    let need_name = |what: &str| -> Result<String, ConfigError> {
+        match &k.name {
+            Some(n) if !n.is_empty() && n.len() <= 128 => Ok(n.clone()),
+            Some(n) => Err(err(format!("{p}.name"), quoted(n), format!("not a valid {what} name"))),
+            None => Err(err(format!("{p}.name"), "", format!("key from {what} needs a name"))),
+        }
+    };
+    let src = match k.from.as_str() {
+        "cookie" => KeySource::Cookie,
+        "header" => {
+            let n = need_name("header")?.to_ascii_lowercase();
+            if !is_token(&n) || n == "cookie" {
+                return Err(err(format!("{p}.name"), quoted(&n), "not a valid request header name"));
+            }
+            KeySource::Header(n)
+        }
+        "query" => KeySource::Query(need_name("query")?),
+        "client_ip" => {
+            let hops = k.xff_trusted_hops.unwrap_or(0);
+            if hops > 16 {
+                return Err(err(format!("{p}.xff_trusted_hops"), hops, "must be 0..=16"));
+            }
+            KeySource::ClientIp { hops }
+        }
+        other => return Err(err(format!("{p}.from"), quoted(other), "must be cookie, header, query or client_ip")),
+    };
+    if k.name.is_some() && matches!(src, KeySource::Cookie | KeySource::ClientIp { .. }) {
+        return Err(err(format!("{p}.name"), quoted(k.name.as_deref().unwrap_or("")), format!("not used with from {}", quoted(&k.from))));
+    }
+    if k.xff_trusted_hops.is_some() && !matches!(src, KeySource::ClientIp { .. }) {
+        return Err(err(format!("{p}.xff_trusted_hops"), k.xff_trusted_hops.unwrap_or(0), "only applies with from \"client_ip\""));
+    }
+    Ok(src)
+}

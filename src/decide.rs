@@ -1,0 +1,474 @@
+//! The per-request decision: which policy, which version, which pod, which
+//! cookie. Plain Rust, no host calls: the adapter copies request data into a
+//! [`Request`] and applies the [`Decision`].
+
+use crate::compile::{KeySource, Matcher, Plugin, Policy, RouteMatch, Source};
+use crate::config::Mode;
+use crate::hash;
+use crate::session::{Opened, Origin, Session, MAX_ENDPOINT};
+
+/// Longest header, cookie or query value a rule or key source will look at;
+/// longer values are treated as absent.
+pub const MAX_VALUE: usize = 1024;
+
+/// What the adapter read from the host for one request.
+#[derive(Debug, Clone, Copy)]
+pub struct Request<'a> {
+    /// All request headers, lowercase names, as Envoy lists them (pseudo
+    /// headers such as `:path` and `:authority` included).
+    pub headers: &'a [(String, String)],
+    /// `xds.route_name`, when some route entry needs it.
+    pub route_name: Option<&'a str>,
+    /// `xds.virtual_host_name`, when some route entry needs it.
+    pub virtual_host: Option<&'a str>,
+    /// `source.address` (`ip:port`), when the key comes from the client IP.
+    pub client_address: Option<&'a str>,
+    /// Current time, Unix seconds.
+    pub now: u64,
+}
+
+/// A lookup that distinguishes absent from ambiguous.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lookup<'a> {
+    /// Not there (or too long to be genuine).
+    Absent,
+    /// Exactly one value.
+    One(&'a str),
+    /// Sent more than once: treated like absent by callers.
+    Many,
+}
+
+impl<'a> Lookup<'a> {
+    /// The single value, if there is exactly one.
+    pub fn one(self) -> Option<&'a str> {
+        match self {
+            Lookup::One(v) => Some(v),
+            _ => None,
+        }
+    }
+
+    fn push(self, v: &'a str) -> Self {
+        match self {
+            Lookup::Absent => Lookup::One(v),
+            _ => Lookup::Many,
+        }
+    }
+}
+
+impl<'a> Request<'a> {
+    /// A header by lowercase name.
+    pub fn header(&self, name: &str) -> Lookup<'a> {
+        let mut out = Lookup::Absent;
+        for (k, v) in self.headers {
+            if k.eq_ignore_ascii_case(name) {
+                out = out.push(v.as_str());
+            }
+        }
+        match out {
+            Lookup::One(v) if v.len() > MAX_VALUE => Lookup::Absent,
+            other => other,
+        }
+    }
+
+    /// A cookie by name, across every `cookie` header.
+    pub fn cookie(&self, name: &str) -> Lookup<'a> {
+        let mut out = Lookup::Absent;
+        for (k, v) in self.headers {
+            if !k.eq_ignore_ascii_case("cookie") {
+                continue;
+            }
+            for c in cookie::Cookie::split_parse(v.as_str()).flatten() {
+                if c.name() == name {
+                    // Borrowed from the header text when possible.
+                    match c.name_raw().zip(c.value_raw()) {
+                        Some((_, raw)) => out = out.push(raw),
+                        None => out = Lookup::Many,
+                    }
+                }
+            }
+        }
+        match out {
+            Lookup::One(v) if v.len() > MAX_VALUE => Lookup::Absent,
+            other => other,
+        }
+    }
+
+    /// A query parameter by name, percent-decoded.
+    pub fn query(&self, name: &str) -> Option<String> {
+        let path = self.header(":path").one()?;
+        let q = path.split_once('?')?.1;
+        let q = q.split_once('#').map_or(q, |(a, _)| a);
+        let mut found: Option<String> = None;
+        for pair in q.split('&') {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            if percent_decode(k).as_deref() == Some(name) {
+                if found.is_some() {
+                    return None; // duplicated: ambiguous, treated as absent
+                }
+                found = Some(percent_decode(v)?);
+            }
+        }
+        found.filter(|v| v.len() <= MAX_VALUE)
+    }
+
+    fn path(&self) -> &'a str {
+        let p = self.header(":path").one().unwrap_or("/");
+        p.split(['?', '#']).next().unwrap_or(p)
+    }
+
+    fn authority(&self) -> Option<&'a str> {
+        let a = self.header(":authority").one().or_else(|| self.header("host").one())?;
+        // Strip the port (IPv6 literals keep their brackets).
+        Some(match a.rfind(':') {
+            Some(i) if !a[i..].contains(']') => &a[..i],
+            _ => a,
+        })
+    }
+}
+
+fn percent_decode(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'+' => out.push(b' '),
+            b'%' => {
+                let hex = s.get(i + 1..i + 3)?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 2;
+            }
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8(out).ok()
+}
+
+/// `*` wildcard match (ASCII, pattern already lowercase).
+fn glob(pattern: &str, text: &str) -> bool {
+    let (p, t) = (pattern.as_bytes(), text.as_bytes());
+    let (mut pi, mut ti) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while ti < t.len() {
+        if pi < p.len() && p[pi] == b'*' {
+            star = Some((pi, ti));
+            pi += 1;
+        } else if pi < p.len() && p[pi] == t[ti].to_ascii_lowercase() {
+            pi += 1;
+            ti += 1;
+        } else if let Some((sp, st)) = star {
+            pi = sp + 1;
+            ti = st + 1;
+            star = Some((sp, st + 1));
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|c| *c == b'*')
+}
+
+impl RouteMatch {
+    /// Does this entry match the request?
+    pub fn matches(&self, req: &Request<'_>) -> bool {
+        let any = |list: &[String], v: Option<&str>| list.is_empty() || v.is_some_and(|v| list.iter().any(|x| x == v));
+        any(&self.route_names, req.route_name)
+            && any(&self.virtual_hosts, req.virtual_host)
+            && (self.authorities.is_empty() || req.authority().is_some_and(|a| self.authorities.iter().any(|p| glob(p, a))))
+            && (self.path_prefixes.is_empty() || {
+                let path = req.path();
+                self.path_prefixes.iter().any(|p| path.starts_with(p.as_str()))
+            })
+    }
+}
+
+impl Plugin {
+    /// The policy for a request: the first route entry that matches, else
+    /// the global policy. `None`: pass the request through untouched.
+    pub fn select(&self, req: &Request<'_>) -> Option<&Policy> {
+        match self.routes.iter().find(|e| e.matcher.matches(req)) {
+            Some(entry) => entry.policy.as_ref(),
+            None => self.global.as_ref(),
+        }
+    }
+}
+
+/// Why a version was chosen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    /// Rule number `n` matched.
+    Rule(usize),
+    /// The version remembered in the session cookie.
+    Remembered,
+    /// The user's weighted bucket.
+    Weight,
+}
+
+impl Reason {
+    /// Short label for metrics and logs.
+    pub fn label(self) -> &'static str {
+        match self {
+            Reason::Rule(_) => "rule",
+            Reason::Remembered => "remembered",
+            Reason::Weight => "weight",
+        }
+    }
+}
+
+/// What the incoming session cookie was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CookieState {
+    /// No session cookie.
+    Absent,
+    /// Valid.
+    Valid,
+    /// Present but garbled, forged, expired, duplicated or for another key.
+    Invalid,
+}
+
+/// The decision for one request.
+#[derive(Debug, Clone)]
+pub struct Decision {
+    /// Index of the chosen version.
+    pub version: usize,
+    /// Why.
+    pub reason: Reason,
+    /// Sticky-hash header value.
+    pub hash: [u8; 16],
+    /// Endpoint to request through the endpoint header (persistent mode).
+    pub endpoint: Option<String>,
+    /// The session to carry on the response.
+    pub session: Session,
+    /// Whether a `Set-Cookie` is due (the response phase may add reasons).
+    pub write_cookie: bool,
+    /// The incoming cookie.
+    pub cookie_state: CookieState,
+    /// The configured key source was missing; a generated key was used.
+    pub key_fallback: bool,
+}
+
+/// Randomness for new session keys and cookie nonces.
+pub trait Entropy {
+    /// Fill `buf` with random bytes; `false` if no randomness is available.
+    fn fill(&mut self, buf: &mut [u8]) -> bool;
+}
+
+fn client_ip<'a>(req: &Request<'a>, hops: u32) -> Option<&'a str> {
+    if hops == 0 {
+        let a = req.client_address?;
+        // "ip:port" or "[v6]:port"
+        let ip = if let Some(rest) = a.strip_prefix('[') {
+            rest.split(']').next()?
+        } else {
+            match a.rsplit_once(':') {
+                Some((ip, port)) if port.bytes().all(|b| b.is_ascii_digit()) && !ip.contains(':') => ip,
+                _ => a,
+            }
+        };
+        return Some(ip).filter(|s| !s.is_empty());
+    }
+    // X-Forwarded-For, possibly over several headers: entries in order.
+    let Lookup::One(xff) = req.header("x-forwarded-for") else { return None };
+    let entries: Vec<&str> = xff.split(',').map(str::trim).collect();
+    let n = hops as usize;
+    if entries.len() < n {
+        return None;
+    }
+    Some(entries[entries.len() - n]).filter(|s| !s.is_empty() && s.len() <= 64)
+}
+
+fn rule_hits(policy: &Policy, req: &Request<'_>) -> Option<(usize, usize)> {
+    for (i, rule) in policy.rules.iter().enumerate() {
+        let value: Option<std::borrow::Cow<'_, str>> = match &rule.source {
+            Source::Header(h) => req.header(h).one().map(Into::into),
+            Source::Cookie(c) => req.cookie(c).one().map(Into::into),
+            Source::Query(q) => req.query(q).map(Into::into),
+        };
+        let Some(value) = value else { continue };
+        let target = match &rule.matcher {
+            Matcher::Exact(want) => (value == want.as_str()).then_some(rule.version),
+            Matcher::Regex(re) => re.is_match(&value).then_some(rule.version),
+            Matcher::Sentinel => match value.as_ref() {
+                "always" => Some(rule.version),
+                "never" => Some(0),
+                _ => None,
+            },
+        };
+        if let Some(v) = target {
+            return Some((i, v));
+        }
+    }
+    None
+}
+
+/// The version that owns `bucket` given the weights. Non-default versions
+/// take consecutive ranges from bucket 0 in config order; the default
+/// version takes the rest. Raising the last-listed version's weight thus
+/// moves exactly the new buckets to it, and nobody back.
+pub fn version_for_bucket(weights: &[u32], bucket: u32) -> usize {
+    let mut upper = 0u32;
+    for (i, w) in weights.iter().enumerate().skip(1) {
+        upper = upper.saturating_add(*w);
+        if bucket < upper {
+            return i;
+        }
+    }
+    0
+}
+
+/// Decide version, pod and session for a request under `policy`.
+pub fn decide(policy: &Policy, req: &Request<'_>, rng: &mut dyn Entropy) -> Decision {
+    let now = req.now;
+    let (incoming, cookie_state, stale_key) = match req.cookie(&policy.cookie.name) {
+        Lookup::Absent => (None, CookieState::Absent, false),
+        Lookup::Many => (None, CookieState::Invalid, false),
+        Lookup::One(v) => match Session::open(v, &policy.cookie.name, &policy.keys, now) {
+            Opened::Valid { session, stale_key } => (Some(session), CookieState::Valid, stale_key),
+            Opened::Invalid => (None, CookieState::Invalid, false),
+        },
+    };
+
+    // The session key: from the configured source, else the cookie's, else new.
+    let external: Option<[u8; 16]> = match &policy.key {
+        KeySource::Cookie => None,
+        KeySource::Header(h) => req.header(h).one().filter(|v| !v.is_empty()).map(|v| hash::derive_key(v.as_bytes())),
+        KeySource::Query(q) => req.query(q).filter(|v| !v.is_empty()).map(|v| hash::derive_key(v.as_bytes())),
+        KeySource::ClientIp { hops } => client_ip(req, *hops).map(|ip| hash::derive_key(ip.as_bytes())),
+    };
+    let key_fallback = policy.key != KeySource::Cookie && external.is_none();
+    // A cookie for another identity (the header's user changed) is ignored.
+    let incoming = match (incoming, external) {
+        (Some(s), Some(k)) if s.key != k => None,
+        (s, _) => s,
+    };
+    let cookie_state = if cookie_state == CookieState::Valid && incoming.is_none() { CookieState::Invalid } else { cookie_state };
+    let key = match (external, &incoming) {
+        (Some(k), _) => k,
+        (None, Some(s)) => s.key,
+        (None, None) => new_key(rng, req),
+    };
+
+    let weights = policy.weights_at(now);
+    let remembered = incoming.as_ref().filter(|_| policy.sticky).and_then(|s| {
+        let v = policy.version_by_id(s.version_id)?;
+        let w = weights.get(v).copied().unwrap_or(0);
+        match (s.origin, w) {
+            // Weight 0: drain (stay until the cookie expires) or roll back.
+            (_, 0) if policy.rollback => None,
+            (_, 0) => Some((v, s.origin)),
+            (Origin::Rule, _) => Some((v, Origin::Rule)),
+            // Weight-assigned users follow their bucket as weights change.
+            (Origin::Weight, _) => None,
+        }
+    });
+
+    let (version, reason, origin) = if let Some((i, v)) = rule_hits(policy, req) {
+        (v, Reason::Rule(i), Origin::Rule)
+    } else if let Some((v, origin)) = remembered {
+        (v, Reason::Remembered, origin)
+    } else {
+        let b = hash::bucket(&policy.seed, &key, policy.total);
+        (version_for_bucket(&weights, b), Reason::Weight, Origin::Weight)
+    };
+
+    let version_id = policy.versions.get(version).map_or(0, |v| v.id);
+    // The pinned endpoint only counts for the version it was recorded for.
+    let endpoint = match (&incoming, policy.mode) {
+        (Some(s), Mode::Persistent) if s.version_id == version_id => s.endpoint.clone(),
+        _ => None,
+    };
+    let renew_at = u64::from(incoming.as_ref().map_or(0, |s| s.expiry)).saturating_sub(policy.ttl / 2);
+    let session = Session {
+        key,
+        version_id,
+        origin,
+        expiry: u32::try_from(now.saturating_add(policy.ttl)).unwrap_or(u32::MAX),
+        endpoint: endpoint.clone(),
+    };
+    let write_cookie = match &incoming {
+        None => true,
+        Some(s) => {
+            stale_key
+                || s.key != session.key
+                || s.version_id != session.version_id
+                || s.origin != session.origin
+                || s.endpoint != session.endpoint
+                || now >= renew_at
+        }
+    };
+    // Keep the old expiry when nothing else changes, so the value is stable.
+    let session = match (&incoming, write_cookie) {
+        (Some(s), false) => Session { expiry: s.expiry, ..session },
+        _ => session,
+    };
+    Decision {
+        version,
+        reason,
+        hash: hash::pod_hash(&key),
+        endpoint,
+        session,
+        write_cookie,
+        cookie_state,
+        key_fallback,
+    }
+}
+
+fn new_key(rng: &mut dyn Entropy, req: &Request<'_>) -> [u8; 16] {
+    let mut k = [0u8; 16];
+    if !rng.fill(&mut k) {
+        // No randomness: derive from what is unique to this request.
+        let id = req.header("x-request-id").one().unwrap_or("");
+        k = hash::derive_key(format!("{id}/{}", req.now).as_bytes());
+    }
+    k
+}
+
+/// Response phase: learn the endpoint that served the request (persistent
+/// mode) and report whether a `Set-Cookie` is due.
+pub fn on_response(policy: &Policy, d: &mut Decision, upstream: Option<&str>) -> bool {
+    if policy.mode == Mode::Persistent {
+        if let Some(addr) = upstream.filter(|a| !a.is_empty() && a.len() <= MAX_ENDPOINT) {
+            let pinned = d.session.endpoint.as_deref();
+            if pinned != Some(addr) && (pinned.is_none() || policy.change_on_failure) {
+                d.session.endpoint = Some(addr.to_owned());
+                d.write_cookie = true;
+            }
+        }
+    }
+    d.write_cookie
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn glob_matches() {
+        assert!(glob("*.example.com", "a.example.com"));
+        assert!(glob("*.example.com", "A.B.Example.COM"));
+        assert!(!glob("*.example.com", "example.com"));
+        assert!(glob("api.*", "api.test"));
+        assert!(glob("*", "anything"));
+        assert!(glob("a*b*c", "axxbyyc"));
+        assert!(!glob("a*b*c", "axxbyy"));
+    }
+
+    #[test]
+    fn percent_decoding() {
+        assert_eq!(percent_decode("v%32+x").as_deref(), Some("v2 x"));
+        assert_eq!(percent_decode("%zz"), None);
+        assert_eq!(percent_decode("%4"), None);
+    }
+
+    #[test]
+    fn bucket_layout() {
+        // default takes the rest; others from bucket 0 upward.
+        let w = [70, 20, 10];
+        assert_eq!(version_for_bucket(&w, 0), 1);
+        assert_eq!(version_for_bucket(&w, 19), 1);
+        assert_eq!(version_for_bucket(&w, 20), 2);
+        assert_eq!(version_for_bucket(&w, 29), 2);
+        assert_eq!(version_for_bucket(&w, 30), 0);
+        assert_eq!(version_for_bucket(&w, 99), 0);
+    }
+}

@@ -1,0 +1,328 @@
+//! The session cookie: one versioned format for the remembered version, the
+//! session key, the pinned endpoint, an expiry and its protection.
+//!
+//! # Wire format
+//!
+//! The cookie value is one marker character followed by unpadded base64url:
+//!
+//! | marker | meaning | body |
+//! |---|---|---|
+//! | `1` | format 1, **plain** (no secret configured) | `payload ‖ check` where `check` is 8 bytes of FNV-1a over the cookie name and payload: it catches corruption, not forgery |
+//! | `2` | format 1, **sealed** (secrets configured) | `nonce(24) ‖ XChaCha20-Poly1305(payload) ‖ tag(16)`, with the cookie name as associated data |
+//!
+//! The payload (format 1), all integers big-endian:
+//!
+//! | bytes | field |
+//! |---|---|
+//! | 1 | format = 1 |
+//! | 1 | flags: bit 0 = version chosen by a rule, bit 1 = endpoint present |
+//! | 4 | expiry, Unix seconds |
+//! | 4 | version id: FNV-1a 32 of the version name |
+//! | 16 | session key |
+//! | 1 + n | endpoint, `ip:port` text, n <= 64 (only with bit 1) |
+//!
+//! Any other marker, a bad length, a failed check or tag, an unknown format
+//! byte or a past expiry makes the cookie absent, and a new one replaces it.
+//! A later format takes a new marker, so this one stays readable.
+
+use crate::b64;
+use crate::hash::fnv64;
+use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+
+/// Longest cookie value the filter will try to read; anything longer is
+/// treated as absent without being decoded.
+pub const MAX_COOKIE_VALUE: usize = 256;
+/// Longest endpoint text (`[ipv6]:port` fits easily).
+pub const MAX_ENDPOINT: usize = 64;
+
+const FORMAT: u8 = 1;
+const FLAG_RULE: u8 = 1;
+const FLAG_ENDPOINT: u8 = 2;
+const FIXED: usize = 1 + 1 + 4 + 4 + 16;
+const CHECK: usize = 8;
+const NONCE: usize = 24;
+const TAG: usize = 16;
+const AAD_PREFIX: &[u8] = b"sticky-canary/cookie/1\0";
+
+/// Why the version in a session was chosen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// By the weighted bucket: it follows the bucket when weights change.
+    Weight,
+    /// By an explicit rule: it stays until a rule says otherwise.
+    Rule,
+}
+
+/// The content of a session cookie.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
+    /// The session key: random for generated sessions, derived otherwise.
+    pub key: [u8; 16],
+    /// Id of the remembered version ([`crate::hash::fnv32`] of its name).
+    pub version_id: u32,
+    /// How the remembered version was chosen.
+    pub origin: Origin,
+    /// Unix seconds after which the session is void.
+    pub expiry: u32,
+    /// The pinned endpoint (`ip:port`), persistent mode only.
+    pub endpoint: Option<String>,
+}
+
+/// A key that seals and opens cookies (32 bytes).
+#[derive(Clone)]
+pub struct SealKey(pub [u8; 32]);
+
+impl core::fmt::Debug for SealKey {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("SealKey(..)")
+    }
+}
+
+/// What came out of reading a cookie value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Opened {
+    /// Valid and current. `stale_key` is set when a key other than the first
+    /// opened it, so the cookie should be re-sealed.
+    Valid {
+        /// The session.
+        session: Session,
+        /// Opened with a rotated-out key.
+        stale_key: bool,
+    },
+    /// Not a usable cookie (garbled, forged, unsigned where signing is on,
+    /// expired, or too long).
+    Invalid,
+}
+
+impl Session {
+    fn payload(&self) -> Vec<u8> {
+        let ep = self
+            .endpoint
+            .as_deref()
+            .filter(|e| !e.is_empty() && e.len() <= MAX_ENDPOINT);
+        let mut out = Vec::with_capacity(FIXED + 1 + ep.map_or(0, str::len) + CHECK);
+        let mut flags = 0;
+        if self.origin == Origin::Rule {
+            flags |= FLAG_RULE;
+        }
+        if ep.is_some() {
+            flags |= FLAG_ENDPOINT;
+        }
+        out.push(FORMAT);
+        out.push(flags);
+        out.extend_from_slice(&self.expiry.to_be_bytes());
+        out.extend_from_slice(&self.version_id.to_be_bytes());
+        out.extend_from_slice(&self.key);
+        if let Some(ep) = ep {
+            out.push(ep.len() as u8);
+            out.extend_from_slice(ep.as_bytes());
+        }
+        out
+    }
+
+    fn from_payload(p: &[u8]) -> Option<Session> {
+        if p.len() < FIXED || p[0] != FORMAT {
+            return None;
+        }
+        let flags = p[1];
+        if flags & !(FLAG_RULE | FLAG_ENDPOINT) != 0 {
+            return None;
+        }
+        let u32_at = |i: usize| -> Option<u32> { Some(u32::from_be_bytes(p.get(i..i + 4)?.try_into().ok()?)) };
+        let expiry = u32_at(2)?;
+        let version_id = u32_at(6)?;
+        let key: [u8; 16] = p.get(10..26)?.try_into().ok()?;
+        let endpoint = if flags & FLAG_ENDPOINT != 0 {
+            let len = usize::from(*p.get(FIXED)?);
+            let text = p.get(FIXED + 1..FIXED + 1 + len)?;
+            if len == 0 || len > MAX_ENDPOINT || p.len() != FIXED + 1 + len {
+                return None;
+            }
+            Some(String::from_utf8(text.to_vec()).ok()?)
+        } else {
+            if p.len() != FIXED {
+                return None;
+            }
+            None
+        };
+        let origin = if flags & FLAG_RULE != 0 { Origin::Rule } else { Origin::Weight };
+        Some(Session { key, version_id, origin, expiry, endpoint })
+    }
+
+    /// Encode as a cookie value: sealed under `keys[0]` when keys are given
+    /// (`nonce` must be fresh random bytes), plain otherwise.
+    pub fn encode(&self, cookie_name: &str, keys: &[SealKey], nonce: &[u8; NONCE]) -> String {
+        let payload = self.payload();
+        match keys.first() {
+            None => {
+                let check = fnv64(&[AAD_PREFIX, cookie_name.as_bytes(), b"\0", &payload]);
+                let mut body = payload;
+                body.extend_from_slice(&check.to_be_bytes());
+                let mut out = String::from("1");
+                out.push_str(&b64::encode_url(&body));
+                out
+            }
+            Some(key) => {
+                let aad = aad(cookie_name);
+                let cipher = XChaCha20Poly1305::new((&key.0).into());
+                // Encryption of a short buffer with a valid key cannot fail;
+                // if it ever did, an empty value is simply treated as absent.
+                let sealed = cipher
+                    .encrypt(XNonce::from_slice(nonce), Payload { msg: &payload, aad: &aad })
+                    .unwrap_or_default();
+                let mut body = Vec::with_capacity(NONCE + sealed.len());
+                body.extend_from_slice(nonce);
+                body.extend_from_slice(&sealed);
+                let mut out = String::from("2");
+                out.push_str(&b64::encode_url(&body));
+                out
+            }
+        }
+    }
+
+    /// Read a cookie value. With `keys` empty only plain cookies are
+    /// accepted; with keys only sealed ones (any key opens, the first is
+    /// current). Expired sessions (`expiry <= now`) are invalid.
+    pub fn open(value: &str, cookie_name: &str, keys: &[SealKey], now: u64) -> Opened {
+        match Self::open_inner(value, cookie_name, keys) {
+            Some((session, stale_key)) if u64::from(session.expiry) > now => {
+                Opened::Valid { session, stale_key }
+            }
+            _ => Opened::Invalid,
+        }
+    }
+
+    fn open_inner(value: &str, cookie_name: &str, keys: &[SealKey]) -> Option<(Session, bool)> {
+        if value.len() > MAX_COOKIE_VALUE || value.len() < 2 {
+            return None;
+        }
+        let (marker, body) = value.split_at(1);
+        let body = b64::decode_url(body)?;
+        match (marker, keys.is_empty()) {
+            ("1", true) => {
+                let split = body.len().checked_sub(CHECK)?;
+                let (payload, check) = body.split_at(split);
+                let want = fnv64(&[AAD_PREFIX, cookie_name.as_bytes(), b"\0", payload]);
+                if check != want.to_be_bytes() {
+                    return None;
+                }
+                Some((Self::from_payload(payload)?, false))
+            }
+            ("2", false) => {
+                if body.len() < NONCE + TAG + FIXED {
+                    return None;
+                }
+                let (nonce, sealed) = body.split_at(NONCE);
+                let aad = aad(cookie_name);
+                keys.iter().enumerate().find_map(|(i, key)| {
+                    let cipher = XChaCha20Poly1305::new((&key.0).into());
+                    let payload = cipher
+                        .decrypt(XNonce::from_slice(nonce), Payload { msg: sealed, aad: &aad })
+                        .ok()?;
+                    Some((Self::from_payload(&payload)?, i > 0))
+                })
+            }
+            _ => None,
+        }
+    }
+}
+
+fn aad(cookie_name: &str) -> Vec<u8> {
+    let mut aad = Vec::with_capacity(AAD_PREFIX.len() + cookie_name.len());
+    aad.extend_from_slice(AAD_PREFIX);
+    aad.extend_from_slice(cookie_name.as_bytes());
+    aad
+}
+
+/// Bytes of randomness [`Session::encode`] needs for a nonce.
+pub const NONCE_LEN: usize = NONCE;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(endpoint: Option<&str>) -> Session {
+        Session {
+            key: *b"0123456789abcdef",
+            version_id: 0xdead_beef,
+            origin: Origin::Rule,
+            expiry: 2_000_000_000,
+            endpoint: endpoint.map(str::to_owned),
+        }
+    }
+
+    const NOW: u64 = 1_800_000_000;
+
+    #[test]
+    fn plain_roundtrip() {
+        let s = sample(None);
+        let v = s.encode("c", &[], &[0; 24]);
+        assert!(v.starts_with('1'));
+        assert_eq!(Session::open(&v, "c", &[], NOW), Opened::Valid { session: s, stale_key: false });
+    }
+
+    #[test]
+    fn plain_rejects_other_name_and_bitflips() {
+        let v = sample(None).encode("c", &[], &[0; 24]);
+        assert_eq!(Session::open(&v, "d", &[], NOW), Opened::Invalid);
+        let mut bytes = v.into_bytes();
+        bytes[5] = if bytes[5] == b'A' { b'B' } else { b'A' };
+        let v = String::from_utf8(bytes).unwrap();
+        assert_eq!(Session::open(&v, "c", &[], NOW), Opened::Invalid);
+    }
+
+    #[test]
+    fn sealed_roundtrip_hides_endpoint_and_rotates() {
+        let k1 = SealKey([1; 32]);
+        let k2 = SealKey([2; 32]);
+        let s = sample(Some("10.0.0.7:8080"));
+        let v = s.encode("c", &[k1.clone()], &[9; 24]);
+        assert!(v.starts_with('2'));
+        let raw = b64::decode_url(&v[1..]).unwrap();
+        assert!(!raw.windows(8).any(|w| w == b"10.0.0.7"));
+        assert_eq!(
+            Session::open(&v, "c", &[k1.clone()], NOW),
+            Opened::Valid { session: s.clone(), stale_key: false }
+        );
+        // Rotation: new key first, old key still opens, marked stale.
+        assert_eq!(
+            Session::open(&v, "c", &[k2.clone(), k1.clone()], NOW),
+            Opened::Valid { session: s, stale_key: true }
+        );
+        assert_eq!(Session::open(&v, "c", &[k2], NOW), Opened::Invalid);
+        // A sealed cookie is bound to its cookie name.
+        assert_eq!(Session::open(&v, "other", &[k1], NOW), Opened::Invalid);
+    }
+
+    #[test]
+    fn signing_mode_must_match() {
+        let k = SealKey([1; 32]);
+        let plain = sample(None).encode("c", &[], &[0; 24]);
+        let sealed = sample(None).encode("c", &[k.clone()], &[0; 24]);
+        assert_eq!(Session::open(&plain, "c", &[k], NOW), Opened::Invalid);
+        assert_eq!(Session::open(&sealed, "c", &[], NOW), Opened::Invalid);
+    }
+
+    #[test]
+    fn expiry_is_checked() {
+        let v = sample(None).encode("c", &[], &[0; 24]);
+        assert_eq!(Session::open(&v, "c", &[], 2_000_000_000), Opened::Invalid);
+        assert!(matches!(Session::open(&v, "c", &[], 1_999_999_999), Opened::Valid { .. }));
+    }
+
+    #[test]
+    fn garbage_is_invalid() {
+        for v in ["", "1", "2", "x", "1!!!!", "3AAAA", &"1".repeat(300), "1AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"] {
+            assert_eq!(Session::open(v, "c", &[], NOW), Opened::Invalid, "{v}");
+            assert_eq!(Session::open(v, "c", &[SealKey([0; 32])], NOW), Opened::Invalid, "{v}");
+        }
+    }
+
+    #[test]
+    fn cookie_stays_small() {
+        let v = sample(Some("[2001:db8::1234:5678]:65535")).encode("c", &[SealKey([1; 32])], &[0; 24]);
+        assert!(v.len() < 140, "{} bytes", v.len());
+        assert!(sample(None).encode("c", &[], &[0; 24]).len() < 60);
+    }
+}
