@@ -106,7 +106,10 @@ mod tests {
     fn roundtrip_all_lengths() {
         let data: Vec<u8> = (0..=255u8).collect();
         for n in 0..data.len() {
-            assert_eq!(decode_url(&encode_url(&data[..n])).as_deref(), Some(&data[..n]));
+            assert_eq!(
+                decode_url(&encode_url(&data[..n])).as_deref(),
+                Some(&data[..n])
+            );
         }
     }
 }

@@ -4,7 +4,9 @@
 //! weights summed, names checked, versions cross-referenced. An error names
 //! the field path and the offending value.
 
-use crate::config::{Mode, RawConfig, RawCookie, RawKey, RawMatch, RawRamp, RawRule, RawVersion, Stickiness};
+use crate::config::{
+    Mode, RawConfig, RawCookie, RawKey, RawMatch, RawRamp, RawRule, RawVersion, Stickiness,
+};
 use crate::hash::fnv32;
 use crate::session::SealKey;
 use crate::{b64, time};
@@ -28,21 +30,36 @@ impl fmt::Display for ConfigError {
         if self.value.is_empty() {
             write!(f, "invalid plugin config: {}: {}", self.path, self.reason)
         } else {
-            write!(f, "invalid plugin config: {} = {}: {}", self.path, self.value, self.reason)
+            write!(
+                f,
+                "invalid plugin config: {} = {}: {}",
+                self.path, self.value, self.reason
+            )
         }
     }
 }
 
 impl std::error::Error for ConfigError {}
 
-fn err(path: impl Into<String>, value: impl fmt::Display, reason: impl Into<String>) -> ConfigError {
+fn err(
+    path: impl Into<String>,
+    value: impl fmt::Display,
+    reason: impl Into<String>,
+) -> ConfigError {
     let mut value = value.to_string();
     if value.len() > 120 {
-        let cut = (0..=117).rev().find(|i| value.is_char_boundary(*i)).unwrap_or(0);
+        let cut = (0..=117)
+            .rev()
+            .find(|i| value.is_char_boundary(*i))
+            .unwrap_or(0);
         value.truncate(cut);
         value.push_str("...");
     }
-    ConfigError { path: path.into(), value, reason: reason.into() }
+    ConfigError {
+        path: path.into(),
+        value,
+        reason: reason.into(),
+    }
 }
 
 fn quoted(s: &str) -> String {
@@ -112,7 +129,13 @@ impl Weight {
     pub fn at(&self, now: u64) -> u32 {
         match *self {
             Weight::Fixed(w) => w,
-            Weight::Ramp { start, end, from, to, steps } => {
+            Weight::Ramp {
+                start,
+                end,
+                from,
+                to,
+                steps,
+            } => {
                 if now <= start {
                     return from;
                 }
@@ -342,21 +365,31 @@ pub fn compile_json(text: &str) -> Result<Plugin, ConfigError> {
         serde_json::from_str(text).map_err(|e| err("$", "", format!("not valid JSON: {e}")))?
     };
     let Value::Object(mut global) = root else {
-        return Err(err("$", short_json(&root), "the plugin config must be a JSON object"));
+        return Err(err(
+            "$",
+            short_json(&root),
+            "the plugin config must be a JSON object",
+        ));
     };
     let routes = match global.remove("routes") {
         None | Some(Value::Null) => Vec::new(),
         Some(Value::Array(r)) => r,
-        Some(other) => return Err(err("routes", short_json(&other), "must be a list of route entries")),
+        Some(other) => {
+            return Err(err(
+                "routes",
+                short_json(&other),
+                "must be a list of route entries",
+            ))
+        }
     };
     let global_raw: RawConfig = parse_raw(&Value::Object(global.clone()), "")?;
     let global_policy = match global_raw.versions {
         Some(_) => Some(compile_policy(&global_raw, "", "global")?),
         None => {
-            if global_raw.rules.is_some() {
-                return Err(err("rules", "[...]", "rules need versions: set `versions` globally or move the rules into a route entry"));
-            }
-            // Validate the shared settings now so errors name the global path.
+            // Without versions the global object only holds defaults for the
+            // route entries (rules included, checked against each entry's
+            // versions). Validate the shared settings now so errors name the
+            // global path.
             compile_shared(&global_raw, "")?;
             None
         }
@@ -367,28 +400,58 @@ pub fn compile_json(text: &str) -> Result<Plugin, ConfigError> {
     for (i, entry) in routes.into_iter().enumerate() {
         let path = format!("routes[{i}]");
         let Value::Object(mut entry) = entry else {
-            return Err(err(path, short_json(&entry), "a route entry must be a JSON object"));
+            return Err(err(
+                path,
+                short_json(&entry),
+                "a route entry must be a JSON object",
+            ));
         };
         let name = match entry.remove("name") {
             None => path.clone(),
             Some(Value::String(s)) if !s.is_empty() && s.len() <= 64 => s,
-            Some(v) => return Err(err(format!("{path}.name"), short_json(&v), "must be a non-empty string of at most 64 characters")),
+            Some(v) => {
+                return Err(err(
+                    format!("{path}.name"),
+                    short_json(&v),
+                    "must be a non-empty string of at most 64 characters",
+                ))
+            }
         };
         if names.contains(&name) {
-            return Err(err(format!("{path}.name"), quoted(&name), "duplicate route entry name"));
+            return Err(err(
+                format!("{path}.name"),
+                quoted(&name),
+                "duplicate route entry name",
+            ));
         }
         names.push(name.clone());
         let enabled = match entry.remove("enabled") {
             None => true,
             Some(Value::Bool(b)) => b,
-            Some(v) => return Err(err(format!("{path}.enabled"), short_json(&v), "must be true or false")),
+            Some(v) => {
+                return Err(err(
+                    format!("{path}.enabled"),
+                    short_json(&v),
+                    "must be true or false",
+                ))
+            }
         };
         let matcher = match entry.remove("match") {
-            None => return Err(err(format!("{path}.match"), "", "every route entry needs a `match`")),
+            None => {
+                return Err(err(
+                    format!("{path}.match"),
+                    "",
+                    "every route entry needs a `match`",
+                ))
+            }
             Some(m) => compile_match(m, &format!("{path}.match"))?,
         };
         if entry.contains_key("routes") {
-            return Err(err(format!("{path}.routes"), "[...]", "route entries cannot nest"));
+            return Err(err(
+                format!("{path}.routes"),
+                "[...]",
+                "route entries cannot nest",
+            ));
         }
         let policy = if enabled {
             let mut merged = global.clone();
@@ -401,11 +464,19 @@ pub fn compile_json(text: &str) -> Result<Plugin, ConfigError> {
         } else {
             if !entry.is_empty() {
                 let key = entry.keys().next().cloned().unwrap_or_default();
-                return Err(err(format!("{path}.{key}"), "", "a disabled route entry takes only name, match and enabled"));
+                return Err(err(
+                    format!("{path}.{key}"),
+                    "",
+                    "a disabled route entry takes only name, match and enabled",
+                ));
             }
             None
         };
-        entries.push(RouteEntry { name, matcher, policy });
+        entries.push(RouteEntry {
+            name,
+            matcher,
+            policy,
+        });
     }
     Ok(Plugin {
         needs_route_name: entries.iter().any(|e| !e.matcher.route_names.is_empty()),
@@ -434,8 +505,16 @@ fn merge(base: &mut Map<String, Value>, over: Map<String, Value>) {
 fn parse_raw(v: &Value, prefix: &str) -> Result<RawConfig, ConfigError> {
     serde_path_to_error::deserialize::<_, RawConfig>(v).map_err(|e| {
         let inner = e.path().to_string();
-        let path = if inner == "." { prefix.trim_end_matches('.').to_owned() } else { format!("{prefix}{inner}") };
-        let path = if path.is_empty() { "$".to_owned() } else { path };
+        let path = if inner == "." {
+            prefix.trim_end_matches('.').to_owned()
+        } else {
+            format!("{prefix}{inner}")
+        };
+        let path = if path.is_empty() {
+            "$".to_owned()
+        } else {
+            path
+        };
         let value = lookup(v, e.path()).map(short_json).unwrap_or_default();
         err(path, value, e.inner().to_string())
     })
@@ -457,26 +536,52 @@ fn lookup<'a>(v: &'a Value, path: &serde_path_to_error::Path) -> Option<&'a Valu
 fn compile_match(v: Value, path: &str) -> Result<RouteMatch, ConfigError> {
     let raw: RawMatch = serde_path_to_error::deserialize(&v).map_err(|e| {
         let value = lookup(&v, e.path()).map(short_json).unwrap_or_default();
-        err(format!("{path}.{}", e.path()).replace(".." , "."), value, e.inner().to_string())
+        err(
+            format!("{path}.{}", e.path()).replace("..", "."),
+            value,
+            e.inner().to_string(),
+        )
     })?;
-    let list = |o: Option<crate::config::OneOrMany>, field: &str| -> Result<Vec<String>, ConfigError> {
-        let v = o.map(crate::config::OneOrMany::into_vec).unwrap_or_default();
-        if let Some(bad) = v.iter().find(|s| s.is_empty()) {
-            return Err(err(format!("{path}.{field}"), quoted(bad), "empty strings match nothing"));
-        }
-        Ok(v)
-    };
+    let list =
+        |o: Option<crate::config::OneOrMany>, field: &str| -> Result<Vec<String>, ConfigError> {
+            let v = o
+                .map(crate::config::OneOrMany::into_vec)
+                .unwrap_or_default();
+            if let Some(bad) = v.iter().find(|s| s.is_empty()) {
+                return Err(err(
+                    format!("{path}.{field}"),
+                    quoted(bad),
+                    "empty strings match nothing",
+                ));
+            }
+            Ok(v)
+        };
     let m = RouteMatch {
         route_names: list(raw.route_name, "route_name")?,
         virtual_hosts: list(raw.virtual_host, "virtual_host")?,
-        authorities: list(raw.authority, "authority")?.into_iter().map(|a| a.to_ascii_lowercase()).collect(),
+        authorities: list(raw.authority, "authority")?
+            .into_iter()
+            .map(|a| a.to_ascii_lowercase())
+            .collect(),
         path_prefixes: list(raw.path_prefix, "path_prefix")?,
     };
     if let Some(p) = m.path_prefixes.iter().find(|p| !p.starts_with('/')) {
-        return Err(err(format!("{path}.path_prefix"), quoted(p), "a path prefix starts with /"));
+        return Err(err(
+            format!("{path}.path_prefix"),
+            quoted(p),
+            "a path prefix starts with /",
+        ));
     }
-    if m.route_names.is_empty() && m.virtual_hosts.is_empty() && m.authorities.is_empty() && m.path_prefixes.is_empty() {
-        return Err(err(path, short_json(&v), "give at least one of route_name, virtual_host, authority, path_prefix"));
+    if m.route_names.is_empty()
+        && m.virtual_hosts.is_empty()
+        && m.authorities.is_empty()
+        && m.path_prefixes.is_empty()
+    {
+        return Err(err(
+            path,
+            short_json(&v),
+            "give at least one of route_name, virtual_host, authority, path_prefix",
+        ));
     }
     Ok(m)
 }
@@ -495,11 +600,22 @@ struct Shared {
 
 fn compile_shared(raw: &RawConfig, p: &str) -> Result<Shared, ConfigError> {
     let session = raw.session.clone().unwrap_or_default();
-    let cookie = compile_cookie(&session.cookie.clone().unwrap_or_default(), &format!("{p}session.cookie"))?;
+    let cookie = compile_cookie(
+        &session.cookie.clone().unwrap_or_default(),
+        &format!("{p}session.cookie"),
+    )?;
     let key = compile_key(session.key.as_ref(), &format!("{p}session.key"))?;
-    let ttl = session.ttl.or(cookie.max_age).or(cookie.expires).unwrap_or(defaults::TTL);
+    let ttl = session
+        .ttl
+        .or(cookie.max_age)
+        .or(cookie.expires)
+        .unwrap_or(defaults::TTL);
     if ttl == 0 || ttl > defaults::MAX_TTL {
-        return Err(err(format!("{p}session.ttl"), ttl, format!("must be 1..={} seconds", defaults::MAX_TTL)));
+        return Err(err(
+            format!("{p}session.ttl"),
+            ttl,
+            format!("must be 1..={} seconds", defaults::MAX_TTL),
+        ));
     }
     let mode = session.mode.unwrap_or(Mode::Balanced);
     let mut keys = Vec::new();
@@ -517,53 +633,117 @@ fn compile_shared(raw: &RawConfig, p: &str) -> Result<Shared, ConfigError> {
         }
     }
     if keys.len() > 8 {
-        return Err(err(format!("{p}session.secrets"), format!("<{} keys>", keys.len()), "at most 8 keys (the first seals, all open)"));
+        return Err(err(
+            format!("{p}session.secrets"),
+            format!("<{} keys>", keys.len()),
+            "at most 8 keys (the first seals, all open)",
+        ));
     }
     if mode == Mode::Persistent && keys.is_empty() {
-        return Err(err(format!("{p}session.mode"), "\"persistent\"", "persistent mode records the pod in the cookie and needs session.secrets to seal it"));
+        return Err(err(
+            format!("{p}session.mode"),
+            "\"persistent\"",
+            "persistent mode records the pod in the cookie and needs session.secrets to seal it",
+        ));
     }
     if session.change_on_failure.is_some() && mode != Mode::Persistent {
-        return Err(err(format!("{p}session.change_on_failure"), session.change_on_failure.unwrap_or(true), "only applies to session.mode \"persistent\""));
+        return Err(err(
+            format!("{p}session.change_on_failure"),
+            session.change_on_failure.unwrap_or(true),
+            "only applies to session.mode \"persistent\"",
+        ));
     }
     let h = raw.headers.clone().unwrap_or_default();
     let headers = HeaderNames {
-        version: header_name(h.version, defaults::VERSION_HEADER, &format!("{p}headers.version"))?,
+        version: header_name(
+            h.version,
+            defaults::VERSION_HEADER,
+            &format!("{p}headers.version"),
+        )?,
         hash: header_name(h.hash, defaults::HASH_HEADER, &format!("{p}headers.hash"))?,
-        endpoint: header_name(h.endpoint, defaults::ENDPOINT_HEADER, &format!("{p}headers.endpoint"))?,
+        endpoint: header_name(
+            h.endpoint,
+            defaults::ENDPOINT_HEADER,
+            &format!("{p}headers.endpoint"),
+        )?,
     };
-    if headers.version == headers.hash || headers.version == headers.endpoint || headers.hash == headers.endpoint {
-        return Err(err(format!("{p}headers"), format!("{:?}", [&headers.version, &headers.hash, &headers.endpoint]), "the three header names must differ"));
+    if headers.version == headers.hash
+        || headers.version == headers.endpoint
+        || headers.hash == headers.endpoint
+    {
+        return Err(err(
+            format!("{p}headers"),
+            format!("{:?}", [&headers.version, &headers.hash, &headers.endpoint]),
+            "the three header names must differ",
+        ));
     }
-    Ok(Shared { cookie, key, ttl, mode, keys, change_on_failure: session.change_on_failure.unwrap_or(true), headers })
+    Ok(Shared {
+        cookie,
+        key,
+        ttl,
+        mode,
+        keys,
+        change_on_failure: session.change_on_failure.unwrap_or(true),
+        headers,
+    })
 }
 
 fn compile_policy(raw: &RawConfig, p: &str, scope: &str) -> Result<Policy, ConfigError> {
     let shared = compile_shared(raw, p)?;
     let total = raw.weight_total.unwrap_or(defaults::WEIGHT_TOTAL);
     if total == 0 || total > defaults::MAX_TOTAL {
-        return Err(err(format!("{p}weight_total"), total, format!("must be 1..={}", defaults::MAX_TOTAL)));
+        return Err(err(
+            format!("{p}weight_total"),
+            total,
+            format!("must be 1..={}", defaults::MAX_TOTAL),
+        ));
     }
     let versions = compile_versions(raw.versions.as_deref().unwrap_or_default(), total, p)?;
     let mut rules = Vec::new();
     for (i, r) in raw.rules.iter().flatten().enumerate() {
         rules.push(compile_rule(r, &versions, &format!("{p}rules[{i}]"))?);
     }
-    let needs_query = rules.iter().any(|r| matches!(r.source, Source::Query(_))) || matches!(shared.key, KeySource::Query(_));
+    let needs_query = rules.iter().any(|r| matches!(r.source, Source::Query(_)))
+        || matches!(shared.key, KeySource::Query(_));
     for (i, r) in rules.iter().enumerate() {
         if let Source::Header(h) = &r.source {
-            if [&shared.headers.version, &shared.headers.hash, &shared.headers.endpoint].contains(&h) {
-                return Err(err(format!("{p}rules[{i}].header"), quoted(h), "rules cannot read a header the filter itself writes"));
+            if [
+                &shared.headers.version,
+                &shared.headers.hash,
+                &shared.headers.endpoint,
+            ]
+            .contains(&h)
+            {
+                return Err(err(
+                    format!("{p}rules[{i}].header"),
+                    quoted(h),
+                    "rules cannot read a header the filter itself writes",
+                ));
             }
         }
     }
     if let KeySource::Header(h) = &shared.key {
-        if [&shared.headers.version, &shared.headers.hash, &shared.headers.endpoint].contains(&h) {
-            return Err(err(format!("{p}session.key.name"), quoted(h), "the key cannot come from a header the filter itself writes"));
+        if [
+            &shared.headers.version,
+            &shared.headers.hash,
+            &shared.headers.endpoint,
+        ]
+        .contains(&h)
+        {
+            return Err(err(
+                format!("{p}session.key.name"),
+                quoted(h),
+                "the key cannot come from a header the filter itself writes",
+            ));
         }
     }
     let seed = raw.seed.clone().unwrap_or_default();
     if seed.len() > 256 {
-        return Err(err(format!("{p}seed"), quoted(&seed), "at most 256 characters"));
+        return Err(err(
+            format!("{p}seed"),
+            quoted(&seed),
+            "at most 256 characters",
+        ));
     }
     Ok(Policy {
         scope: scope.to_owned(),
@@ -585,48 +765,95 @@ fn compile_policy(raw: &RawConfig, p: &str, scope: &str) -> Result<Policy, Confi
 }
 
 fn valid_version_name(s: &str) -> bool {
-    !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+    !s.is_empty()
+        && s.len() <= 64
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 
 fn compile_versions(raw: &[RawVersion], total: u32, p: &str) -> Result<Vec<Version>, ConfigError> {
     if raw.len() < 2 {
-        return Err(err(format!("{p}versions"), format!("<{} version(s)>", raw.len()), "name at least two versions; the first is the default"));
+        return Err(err(
+            format!("{p}versions"),
+            format!("<{} version(s)>", raw.len()),
+            "name at least two versions; the first is the default",
+        ));
     }
     if raw.len() > 32 {
-        return Err(err(format!("{p}versions"), format!("<{} versions>", raw.len()), "at most 32 versions"));
+        return Err(err(
+            format!("{p}versions"),
+            format!("<{} versions>", raw.len()),
+            "at most 32 versions",
+        ));
     }
     let mut out: Vec<Version> = Vec::with_capacity(raw.len());
     for (i, v) in raw.iter().enumerate() {
         let vp = format!("{p}versions[{i}]");
         if !valid_version_name(&v.name) {
-            return Err(err(format!("{vp}.name"), quoted(&v.name), "1 to 64 characters of A-Z a-z 0-9 - _ ."));
+            return Err(err(
+                format!("{vp}.name"),
+                quoted(&v.name),
+                "1 to 64 characters of A-Z a-z 0-9 - _ .",
+            ));
         }
         let id = fnv32(v.name.as_bytes());
         if let Some(prev) = out.iter().find(|o| o.name == v.name || o.id == id) {
-            return Err(err(format!("{vp}.name"), quoted(&v.name), format!("clashes with version {}", quoted(&prev.name))));
+            return Err(err(
+                format!("{vp}.name"),
+                quoted(&v.name),
+                format!("clashes with version {}", quoted(&prev.name)),
+            ));
         }
         let weight = match (&v.ramp, v.weight) {
-            (Some(_), Some(w)) => return Err(err(format!("{vp}.weight"), w, "a ramping version takes its weights from ramp.from and ramp.to")),
+            (Some(_), Some(w)) => {
+                return Err(err(
+                    format!("{vp}.weight"),
+                    w,
+                    "a ramping version takes its weights from ramp.from and ramp.to",
+                ))
+            }
             (Some(r), None) => {
                 if i == 0 {
-                    return Err(err(format!("{vp}.ramp"), "{...}", "the default (first) version takes what the others leave and cannot ramp"));
+                    return Err(err(
+                        format!("{vp}.ramp"),
+                        "{...}",
+                        "the default (first) version takes what the others leave and cannot ramp",
+                    ));
                 }
                 compile_ramp(r, total, &format!("{vp}.ramp"))?
             }
             (None, Some(w)) => {
                 if w > total {
-                    return Err(err(format!("{vp}.weight"), w, format!("over weight_total {total}")));
+                    return Err(err(
+                        format!("{vp}.weight"),
+                        w,
+                        format!("over weight_total {total}"),
+                    ));
                 }
                 Weight::Fixed(w)
             }
             (None, None) if i == 0 => Weight::Fixed(0),
-            (None, None) => return Err(err(format!("{vp}.weight"), "", "missing (only the default, first, version may omit its weight)")),
+            (None, None) => {
+                return Err(err(
+                    format!("{vp}.weight"),
+                    "",
+                    "missing (only the default, first, version may omit its weight)",
+                ))
+            }
         };
-        out.push(Version { name: v.name.clone(), id, weight });
+        out.push(Version {
+            name: v.name.clone(),
+            id,
+            weight,
+        });
     }
     let others: u64 = out.iter().skip(1).map(|v| u64::from(v.weight.max())).sum();
     if others > u64::from(total) {
-        return Err(err(format!("{p}versions"), format!("<weights add up to {others}>"), format!("weights are over weight_total {total}")));
+        return Err(err(
+            format!("{p}versions"),
+            format!("<weights add up to {others}>"),
+            format!("weights are over weight_total {total}"),
+        ));
     }
     if let Some(w) = raw.first().and_then(|v| v.weight) {
         let rest = u64::from(total) - others;
@@ -646,9 +873,21 @@ fn compile_versions(raw: &[RawVersion], total: u32, p: &str) -> Result<Vec<Versi
 
 fn ramp_time(v: &Value, path: String) -> Result<u64, ConfigError> {
     match v {
-        Value::Number(n) => n.as_u64().ok_or_else(|| err(path, n, "Unix seconds must be a whole number >= 0")),
-        Value::String(s) => time::parse_rfc3339(s).ok_or_else(|| err(path, quoted(s), "not an RFC 3339 time such as 2026-11-21T10:00:00Z")),
-        other => Err(err(path, short_json(other), "an RFC 3339 string or Unix seconds")),
+        Value::Number(n) => n
+            .as_u64()
+            .ok_or_else(|| err(path, n, "Unix seconds must be a whole number >= 0")),
+        Value::String(s) => time::parse_rfc3339(s).ok_or_else(|| {
+            err(
+                path,
+                quoted(s),
+                "not an RFC 3339 time such as 2026-11-21T10:00:00Z",
+            )
+        }),
+        other => Err(err(
+            path,
+            short_json(other),
+            "an RFC 3339 string or Unix seconds",
+        )),
     }
 }
 
@@ -657,68 +896,136 @@ fn compile_ramp(r: &RawRamp, total: u32, p: &str) -> Result<Weight, ConfigError>
     let end = match (&r.end, r.duration) {
         (Some(e), None) => ramp_time(e, format!("{p}.end"))?,
         (None, Some(d)) => start.saturating_add(d),
-        (Some(_), Some(_)) => return Err(err(format!("{p}.duration"), r.duration.unwrap_or(0), "give end or duration, not both")),
+        (Some(_), Some(_)) => {
+            return Err(err(
+                format!("{p}.duration"),
+                r.duration.unwrap_or(0),
+                "give end or duration, not both",
+            ))
+        }
         (None, None) => return Err(err(format!("{p}.end"), "", "give end or duration")),
     };
     if end <= start {
-        return Err(err(format!("{p}.end"), end, format!("must be after start ({start})")));
+        return Err(err(
+            format!("{p}.end"),
+            end,
+            format!("must be after start ({start})"),
+        ));
     }
     let from = r.from.unwrap_or(0);
     for (name, w) in [("from", from), ("to", r.to)] {
         if w > total {
-            return Err(err(format!("{p}.{name}"), w, format!("over weight_total {total}")));
+            return Err(err(
+                format!("{p}.{name}"),
+                w,
+                format!("over weight_total {total}"),
+            ));
         }
     }
     let steps = r.steps.unwrap_or(0);
     if r.steps == Some(0) || steps > 10_000 {
-        return Err(err(format!("{p}.steps"), steps, "must be 1..=10000 (omit it for a smooth ramp)"));
+        return Err(err(
+            format!("{p}.steps"),
+            steps,
+            "must be 1..=10000 (omit it for a smooth ramp)",
+        ));
     }
-    Ok(Weight::Ramp { start, end, from, to: r.to, steps })
+    Ok(Weight::Ramp {
+        start,
+        end,
+        from,
+        to: r.to,
+        steps,
+    })
 }
 
 fn compile_rule(r: &RawRule, versions: &[Version], p: &str) -> Result<Rule, ConfigError> {
     let version = versions
         .iter()
         .position(|v| v.name == r.version)
-        .ok_or_else(|| err(format!("{p}.version"), quoted(&r.version), format!("unknown version; known: {}", versions.iter().map(|v| quoted(&v.name)).collect::<Vec<_>>().join(", "))))?;
+        .ok_or_else(|| {
+            err(
+                format!("{p}.version"),
+                quoted(&r.version),
+                format!(
+                    "unknown version; known: {}",
+                    versions
+                        .iter()
+                        .map(|v| quoted(&v.name))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            )
+        })?;
     let source = match (&r.header, &r.cookie, &r.query) {
         (Some(h), None, None) => {
             let name = h.to_ascii_lowercase();
             if !is_token(&name) || name == "cookie" {
-                return Err(err(format!("{p}.header"), quoted(h), "not a valid request header name (use a cookie rule for cookies)"));
+                return Err(err(
+                    format!("{p}.header"),
+                    quoted(h),
+                    "not a valid request header name (use a cookie rule for cookies)",
+                ));
             }
             Source::Header(name)
         }
         (None, Some(c), None) => {
             if !is_token(c) {
-                return Err(err(format!("{p}.cookie"), quoted(c), "not a valid cookie name"));
+                return Err(err(
+                    format!("{p}.cookie"),
+                    quoted(c),
+                    "not a valid cookie name",
+                ));
             }
             Source::Cookie(c.clone())
         }
         (None, None, Some(q)) => {
             if q.is_empty() || q.len() > 128 || q.contains(['&', '=', '#']) {
-                return Err(err(format!("{p}.query"), quoted(q), "not a valid query parameter name"));
+                return Err(err(
+                    format!("{p}.query"),
+                    quoted(q),
+                    "not a valid query parameter name",
+                ));
             }
             Source::Query(q.clone())
         }
         _ => return Err(err(p, "{...}", "give exactly one of header, cookie, query")),
     };
     let matcher = match (&r.value, &r.regex) {
-        (Some(_), Some(_)) => return Err(err(format!("{p}.regex"), "", "give value or regex, not both")),
+        (Some(_), Some(_)) => {
+            return Err(err(
+                format!("{p}.regex"),
+                "",
+                "give value or regex, not both",
+            ))
+        }
         (Some(v), None) => {
             if v.is_empty() || v.len() > 256 {
-                return Err(err(format!("{p}.value"), quoted(v), "must be 1 to 256 characters"));
+                return Err(err(
+                    format!("{p}.value"),
+                    quoted(v),
+                    "must be 1 to 256 characters",
+                ));
             }
             Matcher::Exact(v.clone())
         }
         (None, Some(re)) => {
             if !matches!(source, Source::Header(_)) {
-                return Err(err(format!("{p}.regex"), quoted(re), "regex applies to header rules only"));
+                return Err(err(
+                    format!("{p}.regex"),
+                    quoted(re),
+                    "regex applies to header rules only",
+                ));
             }
             if re.len() > 1024 {
-                return Err(err(format!("{p}.regex"), quoted(re), "at most 1024 characters"));
+                return Err(err(
+                    format!("{p}.regex"),
+                    quoted(re),
+                    "at most 1024 characters",
+                ));
             }
-            let compiled = Regex::new(re).map_err(|e| err(format!("{p}.regex"), quoted(re), format!("bad regex: {e}")))?;
+            let compiled = Regex::new(re)
+                .map_err(|e| err(format!("{p}.regex"), quoted(re), format!("bad regex: {e}")))?;
             Matcher::Regex(compiled)
         }
         (None, None) => {
@@ -728,22 +1035,39 @@ fn compile_rule(r: &RawRule, versions: &[Version], p: &str) -> Result<Rule, Conf
             Matcher::Sentinel
         }
     };
-    Ok(Rule { source, matcher, version })
+    Ok(Rule {
+        source,
+        matcher,
+        version,
+    })
 }
 
 /// RFC 7230 token (header names, cookie names).
 fn is_token(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 128
-        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
 fn header_name(v: Option<String>, default: &str, path: &str) -> Result<String, ConfigError> {
-    let Some(v) = v else { return Ok(default.to_owned()) };
+    let Some(v) = v else {
+        return Ok(default.to_owned());
+    };
     let name = v.to_ascii_lowercase();
     const RESERVED: &[&str] = &[
-        "cookie", "set-cookie", "host", "connection", "content-length", "transfer-encoding", "te",
-        "upgrade", "keep-alive", "proxy-connection", "x-forwarded-for", "x-request-id",
+        "cookie",
+        "set-cookie",
+        "host",
+        "connection",
+        "content-length",
+        "transfer-encoding",
+        "te",
+        "upgrade",
+        "keep-alive",
+        "proxy-connection",
+        "x-forwarded-for",
+        "x-request-id",
     ];
     if !is_token(&name) || RESERVED.contains(&name.as_str()) {
         return Err(err(path, quoted(&v), "not a usable request header name"));
@@ -752,24 +1076,51 @@ fn header_name(v: Option<String>, default: &str, path: &str) -> Result<String, C
 }
 
 fn compile_cookie(c: &RawCookie, p: &str) -> Result<CookieSpec, ConfigError> {
-    let name = c.name.clone().unwrap_or_else(|| defaults::COOKIE_NAME.to_owned());
+    let name = c
+        .name
+        .clone()
+        .unwrap_or_else(|| defaults::COOKIE_NAME.to_owned());
     if !is_token(&name) {
-        return Err(err(format!("{p}.name"), quoted(&name), "not a valid cookie name (RFC 6265 token)"));
+        return Err(err(
+            format!("{p}.name"),
+            quoted(&name),
+            "not a valid cookie name (RFC 6265 token)",
+        ));
     }
     let path = c.path.clone().unwrap_or_else(|| "/".to_owned());
-    if !path.starts_with('/') || path.len() > 256 || path.bytes().any(|b| b == b';' || !(0x20..0x7f).contains(&b)) {
-        return Err(err(format!("{p}.path"), quoted(&path), "must start with / and hold no ; or control characters"));
+    if !path.starts_with('/')
+        || path.len() > 256
+        || path
+            .bytes()
+            .any(|b| b == b';' || !(0x20..0x7f).contains(&b))
+    {
+        return Err(err(
+            format!("{p}.path"),
+            quoted(&path),
+            "must start with / and hold no ; or control characters",
+        ));
     }
     if let Some(d) = &c.domain {
-        let ok = !d.is_empty() && d.len() <= 253 && d.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.'));
+        let ok = !d.is_empty()
+            && d.len() <= 253
+            && d.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.'));
         if !ok {
-            return Err(err(format!("{p}.domain"), quoted(d), "not a valid cookie domain"));
+            return Err(err(
+                format!("{p}.domain"),
+                quoted(d),
+                "not a valid cookie domain",
+            ));
         }
     }
     for (field, v) in [("max_age", c.max_age), ("expires", c.expires)] {
         if let Some(s) = v {
             if s == 0 || s > defaults::MAX_TTL {
-                return Err(err(format!("{p}.{field}"), s, format!("must be 1..={} seconds", defaults::MAX_TTL)));
+                return Err(err(
+                    format!("{p}.{field}"),
+                    s,
+                    format!("must be 1..={} seconds", defaults::MAX_TTL),
+                ));
             }
         }
     }
@@ -779,16 +1130,30 @@ fn compile_cookie(c: &RawCookie, p: &str) -> Result<CookieSpec, ConfigError> {
             "none" => SameSite::None,
             "lax" => SameSite::Lax,
             "strict" => SameSite::Strict,
-            _ => return Err(err(format!("{p}.same_site"), quoted(s), "must be None, Lax or Strict")),
+            _ => {
+                return Err(err(
+                    format!("{p}.same_site"),
+                    quoted(s),
+                    "must be None, Lax or Strict",
+                ))
+            }
         }),
     };
     let secure = c.secure.unwrap_or(false);
     if same_site == Some(SameSite::None) && !secure {
-        return Err(err(format!("{p}.same_site"), "\"None\"", "SameSite=None requires \"secure\": true (browsers drop it otherwise)"));
+        return Err(err(
+            format!("{p}.same_site"),
+            "\"None\"",
+            "SameSite=None requires \"secure\": true (browsers drop it otherwise)",
+        ));
     }
     let compat = c.same_site_none_compat.unwrap_or(false);
     if compat && same_site != Some(SameSite::None) {
-        return Err(err(format!("{p}.same_site_none_compat"), true, "only applies with \"same_site\": \"None\""));
+        return Err(err(
+            format!("{p}.same_site_none_compat"),
+            true,
+            "only applies with \"same_site\": \"None\"",
+        ));
     }
     Ok(CookieSpec {
         name,
@@ -804,12 +1169,22 @@ fn compile_cookie(c: &RawCookie, p: &str) -> Result<CookieSpec, ConfigError> {
 }
 
 fn compile_key(k: Option<&RawKey>, p: &str) -> Result<KeySource, ConfigError> {
-    let Some(k) = k else { return Ok(KeySource::Cookie) };
+    let Some(k) = k else {
+        return Ok(KeySource::Cookie);
+    };
     let need_name = |what: &str| -> Result<String, ConfigError> {
         match &k.name {
             Some(n) if !n.is_empty() && n.len() <= 128 => Ok(n.clone()),
-            Some(n) => Err(err(format!("{p}.name"), quoted(n), format!("not a valid {what} name"))),
-            None => Err(err(format!("{p}.name"), "", format!("key from {what} needs a name"))),
+            Some(n) => Err(err(
+                format!("{p}.name"),
+                quoted(n),
+                format!("not a valid {what} name"),
+            )),
+            None => Err(err(
+                format!("{p}.name"),
+                "",
+                format!("key from {what} needs a name"),
+            )),
         }
     };
     let src = match k.from.as_str() {
@@ -817,7 +1192,11 @@ fn compile_key(k: Option<&RawKey>, p: &str) -> Result<KeySource, ConfigError> {
         "header" => {
             let n = need_name("header")?.to_ascii_lowercase();
             if !is_token(&n) || n == "cookie" {
-                return Err(err(format!("{p}.name"), quoted(&n), "not a valid request header name"));
+                return Err(err(
+                    format!("{p}.name"),
+                    quoted(&n),
+                    "not a valid request header name",
+                ));
             }
             KeySource::Header(n)
         }
@@ -829,13 +1208,27 @@ fn compile_key(k: Option<&RawKey>, p: &str) -> Result<KeySource, ConfigError> {
             }
             KeySource::ClientIp { hops }
         }
-        other => return Err(err(format!("{p}.from"), quoted(other), "must be cookie, header, query or client_ip")),
+        other => {
+            return Err(err(
+                format!("{p}.from"),
+                quoted(other),
+                "must be cookie, header, query or client_ip",
+            ))
+        }
     };
     if k.name.is_some() && matches!(src, KeySource::Cookie | KeySource::ClientIp { .. }) {
-        return Err(err(format!("{p}.name"), quoted(k.name.as_deref().unwrap_or("")), format!("not used with from {}", quoted(&k.from))));
+        return Err(err(
+            format!("{p}.name"),
+            quoted(k.name.as_deref().unwrap_or("")),
+            format!("not used with from {}", quoted(&k.from)),
+        ));
     }
     if k.xff_trusted_hops.is_some() && !matches!(src, KeySource::ClientIp { .. }) {
-        return Err(err(format!("{p}.xff_trusted_hops"), k.xff_trusted_hops.unwrap_or(0), "only applies with from \"client_ip\""));
+        return Err(err(
+            format!("{p}.xff_trusted_hops"),
+            k.xff_trusted_hops.unwrap_or(0),
+            "only applies with from \"client_ip\"",
+        ));
     }
     Ok(src)
 }

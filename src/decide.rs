@@ -77,13 +77,9 @@ impl<'a> Request<'a> {
             if !k.eq_ignore_ascii_case("cookie") {
                 continue;
             }
-            for c in cookie::Cookie::split_parse(v.as_str()).flatten() {
-                if c.name() == name {
-                    // Borrowed from the header text when possible.
-                    match c.name_raw().zip(c.value_raw()) {
-                        Some((_, raw)) => out = out.push(raw),
-                        None => out = Lookup::Many,
-                    }
+            for (n, value) in crate::setcookie::parse_cookie_header(v) {
+                if n == name {
+                    out = out.push(value);
                 }
             }
         }
@@ -117,7 +113,10 @@ impl<'a> Request<'a> {
     }
 
     fn authority(&self) -> Option<&'a str> {
-        let a = self.header(":authority").one().or_else(|| self.header("host").one())?;
+        let a = self
+            .header(":authority")
+            .one()
+            .or_else(|| self.header("host").one())?;
         // Strip the port (IPv6 literals keep their brackets).
         Some(match a.rfind(':') {
             Some(i) if !a[i..].contains(']') => &a[..i],
@@ -171,13 +170,20 @@ fn glob(pattern: &str, text: &str) -> bool {
 impl RouteMatch {
     /// Does this entry match the request?
     pub fn matches(&self, req: &Request<'_>) -> bool {
-        let any = |list: &[String], v: Option<&str>| list.is_empty() || v.is_some_and(|v| list.iter().any(|x| x == v));
+        let any = |list: &[String], v: Option<&str>| {
+            list.is_empty() || v.is_some_and(|v| list.iter().any(|x| x == v))
+        };
         any(&self.route_names, req.route_name)
             && any(&self.virtual_hosts, req.virtual_host)
-            && (self.authorities.is_empty() || req.authority().is_some_and(|a| self.authorities.iter().any(|p| glob(p, a))))
+            && (self.authorities.is_empty()
+                || req
+                    .authority()
+                    .is_some_and(|a| self.authorities.iter().any(|p| glob(p, a))))
             && (self.path_prefixes.is_empty() || {
                 let path = req.path();
-                self.path_prefixes.iter().any(|p| path.starts_with(p.as_str()))
+                self.path_prefixes
+                    .iter()
+                    .any(|p| path.starts_with(p.as_str()))
             })
     }
 }
@@ -261,14 +267,20 @@ fn client_ip<'a>(req: &Request<'a>, hops: u32) -> Option<&'a str> {
             rest.split(']').next()?
         } else {
             match a.rsplit_once(':') {
-                Some((ip, port)) if port.bytes().all(|b| b.is_ascii_digit()) && !ip.contains(':') => ip,
+                Some((ip, port))
+                    if port.bytes().all(|b| b.is_ascii_digit()) && !ip.contains(':') =>
+                {
+                    ip
+                }
                 _ => a,
             }
         };
         return Some(ip).filter(|s| !s.is_empty());
     }
     // X-Forwarded-For, possibly over several headers: entries in order.
-    let Lookup::One(xff) = req.header("x-forwarded-for") else { return None };
+    let Lookup::One(xff) = req.header("x-forwarded-for") else {
+        return None;
+    };
     let entries: Vec<&str> = xff.split(',').map(str::trim).collect();
     let n = hops as usize;
     if entries.len() < n {
@@ -331,9 +343,18 @@ pub fn decide(policy: &Policy, req: &Request<'_>, rng: &mut dyn Entropy) -> Deci
     // The session key: from the configured source, else the cookie's, else new.
     let external: Option<[u8; 16]> = match &policy.key {
         KeySource::Cookie => None,
-        KeySource::Header(h) => req.header(h).one().filter(|v| !v.is_empty()).map(|v| hash::derive_key(v.as_bytes())),
-        KeySource::Query(q) => req.query(q).filter(|v| !v.is_empty()).map(|v| hash::derive_key(v.as_bytes())),
-        KeySource::ClientIp { hops } => client_ip(req, *hops).map(|ip| hash::derive_key(ip.as_bytes())),
+        KeySource::Header(h) => req
+            .header(h)
+            .one()
+            .filter(|v| !v.is_empty())
+            .map(|v| hash::derive_key(v.as_bytes())),
+        KeySource::Query(q) => req
+            .query(q)
+            .filter(|v| !v.is_empty())
+            .map(|v| hash::derive_key(v.as_bytes())),
+        KeySource::ClientIp { hops } => {
+            client_ip(req, *hops).map(|ip| hash::derive_key(ip.as_bytes()))
+        }
     };
     let key_fallback = policy.key != KeySource::Cookie && external.is_none();
     // A cookie for another identity (the header's user changed) is ignored.
@@ -341,7 +362,11 @@ pub fn decide(policy: &Policy, req: &Request<'_>, rng: &mut dyn Entropy) -> Deci
         (Some(s), Some(k)) if s.key != k => None,
         (s, _) => s,
     };
-    let cookie_state = if cookie_state == CookieState::Valid && incoming.is_none() { CookieState::Invalid } else { cookie_state };
+    let cookie_state = if cookie_state == CookieState::Valid && incoming.is_none() {
+        CookieState::Invalid
+    } else {
+        cookie_state
+    };
     let key = match (external, &incoming) {
         (Some(k), _) => k,
         (None, Some(s)) => s.key,
@@ -368,7 +393,11 @@ pub fn decide(policy: &Policy, req: &Request<'_>, rng: &mut dyn Entropy) -> Deci
         (v, Reason::Remembered, origin)
     } else {
         let b = hash::bucket(&policy.seed, &key, policy.total);
-        (version_for_bucket(&weights, b), Reason::Weight, Origin::Weight)
+        (
+            version_for_bucket(&weights, b),
+            Reason::Weight,
+            Origin::Weight,
+        )
     };
 
     let version_id = policy.versions.get(version).map_or(0, |v| v.id);
@@ -377,7 +406,8 @@ pub fn decide(policy: &Policy, req: &Request<'_>, rng: &mut dyn Entropy) -> Deci
         (Some(s), Mode::Persistent) if s.version_id == version_id => s.endpoint.clone(),
         _ => None,
     };
-    let renew_at = u64::from(incoming.as_ref().map_or(0, |s| s.expiry)).saturating_sub(policy.ttl / 2);
+    let renew_at =
+        u64::from(incoming.as_ref().map_or(0, |s| s.expiry)).saturating_sub(policy.ttl / 2);
     let session = Session {
         key,
         version_id,
@@ -398,7 +428,10 @@ pub fn decide(policy: &Policy, req: &Request<'_>, rng: &mut dyn Entropy) -> Deci
     };
     // Keep the old expiry when nothing else changes, so the value is stable.
     let session = match (&incoming, write_cookie) {
-        (Some(s), false) => Session { expiry: s.expiry, ..session },
+        (Some(s), false) => Session {
+            expiry: s.expiry,
+            ..session
+        },
         _ => session,
     };
     Decision {

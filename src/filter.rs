@@ -85,12 +85,18 @@ impl RootContext for Root {
         let bytes = match hostcalls::get_buffer(BufferType::PluginConfiguration, 0, usize::MAX) {
             Ok(b) => b.unwrap_or_default(),
             Err(e) => {
-                log(LogLevel::Error, &format!("sticky-canary: cannot read the plugin config: {e:?}"));
+                log(
+                    LogLevel::Error,
+                    &format!("sticky-canary: cannot read the plugin config: {e:?}"),
+                );
                 return false;
             }
         };
         let Ok(text) = std::str::from_utf8(&bytes) else {
-            log(LogLevel::Error, "sticky-canary: invalid plugin config: $: not UTF-8 text");
+            log(
+                LogLevel::Error,
+                "sticky-canary: invalid plugin config: $: not UTF-8 text",
+            );
             return false;
         };
         let plugin = match compile_json(text) {
@@ -101,21 +107,37 @@ impl RootContext for Root {
             }
         };
         let mut metrics = vec![plugin.global.as_ref().map(define_policy_metrics)];
-        metrics.extend(plugin.routes.iter().map(|r| r.policy.as_ref().map(define_policy_metrics)));
+        metrics.extend(
+            plugin
+                .routes
+                .iter()
+                .map(|r| r.policy.as_ref().map(define_policy_metrics)),
+        );
         log(
             LogLevel::Info,
             &format!(
                 "sticky-canary: configured: global {}, {} route entries",
-                if plugin.global.is_some() { "active" } else { "pass-through" },
+                if plugin.global.is_some() {
+                    "active"
+                } else {
+                    "pass-through"
+                },
                 plugin.routes.len()
             ),
         );
-        self.shared = Some(Rc::new(Shared { plugin, metrics, passthrough: counter("sticky_canary.passthrough") }));
+        self.shared = Some(Rc::new(Shared {
+            plugin,
+            metrics,
+            passthrough: counter("sticky_canary.passthrough"),
+        }));
         true
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
-        Some(Box::new(Http { shared: self.shared.clone(), state: None }))
+        Some(Box::new(Http {
+            shared: self.shared.clone(),
+            state: None,
+        }))
     }
 
     fn get_type(&self) -> Option<ContextType> {
@@ -169,7 +191,12 @@ impl Shared {
 
     /// Slot of the policy that applies, or `None` to pass through.
     fn select(&self, req: &Request<'_>) -> Option<usize> {
-        match self.plugin.routes.iter().position(|e| e.matcher.matches(req)) {
+        match self
+            .plugin
+            .routes
+            .iter()
+            .position(|e| e.matcher.matches(req))
+        {
             Some(i) => self.plugin.routes[i].policy.as_ref().map(|_| i + 1),
             None => self.plugin.global.as_ref().map(|_| 0),
         }
@@ -182,10 +209,22 @@ fn set_header(name: &str, value: Option<&str>) {
 
 impl HttpContext for Http {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        let Some(shared) = self.shared.clone() else { return Action::Continue };
-        let Ok(headers) = hostcalls::get_map(MapType::HttpRequestHeaders) else { return Action::Continue };
-        let route_name = shared.plugin.needs_route_name.then(|| property(&["xds", "route_name"])).flatten();
-        let virtual_host = shared.plugin.needs_virtual_host.then(|| property(&["xds", "virtual_host_name"])).flatten();
+        let Some(shared) = self.shared.clone() else {
+            return Action::Continue;
+        };
+        let Ok(headers) = hostcalls::get_map(MapType::HttpRequestHeaders) else {
+            return Action::Continue;
+        };
+        let route_name = shared
+            .plugin
+            .needs_route_name
+            .then(|| property(&["xds", "route_name"]))
+            .flatten();
+        let virtual_host = shared
+            .plugin
+            .needs_virtual_host
+            .then(|| property(&["xds", "virtual_host_name"]))
+            .flatten();
         let mut req = Request {
             headers: &headers,
             route_name: route_name.as_deref(),
@@ -197,19 +236,36 @@ impl HttpContext for Http {
             bump(shared.passthrough);
             return Action::Continue;
         };
-        let Some(policy) = shared.policy(slot) else { return Action::Continue };
-        let client_address = policy.needs_client_address().then(|| property(&["source", "address"])).flatten();
+        let Some(policy) = shared.policy(slot) else {
+            return Action::Continue;
+        };
+        let client_address = policy
+            .needs_client_address()
+            .then(|| property(&["source", "address"]))
+            .flatten();
         req.client_address = client_address.as_deref();
         req.now = now_secs();
         let decision = decide::decide(policy, &req, &mut WasiEntropy);
 
-        let version = policy.versions.get(decision.version).map_or("", |v| v.name.as_str());
+        let version = policy
+            .versions
+            .get(decision.version)
+            .map_or("", |v| v.name.as_str());
         set_header(&policy.headers.version, Some(version));
-        set_header(&policy.headers.hash, std::str::from_utf8(&decision.hash).ok());
+        set_header(
+            &policy.headers.hash,
+            std::str::from_utf8(&decision.hash).ok(),
+        );
         // The endpoint header is ours alone: never let a client's copy through.
-        match decision.endpoint.as_deref().filter(|_| policy.mode == Mode::Persistent) {
+        match decision
+            .endpoint
+            .as_deref()
+            .filter(|_| policy.mode == Mode::Persistent)
+        {
             Some(ep) => set_header(&policy.headers.endpoint, Some(ep)),
-            None if req.header(&policy.headers.endpoint) != decide::Lookup::Absent => set_header(&policy.headers.endpoint, None),
+            None if req.header(&policy.headers.endpoint) != decide::Lookup::Absent => {
+                set_header(&policy.headers.endpoint, None)
+            }
             None => {}
         }
 
@@ -229,33 +285,64 @@ impl HttpContext for Http {
                 bump(m.key_fallback);
             }
         }
-        let user_agent = if policy.cookie.same_site_none_compat { req.header("user-agent").one().map(str::to_owned) } else { None };
+        let user_agent = if policy.cookie.same_site_none_compat {
+            req.header("user-agent").one().map(str::to_owned)
+        } else {
+            None
+        };
         let now = req.now;
-        self.state = Some(State { slot, decision, now, user_agent });
+        self.state = Some(State {
+            slot,
+            decision,
+            now,
+            user_agent,
+        });
         Action::Continue
     }
 
     fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        let (Some(shared), Some(state)) = (self.shared.clone(), self.state.as_mut()) else { return Action::Continue };
-        let Some(policy) = shared.policy(state.slot) else { return Action::Continue };
-        let upstream = if policy.mode == Mode::Persistent { property(&["upstream", "address"]) } else { None };
+        let (Some(shared), Some(state)) = (self.shared.clone(), self.state.as_mut()) else {
+            return Action::Continue;
+        };
+        let Some(policy) = shared.policy(state.slot) else {
+            return Action::Continue;
+        };
+        let upstream = if policy.mode == Mode::Persistent {
+            property(&["upstream", "address"])
+        } else {
+            None
+        };
         if !decide::on_response(policy, &mut state.decision, upstream.as_deref()) {
             return Action::Continue;
         }
         // Never a duplicate: leave a response that already sets our cookie alone.
         let prefix = format!("{}=", policy.cookie.name);
         if let Ok(resp) = hostcalls::get_map(MapType::HttpResponseHeaders) {
-            if resp.iter().any(|(k, v)| k == "set-cookie" && v.trim_start().starts_with(&prefix)) {
+            if resp
+                .iter()
+                .any(|(k, v)| k == "set-cookie" && v.trim_start().starts_with(&prefix))
+            {
                 return Action::Continue;
             }
         }
         let mut nonce = [0u8; NONCE_LEN];
         if !policy.keys.is_empty() && !WasiEntropy.fill(&mut nonce) {
-            log(LogLevel::Warn, "sticky-canary: no randomness for the cookie nonce; cookie not renewed");
+            log(
+                LogLevel::Warn,
+                "sticky-canary: no randomness for the cookie nonce; cookie not renewed",
+            );
             return Action::Continue;
         }
-        let value = state.decision.session.encode(&policy.cookie.name, &policy.keys, &nonce);
-        let header = setcookie::render(&policy.cookie, &value, state.now, state.user_agent.as_deref());
+        let value = state
+            .decision
+            .session
+            .encode(&policy.cookie.name, &policy.keys, &nonce);
+        let header = setcookie::render(
+            &policy.cookie,
+            &value,
+            state.now,
+            state.user_agent.as_deref(),
+        );
         let _ = hostcalls::add_map_value(MapType::HttpResponseHeaders, "set-cookie", &header);
         if let Some(Some(m)) = shared.metrics.get(state.slot) {
             bump(m.cookie_issued);

@@ -129,7 +129,9 @@ impl Session {
         if flags & !(FLAG_RULE | FLAG_ENDPOINT) != 0 {
             return None;
         }
-        let u32_at = |i: usize| -> Option<u32> { Some(u32::from_be_bytes(p.get(i..i + 4)?.try_into().ok()?)) };
+        let u32_at = |i: usize| -> Option<u32> {
+            Some(u32::from_be_bytes(p.get(i..i + 4)?.try_into().ok()?))
+        };
         let expiry = u32_at(2)?;
         let version_id = u32_at(6)?;
         let key: [u8; 16] = p.get(10..26)?.try_into().ok()?;
@@ -146,8 +148,18 @@ impl Session {
             }
             None
         };
-        let origin = if flags & FLAG_RULE != 0 { Origin::Rule } else { Origin::Weight };
-        Some(Session { key, version_id, origin, expiry, endpoint })
+        let origin = if flags & FLAG_RULE != 0 {
+            Origin::Rule
+        } else {
+            Origin::Weight
+        };
+        Some(Session {
+            key,
+            version_id,
+            origin,
+            expiry,
+            endpoint,
+        })
     }
 
     /// Encode as a cookie value: sealed under `keys[0]` when keys are given
@@ -169,7 +181,13 @@ impl Session {
                 // Encryption of a short buffer with a valid key cannot fail;
                 // if it ever did, an empty value is simply treated as absent.
                 let sealed = cipher
-                    .encrypt(XNonce::from_slice(nonce), Payload { msg: &payload, aad: &aad })
+                    .encrypt(
+                        XNonce::from_slice(nonce),
+                        Payload {
+                            msg: &payload,
+                            aad: &aad,
+                        },
+                    )
                     .unwrap_or_default();
                 let mut body = Vec::with_capacity(NONCE + sealed.len());
                 body.extend_from_slice(nonce);
@@ -218,7 +236,13 @@ impl Session {
                 keys.iter().enumerate().find_map(|(i, key)| {
                     let cipher = XChaCha20Poly1305::new((&key.0).into());
                     let payload = cipher
-                        .decrypt(XNonce::from_slice(nonce), Payload { msg: sealed, aad: &aad })
+                        .decrypt(
+                            XNonce::from_slice(nonce),
+                            Payload {
+                                msg: sealed,
+                                aad: &aad,
+                            },
+                        )
                         .ok()?;
                     Some((Self::from_payload(&payload)?, i > 0))
                 })
@@ -259,7 +283,13 @@ mod tests {
         let s = sample(None);
         let v = s.encode("c", &[], &[0; 24]);
         assert!(v.starts_with('1'));
-        assert_eq!(Session::open(&v, "c", &[], NOW), Opened::Valid { session: s, stale_key: false });
+        assert_eq!(
+            Session::open(&v, "c", &[], NOW),
+            Opened::Valid {
+                session: s,
+                stale_key: false
+            }
+        );
     }
 
     #[test]
@@ -283,12 +313,18 @@ mod tests {
         assert!(!raw.windows(8).any(|w| w == b"10.0.0.7"));
         assert_eq!(
             Session::open(&v, "c", &[k1.clone()], NOW),
-            Opened::Valid { session: s.clone(), stale_key: false }
+            Opened::Valid {
+                session: s.clone(),
+                stale_key: false
+            }
         );
         // Rotation: new key first, old key still opens, marked stale.
         assert_eq!(
             Session::open(&v, "c", &[k2.clone(), k1.clone()], NOW),
-            Opened::Valid { session: s, stale_key: true }
+            Opened::Valid {
+                session: s,
+                stale_key: true
+            }
         );
         assert_eq!(Session::open(&v, "c", &[k2], NOW), Opened::Invalid);
         // A sealed cookie is bound to its cookie name.
@@ -308,20 +344,37 @@ mod tests {
     fn expiry_is_checked() {
         let v = sample(None).encode("c", &[], &[0; 24]);
         assert_eq!(Session::open(&v, "c", &[], 2_000_000_000), Opened::Invalid);
-        assert!(matches!(Session::open(&v, "c", &[], 1_999_999_999), Opened::Valid { .. }));
+        assert!(matches!(
+            Session::open(&v, "c", &[], 1_999_999_999),
+            Opened::Valid { .. }
+        ));
     }
 
     #[test]
     fn garbage_is_invalid() {
-        for v in ["", "1", "2", "x", "1!!!!", "3AAAA", &"1".repeat(300), "1AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"] {
+        for v in [
+            "",
+            "1",
+            "2",
+            "x",
+            "1!!!!",
+            "3AAAA",
+            &"1".repeat(300),
+            "1AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+        ] {
             assert_eq!(Session::open(v, "c", &[], NOW), Opened::Invalid, "{v}");
-            assert_eq!(Session::open(v, "c", &[SealKey([0; 32])], NOW), Opened::Invalid, "{v}");
+            assert_eq!(
+                Session::open(v, "c", &[SealKey([0; 32])], NOW),
+                Opened::Invalid,
+                "{v}"
+            );
         }
     }
 
     #[test]
     fn cookie_stays_small() {
-        let v = sample(Some("[2001:db8::1234:5678]:65535")).encode("c", &[SealKey([1; 32])], &[0; 24]);
+        let v =
+            sample(Some("[2001:db8::1234:5678]:65535")).encode("c", &[SealKey([1; 32])], &[0; 24]);
         assert!(v.len() < 140, "{} bytes", v.len());
         assert!(sample(None).encode("c", &[], &[0; 24]).len() < 60);
     }

@@ -1,41 +1,61 @@
 //! Rendering the session `Set-Cookie` header.
 
 use crate::compile::{CookieSpec, SameSite};
-use cookie::time::{Duration, OffsetDateTime};
-use cookie::Cookie;
+use crate::time::http_date;
+use std::fmt::Write;
 
 /// The `Set-Cookie` value for `value` under `spec` at Unix time `now`.
 /// `user_agent` is consulted only when `same_site_none_compat` is on.
+///
+/// Attributes come in a fixed order: `Path`, `Domain`, `Max-Age`,
+/// `Expires`, `Secure`, `HttpOnly`, `SameSite`. Every piece was validated
+/// when the config was compiled, and the value is base64url, so nothing
+/// needs quoting.
 pub fn render(spec: &CookieSpec, value: &str, now: u64, user_agent: Option<&str>) -> String {
-    let mut c = Cookie::new(spec.name.as_str(), value);
-    c.set_path(spec.path.as_str());
+    let mut c = String::with_capacity(spec.name.len() + value.len() + 96);
+    let _ = write!(c, "{}={}; Path={}", spec.name, value, spec.path);
     if let Some(d) = &spec.domain {
-        c.set_domain(d.as_str());
+        let _ = write!(c, "; Domain={d}");
     }
     if let Some(s) = spec.max_age {
-        c.set_max_age(Duration::seconds(i64::try_from(s).unwrap_or(i64::MAX)));
+        let _ = write!(c, "; Max-Age={s}");
     }
     if let Some(s) = spec.expires {
-        let at = i64::try_from(now.saturating_add(s)).unwrap_or(i64::MAX);
-        if let Ok(t) = OffsetDateTime::from_unix_timestamp(at) {
-            c.set_expires(t);
-        }
+        let _ = write!(c, "; Expires={}", http_date(now.saturating_add(s)));
     }
     if spec.secure {
-        c.set_secure(true);
+        c.push_str("; Secure");
     }
     if spec.http_only {
-        c.set_http_only(true);
+        c.push_str("; HttpOnly");
     }
-    let same_site = match spec.same_site {
-        Some(SameSite::None) if spec.same_site_none_compat && rejects_same_site_none(user_agent.unwrap_or("")) => None,
-        Some(SameSite::None) => Some(cookie::SameSite::None),
-        Some(SameSite::Lax) => Some(cookie::SameSite::Lax),
-        Some(SameSite::Strict) => Some(cookie::SameSite::Strict),
-        None => None,
-    };
-    c.set_same_site(same_site);
-    c.to_string()
+    match spec.same_site {
+        Some(SameSite::None)
+            if spec.same_site_none_compat && rejects_same_site_none(user_agent.unwrap_or("")) => {}
+        Some(SameSite::None) => c.push_str("; SameSite=None"),
+        Some(SameSite::Lax) => c.push_str("; SameSite=Lax"),
+        Some(SameSite::Strict) => c.push_str("; SameSite=Strict"),
+        None => {}
+    }
+    c
+}
+
+/// The cookies of a `Cookie` header, as `(name, value)` pairs, borrowed.
+///
+/// Pairs are split on `;` and the first `=`, trimmed of spaces, and a value
+/// wrapped in double quotes is unwrapped (RFC 6265 `cookie-value`). Pieces
+/// without `=` or with an empty name are skipped.
+pub fn parse_cookie_header(header: &str) -> impl Iterator<Item = (&str, &str)> {
+    header.split(';').filter_map(|pair| {
+        let (name, value) = pair.split_once('=')?;
+        let name = name.trim();
+        let value = value.trim();
+        let value = value
+            .strip_prefix('"')
+            .and_then(|v| v.strip_suffix('"'))
+            .unwrap_or(value);
+        (!name.is_empty()).then_some((name, value))
+    })
 }
 
 /// Browsers that reject or mishandle `SameSite=None` (the list Chromium
@@ -43,7 +63,10 @@ pub fn render(spec: &CookieSpec, value: &str, now: u64, user_agent: Option<&str>
 /// iOS 12 and macOS 10.14 Safari or web views, Chrome and Chromium 51-66,
 /// and UC Browser before 12.13.2.
 pub fn rejects_same_site_none(ua: &str) -> bool {
-    is_ios12(ua) || (is_macos_10_14(ua) && is_safari_or_webview(ua)) || is_chromium_51_to_66(ua) || is_old_uc(ua)
+    is_ios12(ua)
+        || (is_macos_10_14(ua) && is_safari_or_webview(ua))
+        || is_chromium_51_to_66(ua)
+        || is_old_uc(ua)
 }
 
 fn after<'a>(ua: &'a str, marker: &str) -> Option<&'a str> {
@@ -57,7 +80,9 @@ fn leading_num(s: &str) -> Option<u32> {
 
 fn is_ios12(ua: &str) -> bool {
     // "(iPhone; CPU iPhone OS 12_4 like Mac OS X)", "(iPad; CPU OS 12_1 ...)"
-    ["iPhone OS ", "CPU OS "].iter().any(|m| after(ua, m).is_some_and(|r| r.starts_with("12_") && ua.contains("like Mac OS X")))
+    ["iPhone OS ", "CPU OS "]
+        .iter()
+        .any(|m| after(ua, m).is_some_and(|r| r.starts_with("12_") && ua.contains("like Mac OS X")))
 }
 
 fn is_macos_10_14(ua: &str) -> bool {
@@ -65,21 +90,35 @@ fn is_macos_10_14(ua: &str) -> bool {
 }
 
 fn is_safari_or_webview(ua: &str) -> bool {
-    let safari = ua.contains("Version/") && ua.contains("Safari") && !ua.contains("Chrome") && !ua.contains("Chromium");
-    let webview = ua.ends_with("(KHTML, like Gecko)") || (ua.contains("AppleWebKit/") && !ua.contains("Safari"));
+    let safari = ua.contains("Version/")
+        && ua.contains("Safari")
+        && !ua.contains("Chrome")
+        && !ua.contains("Chromium");
+    let webview = ua.ends_with("(KHTML, like Gecko)")
+        || (ua.contains("AppleWebKit/") && !ua.contains("Safari"));
     safari || webview
 }
 
 fn is_chromium_51_to_66(ua: &str) -> bool {
-    ["Chrome/", "Chromium/"]
-        .iter()
-        .any(|m| after(ua, m).and_then(leading_num).is_some_and(|v| (51..=66).contains(&v)))
+    ["Chrome/", "Chromium/"].iter().any(|m| {
+        after(ua, m)
+            .and_then(leading_num)
+            .is_some_and(|v| (51..=66).contains(&v))
+    })
 }
 
 fn is_old_uc(ua: &str) -> bool {
-    let Some(v) = after(ua, "UCBrowser/") else { return false };
-    let mut parts = v.split(|c: char| !c.is_ascii_digit()).map(|p| p.parse::<u32>().unwrap_or(0));
-    let (major, minor, build) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    let Some(v) = after(ua, "UCBrowser/") else {
+        return false;
+    };
+    let mut parts = v
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|p| p.parse::<u32>().unwrap_or(0));
+    let (major, minor, build) = (
+        parts.next().unwrap_or(0),
+        parts.next().unwrap_or(0),
+        parts.next().unwrap_or(0),
+    );
     (major, minor, build) < (12, 13, 2)
 }
 
@@ -130,14 +169,38 @@ mod tests {
     }
 
     #[test]
+    fn exact_order() {
+        assert_eq!(
+            render(&spec(), "1abc", 0, None),
+            "my-sticky-cookie=1abc; Path=/; Max-Age=3600; Secure; HttpOnly; SameSite=None"
+        );
+    }
+
+    #[test]
+    fn parses_cookie_headers() {
+        let got: Vec<_> = parse_cookie_header("a=1; b = 2 ;c=\"3\";bad; =x; d=e=f;").collect();
+        assert_eq!(got, [("a", "1"), ("b", "2"), ("c", "3"), ("d", "e=f")]);
+        assert_eq!(parse_cookie_header("").count(), 0);
+    }
+
+    #[test]
     fn minimal_attributes() {
-        let s = CookieSpec { max_age: None, secure: false, http_only: false, same_site: None, ..spec() };
+        let s = CookieSpec {
+            max_age: None,
+            secure: false,
+            http_only: false,
+            same_site: None,
+            ..spec()
+        };
         assert_eq!(render(&s, "v", 0, None), "my-sticky-cookie=v; Path=/");
     }
 
     #[test]
     fn compat_drops_none_for_old_browsers_only() {
-        let s = CookieSpec { same_site_none_compat: true, ..spec() };
+        let s = CookieSpec {
+            same_site_none_compat: true,
+            ..spec()
+        };
         let old_chrome = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/62.0.3202.94 Safari/537.36";
         let new_chrome = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36";
         assert!(!render(&s, "v", 0, Some(old_chrome)).contains("SameSite"));
