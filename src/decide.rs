@@ -378,9 +378,12 @@ pub fn decide(policy: &Policy, req: &Request<'_>, rng: &mut dyn Entropy) -> Deci
         let v = policy.version_by_id(s.version_id)?;
         let w = weights.get(v).copied().unwrap_or(0);
         match (s.origin, w) {
-            // Weight 0: drain (stay until the cookie expires) or roll back.
-            (_, 0) if policy.rollback => None,
-            (_, 0) => Some((v, s.origin)),
+            // A canary at weight 0: drain (its users stay until their cookie
+            // expires) or roll back (they are reassigned now). The default
+            // version never drains: at weight 0 every canary together holds
+            // the whole total, and weight = total receives every user.
+            (_, 0) if v != 0 && policy.rollback => None,
+            (_, 0) if v != 0 => Some((v, s.origin)),
             (Origin::Rule, _) => Some((v, Origin::Rule)),
             // Weight-assigned users follow their bucket as weights change.
             (Origin::Weight, _) => None,
