@@ -143,13 +143,15 @@ impl Weight {
                     return to;
                 }
                 let span = u128::from(end - start);
-                let mut done = u128::from(now - start);
-                if steps > 0 {
-                    // Quantise elapsed time down to whole steps.
+                let done = u128::from(now - start);
+                let range = u128::from(from.abs_diff(to));
+                let delta = if steps > 0 {
+                    // Whole steps elapsed, each an equal share of the range.
                     let step = done * u128::from(steps) / span;
-                    done = step * span / u128::from(steps);
-                }
-                let delta = u128::from(from.abs_diff(to)) * done / span;
+                    range * step / u128::from(steps)
+                } else {
+                    range * done / span
+                };
                 let delta = u32::try_from(delta).unwrap_or(u32::MAX);
                 if to >= from {
                     from.saturating_add(delta)
@@ -478,6 +480,16 @@ pub fn compile_json(text: &str) -> Result<Plugin, ConfigError> {
             policy,
         });
     }
+    if global_policy.is_none()
+        && global_raw.rules.is_some()
+        && !entries.iter().any(|e| e.policy.is_some())
+    {
+        return Err(err(
+            "rules",
+            "[...]",
+            "rules need versions: set `versions` here or in a route entry",
+        ));
+    }
     Ok(Plugin {
         needs_route_name: entries.iter().any(|e| !e.matcher.route_names.is_empty()),
         needs_virtual_host: entries.iter().any(|e| !e.matcher.virtual_hosts.is_empty()),
@@ -502,8 +514,36 @@ fn merge(base: &mut Map<String, Value>, over: Map<String, Value>) {
     }
 }
 
+/// Every string under a key that looks like a secret (`secrets`, a
+/// misspelt `secret`, ...), so error messages never echo one.
+fn secret_strings(v: &Value, under_secret: bool, out: &mut Vec<String>) {
+    match v {
+        Value::String(s) if under_secret && !s.is_empty() => out.push(s.clone()),
+        Value::Array(a) => a.iter().for_each(|x| secret_strings(x, under_secret, out)),
+        Value::Object(o) => o.iter().for_each(|(k, x)| {
+            secret_strings(
+                x,
+                under_secret || k.to_ascii_lowercase().contains("secret"),
+                out,
+            )
+        }),
+        _ => {}
+    }
+}
+
+fn redact(mut text: String, secrets: &[String]) -> String {
+    for s in secrets {
+        if text.contains(s.as_str()) {
+            text = text.replace(s.as_str(), &format!("<{} characters, not shown>", s.len()));
+        }
+    }
+    text
+}
+
 fn parse_raw(v: &Value, prefix: &str) -> Result<RawConfig, ConfigError> {
     serde_path_to_error::deserialize::<_, RawConfig>(v).map_err(|e| {
+        let mut secrets = Vec::new();
+        secret_strings(v, false, &mut secrets);
         let inner = e.path().to_string();
         let path = if inner == "." {
             prefix.trim_end_matches('.').to_owned()
@@ -516,7 +556,11 @@ fn parse_raw(v: &Value, prefix: &str) -> Result<RawConfig, ConfigError> {
             path
         };
         let value = lookup(v, e.path()).map(short_json).unwrap_or_default();
-        err(path, value, e.inner().to_string())
+        err(
+            path,
+            redact(value, &secrets),
+            redact(e.inner().to_string(), &secrets),
+        )
     })
 }
 
@@ -895,6 +939,9 @@ fn compile_ramp(r: &RawRamp, total: u32, p: &str) -> Result<Weight, ConfigError>
     let start = ramp_time(&r.start, format!("{p}.start"))?;
     let end = match (&r.end, r.duration) {
         (Some(e), None) => ramp_time(e, format!("{p}.end"))?,
+        (None, Some(0)) => {
+            return Err(err(format!("{p}.duration"), 0, "must be at least 1 second"))
+        }
         (None, Some(d)) => start.saturating_add(d),
         (Some(_), Some(_)) => {
             return Err(err(

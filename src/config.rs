@@ -70,7 +70,7 @@ pub struct RawRamp {
     pub end: Option<serde_json::Value>,
     /// Length of the ramp in seconds (instead of `end`).
     pub duration: Option<u64>,
-    /// Weight before `start` (default: the version's `weight`, else 0).
+    /// Weight before `start` (default 0).
     pub from: Option<u32>,
     /// Weight from `end` on.
     pub to: u32,

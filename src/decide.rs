@@ -56,18 +56,24 @@ impl<'a> Lookup<'a> {
 }
 
 impl<'a> Request<'a> {
-    /// A header by lowercase name.
+    /// A header by lowercase name; values over [`MAX_VALUE`] count as
+    /// absent.
     pub fn header(&self, name: &str) -> Lookup<'a> {
+        match self.header_any_length(name) {
+            Lookup::One(v) if v.len() > MAX_VALUE => Lookup::Absent,
+            other => other,
+        }
+    }
+
+    /// A header by lowercase name, whatever its length (`:path` may be long).
+    fn header_any_length(&self, name: &str) -> Lookup<'a> {
         let mut out = Lookup::Absent;
         for (k, v) in self.headers {
             if k.eq_ignore_ascii_case(name) {
                 out = out.push(v.as_str());
             }
         }
-        match out {
-            Lookup::One(v) if v.len() > MAX_VALUE => Lookup::Absent,
-            other => other,
-        }
+        out
     }
 
     /// A cookie by name, across every `cookie` header.
@@ -91,9 +97,9 @@ impl<'a> Request<'a> {
 
     /// A query parameter by name, percent-decoded.
     pub fn query(&self, name: &str) -> Option<String> {
-        let path = self.header(":path").one()?;
+        let path = self.header_any_length(":path").one()?;
+        let path = path.split_once('#').map_or(path, |(a, _)| a);
         let q = path.split_once('?')?.1;
-        let q = q.split_once('#').map_or(q, |(a, _)| a);
         let mut found: Option<String> = None;
         for pair in q.split('&') {
             let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
@@ -108,7 +114,7 @@ impl<'a> Request<'a> {
     }
 
     fn path(&self) -> &'a str {
-        let p = self.header(":path").one().unwrap_or("/");
+        let p = self.header_any_length(":path").one().unwrap_or("/");
         p.split(['?', '#']).next().unwrap_or(p)
     }
 
@@ -278,10 +284,13 @@ fn client_ip<'a>(req: &Request<'a>, hops: u32) -> Option<&'a str> {
         return Some(ip).filter(|s| !s.is_empty());
     }
     // X-Forwarded-For, possibly over several headers: entries in order.
-    let Lookup::One(xff) = req.header("x-forwarded-for") else {
-        return None;
-    };
-    let entries: Vec<&str> = xff.split(',').map(str::trim).collect();
+    let entries: Vec<&str> = req
+        .headers
+        .iter()
+        .filter(|(k, _)| k.eq_ignore_ascii_case("x-forwarded-for"))
+        .flat_map(|(_, v)| v.split(','))
+        .map(str::trim)
+        .collect();
     let n = hops as usize;
     if entries.len() < n {
         return None;
@@ -426,7 +435,9 @@ pub fn decide(policy: &Policy, req: &Request<'_>, rng: &mut dyn Entropy) -> Deci
                 || s.version_id != session.version_id
                 || s.origin != session.origin
                 || s.endpoint != session.endpoint
-                || now >= renew_at
+                || now > renew_at
+                // The ttl was shortened since the cookie was issued.
+                || u64::from(s.expiry) > now.saturating_add(policy.ttl)
         }
     };
     // Keep the old expiry when nothing else changes, so the value is stable.
