@@ -10,7 +10,7 @@
 //! The crate is two layers:
 //! - a host-free core ([`compile`], [`decide`], [`session`], [`setcookie`],
 //!   [`hash`]) with no `proxy_wasm` import, tested natively and on wasm32;
-//! - a thin adapter (`filter`, wasm32 only) that copies request data into a
+//! - a thin adapter (`filter`, wasm32-wasip1 only) that copies request data into a
 //!   [`Request`], calls [`decide`] and applies the [`Decision`].
 //!
 //! ```
@@ -42,5 +42,8 @@ pub mod time;
 pub use compile::{compile_json, ConfigError, Plugin, Policy};
 pub use decide::{decide, on_response, CookieState, Decision, Entropy, Reason, Request};
 
-#[cfg(target_arch = "wasm32")]
+// The adapter only exists where Envoy loads the filter: wasm32-wasip1.
+// Elsewhere (native tests, wasm32-unknown-unknown for wasm-bindgen-test)
+// the crate is the host-free core alone.
+#[cfg(all(target_arch = "wasm32", target_os = "wasi"))]
 mod filter;
