@@ -503,10 +503,24 @@ fn short_json(v: &Value) -> String {
 }
 
 /// Deep merge: objects key by key, everything else replaced.
+///
+/// `session.key` is one choice among several (`from` decides which other
+/// keys apply), so an entry's `session.key` replaces the global one whole.
 fn merge(base: &mut Map<String, Value>, over: Map<String, Value>) {
+    merge_at(base, over, "");
+}
+
+fn merge_at(base: &mut Map<String, Value>, over: Map<String, Value>, at: &str) {
     for (k, v) in over {
+        let path = if at.is_empty() {
+            k.clone()
+        } else {
+            format!("{at}.{k}")
+        };
         match (base.get_mut(&k), v) {
-            (Some(Value::Object(b)), Value::Object(o)) => merge(b, o),
+            (Some(Value::Object(b)), Value::Object(o)) if path != "session.key" => {
+                merge_at(b, o, &path)
+            }
             (_, v) => {
                 base.insert(k, v);
             }
@@ -663,13 +677,49 @@ fn compile_shared(raw: &RawConfig, p: &str) -> Result<Shared, ConfigError> {
     }
     let mode = session.mode.unwrap_or(Mode::Balanced);
     let mut keys = Vec::new();
-    for (i, s) in session.secrets.iter().flatten().enumerate() {
+    let from_env: Option<Vec<String>> = match &session.secrets_env {
+        None => None,
+        Some(name) => {
+            let path = format!("{p}session.secrets_env");
+            if name.is_empty() || name.contains(['=', '\0']) {
+                return Err(err(path, quoted(name), "not an environment variable name"));
+            }
+            if session.secrets.is_some() {
+                return Err(err(
+                    path,
+                    quoted(name),
+                    "give secrets or secrets_env, not both",
+                ));
+            }
+            let Ok(list) = std::env::var(name) else {
+                return Err(err(path, quoted(name), "the environment variable is not set in the Wasm VM (Envoy: vm_config.environment_variables; Istio: WasmPlugin vmConfig.env)"));
+            };
+            Some(
+                list.split(',')
+                    .map(|k| k.trim().to_owned())
+                    .filter(|k| !k.is_empty())
+                    .collect(),
+            )
+        }
+    };
+    let secrets_path = if from_env.is_some() {
+        "session.secrets_env"
+    } else {
+        "session.secrets"
+    };
+    for (i, s) in session
+        .secrets
+        .iter()
+        .flatten()
+        .chain(from_env.iter().flatten())
+        .enumerate()
+    {
         let bytes = b64::decode_std(s.trim()).or_else(|| b64::decode_url(s.trim()));
         match bytes.and_then(|b| <[u8; 32]>::try_from(b).ok()) {
             Some(k) => keys.push(SealKey(k)),
             None => {
                 return Err(err(
-                    format!("{p}session.secrets[{i}]"),
+                    format!("{p}{secrets_path}[{i}]"),
                     format!("<{} characters, not shown>", s.len()),
                     "must be base64 of exactly 32 random bytes (openssl rand -base64 32)",
                 ))
@@ -687,7 +737,7 @@ fn compile_shared(raw: &RawConfig, p: &str) -> Result<Shared, ConfigError> {
         return Err(err(
             format!("{p}session.mode"),
             "\"persistent\"",
-            "persistent mode records the pod in the cookie and needs session.secrets to seal it",
+    "persistent mode records the pod in the cookie and needs session.secrets (or secrets_env) to seal it",
         ));
     }
     if session.change_on_failure.is_some() && mode != Mode::Persistent {
@@ -1247,7 +1297,17 @@ fn compile_key(k: Option<&RawKey>, p: &str) -> Result<KeySource, ConfigError> {
             }
             KeySource::Header(n)
         }
-        "query" => KeySource::Query(need_name("query")?),
+        "query" => {
+            let n = need_name("query")?;
+            if n.contains(['&', '=', '#']) {
+                return Err(err(
+                    format!("{p}.name"),
+                    quoted(&n),
+                    "not a valid query parameter name",
+                ));
+            }
+            KeySource::Query(n)
+        }
         "client_ip" => {
             let hops = k.xff_trusted_hops.unwrap_or(0);
             if hops > 16 {

@@ -112,6 +112,10 @@ pub struct RawSession {
     /// Keys (base64 of 32 bytes) that seal the cookie; the first seals,
     /// all open.
     pub secrets: Option<Vec<String>>,
+    /// Name of an environment variable of the Wasm VM holding the keys,
+    /// comma-separated (instead of `secrets`, so they stay out of the
+    /// plugin config).
+    pub secrets_env: Option<String>,
     /// Persistent mode: re-pin to the pod that answered when the pinned
     /// one failed (default true).
     pub change_on_failure: Option<bool>,

@@ -472,11 +472,54 @@ fn new_key(rng: &mut dyn Entropy, req: &Request<'_>) -> [u8; 16] {
 
 /// Response phase: learn the endpoint that served the request (persistent
 /// mode) and report whether a `Set-Cookie` is due.
+///
+/// Same as [`on_upstream_response`] with only the address known: a served
+/// endpoint other than the pin counts as a failover.
 pub fn on_response(policy: &Policy, d: &mut Decision, upstream: Option<&str>) -> bool {
-    if policy.mode == Mode::Persistent {
-        if let Some(addr) = upstream.filter(|a| !a.is_empty() && a.len() <= MAX_ENDPOINT) {
+    on_upstream_response(
+        policy,
+        d,
+        &Upstream {
+            address: upstream,
+            ..Upstream::default()
+        },
+    )
+}
+
+/// What the adapter read from the host about the upstream that answered.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Upstream<'a> {
+    /// `upstream.address`: the endpoint (`ip:port`) that served the request.
+    pub address: Option<&'a str>,
+    /// `upstream.request_attempt_count`: upstream attempts Envoy made (1
+    /// when nothing was retried).
+    pub attempts: Option<u64>,
+    /// The response status.
+    pub status: Option<u16>,
+}
+
+/// Response phase (persistent mode): record the endpoint that served the
+/// request in the session and report whether a `Set-Cookie` is due.
+///
+/// - No pin yet: pin the endpoint that answered.
+/// - Answered by another endpoint in a **single** attempt: Envoy's
+///   `override_host` did not find the pinned endpoint in the version's
+///   cluster (the pod is gone), so its fallback picked one: re-pin, whatever
+///   `change_on_failure` says (ingress-nginx also re-picks a pod that left
+///   the endpoint list).
+/// - Answered by another endpoint after a retry (or the attempt count is
+///   unknown): the pinned pod failed; re-pin only with `change_on_failure`.
+/// - A 5xx answer never moves or sets the pin: it says nothing good about
+///   the pod that gave it.
+pub fn on_upstream_response(policy: &Policy, d: &mut Decision, up: &Upstream<'_>) -> bool {
+    if policy.mode == Mode::Persistent && up.status.is_none_or(|s| s < 500) {
+        if let Some(addr) = up
+            .address
+            .filter(|a| !a.is_empty() && a.len() <= MAX_ENDPOINT)
+        {
             let pinned = d.session.endpoint.as_deref();
-            if pinned != Some(addr) && (pinned.is_none() || policy.change_on_failure) {
+            let pin_gone = up.attempts == Some(1);
+            if pinned != Some(addr) && (pinned.is_none() || pin_gone || policy.change_on_failure) {
                 d.session.endpoint = Some(addr.to_owned());
                 d.write_cookie = true;
             }
@@ -517,5 +560,75 @@ mod tests {
         assert_eq!(version_for_bucket(&w, 29), 2);
         assert_eq!(version_for_bucket(&w, 30), 0);
         assert_eq!(version_for_bucket(&w, 99), 0);
+    }
+    /// Persistent mode, response phase: which answers move the pin.
+    #[test]
+    fn upstream_response_pins_and_repins() {
+        let compile = |change: bool| {
+            crate::compile_json(&format!(
+                r#"{{"versions":[{{"name":"a"}},{{"name":"b","weight":0}}],"session":{{"mode":"persistent",
+                    "secrets":["AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="],
+                    "change_on_failure":{change}}}}}"#
+            ))
+            .unwrap()
+        };
+        let decision = |pin: Option<&str>| Decision {
+            version: 0,
+            reason: Reason::Weight,
+            hash: [b'0'; 16],
+            endpoint: pin.map(str::to_owned),
+            session: Session {
+                key: [0; 16],
+                version_id: 0,
+                origin: Origin::Weight,
+                expiry: 2_000_000_000,
+                endpoint: pin.map(str::to_owned),
+            },
+            write_cookie: false,
+            cookie_state: CookieState::Valid,
+            key_fallback: false,
+        };
+        let up = |addr: &'static str, attempts: Option<u64>, status: u16| Upstream {
+            address: Some(addr),
+            attempts,
+            status: Some(status),
+        };
+        const A: &str = "10.0.0.1:80";
+        const B: &str = "10.0.0.2:80";
+        // (change_on_failure, pin, answer, expected pin, cookie due)
+        let cases: [(bool, Option<&str>, Upstream<'_>, Option<&str>, bool); 10] = [
+            (false, None, up(A, Some(1), 200), Some(A), true),
+            (false, Some(A), up(A, Some(1), 200), Some(A), false),
+            // One attempt elsewhere: the pinned pod left the cluster.
+            (false, Some(A), up(B, Some(1), 200), Some(B), true),
+            // A retry elsewhere: the pinned pod failed.
+            (false, Some(A), up(B, Some(2), 200), Some(A), false),
+            (true, Some(A), up(B, Some(2), 200), Some(B), true),
+            (false, Some(A), up(B, None, 200), Some(A), false),
+            (true, Some(A), up(B, None, 200), Some(B), true),
+            // 5xx answers never pin.
+            (true, None, up(A, Some(1), 503), None, false),
+            (true, Some(A), up(B, Some(2), 502), Some(A), false),
+            (true, Some(A), up(B, Some(1), 404), Some(B), true),
+        ];
+        for (i, (change, pin, answer, want, due)) in cases.into_iter().enumerate() {
+            let plugin = compile(change);
+            let policy = plugin.global.as_ref().unwrap();
+            let mut d = decision(pin);
+            assert_eq!(
+                on_upstream_response(policy, &mut d, &answer),
+                due,
+                "case {i}"
+            );
+            assert_eq!(d.session.endpoint.as_deref(), want, "case {i}");
+        }
+        // The address-only entry point keeps its meaning (unknown attempts).
+        let plugin = compile(false);
+        let mut d = decision(Some(A));
+        assert!(!on_response(
+            plugin.global.as_ref().unwrap(),
+            &mut d,
+            Some(B)
+        ));
     }
 }

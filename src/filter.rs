@@ -5,7 +5,8 @@
 //! request header map, one clock read, the route properties only if a route
 //! entry needs them, then one `set` per route-override header (a `set`
 //! replaces any copy the client sent). The response phase makes no call at
-//! all unless a cookie is due or the mode is persistent.
+//! all unless a cookie is due or the mode is persistent (then three reads:
+//! `upstream.address`, `upstream.request_attempt_count`, `:status`).
 
 use crate::compile::{Plugin, Policy};
 use crate::config::Mode;
@@ -307,12 +308,28 @@ impl HttpContext for Http {
         let Some(policy) = shared.policy(state.slot) else {
             return Action::Continue;
         };
-        let upstream = if policy.mode == Mode::Persistent {
-            property(&["upstream", "address"])
+        // Persistent mode: which endpoint answered, after how many attempts
+        // (a retry means the pinned pod failed), and with what status.
+        let (address, attempts, status) = if policy.mode == Mode::Persistent {
+            let attempts = hostcalls::get_property(vec!["upstream", "request_attempt_count"])
+                .ok()
+                .flatten()
+                .and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok())
+                .map(u64::from_le_bytes);
+            let status = hostcalls::get_map_value(MapType::HttpResponseHeaders, ":status")
+                .ok()
+                .flatten()
+                .and_then(|s| s.parse::<u16>().ok());
+            (property(&["upstream", "address"]), attempts, status)
         } else {
-            None
+            (None, None, None)
         };
-        if !decide::on_response(policy, &mut state.decision, upstream.as_deref()) {
+        let upstream = decide::Upstream {
+            address: address.as_deref(),
+            attempts,
+            status,
+        };
+        if !decide::on_upstream_response(policy, &mut state.decision, &upstream) {
             return Action::Continue;
         }
         // Never a duplicate: leave a response that already sets our cookie alone.

@@ -40,7 +40,10 @@ pub mod setcookie;
 pub mod time;
 
 pub use compile::{compile_json, ConfigError, Plugin, Policy};
-pub use decide::{decide, on_response, CookieState, Decision, Entropy, Reason, Request};
+pub use decide::{
+    decide, on_response, on_upstream_response, CookieState, Decision, Entropy, Reason, Request,
+    Upstream,
+};
 
 // The adapter only exists where Envoy loads the filter: wasm32-wasip1.
 // Elsewhere (native tests, wasm32-unknown-unknown for wasm-bindgen-test)

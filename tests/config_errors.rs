@@ -52,7 +52,7 @@ const CASES: &[(&str, &str, &str)] = &[
     ("unknown key in a route entry", r#"{"versions":[{"name":"v1"},{"name":"v2","weight":10}],"routes":[{"match":{"path_prefix":"/a"},"verisons":[]}]}"#,
      "invalid plugin config: routes[0].verisons = []: unknown field `verisons`, expected one of `versions`, `weight_total`, `rules`, `stickiness`, `rollback`, `seed`, `session`, `headers`, `routes`"),
     ("unknown key nested in a route entry", r#"{"versions":[{"name":"v1"},{"name":"v2","weight":10}],"routes":[{"match":{"path_prefix":"/a"},"session":{"bogus":1}}]}"#,
-     "invalid plugin config: routes[0].session.bogus = 1: unknown field `bogus`, expected one of `cookie`, `key`, `ttl`, `mode`, `secrets`, `change_on_failure`"),
+     "invalid plugin config: routes[0].session.bogus = 1: unknown field `bogus`, expected one of `cookie`, `key`, `ttl`, `mode`, `secrets`, `secrets_env`, `change_on_failure`"),
     // ---- types -----------------------------------------------------------
     ("negative weight", r#"{"versions":[{"name":"v1"},{"name":"v2","weight":-1}]}"#,
      "invalid plugin config: versions[1].weight = -1: invalid value: integer `-1`, expected u32"),
@@ -156,7 +156,7 @@ const CASES: &[(&str, &str, &str)] = &[
      "invalid plugin config: headers = [\"x-canary-version\", \"x-canary-version\", \"x-sticky-endpoint\"]: the three header names must differ"),
     // ---- session: key source, secrets, mode ------------------------------
     ("persistent without secrets", r#"{"versions":[{"name":"v1"},{"name":"v2","weight":10}],"session":{"mode":"persistent"}}"#,
-     "invalid plugin config: session.mode = \"persistent\": persistent mode records the pod in the cookie and needs session.secrets to seal it"),
+     "invalid plugin config: session.mode = \"persistent\": persistent mode records the pod in the cookie and needs session.secrets (or secrets_env) to seal it"),
     ("change_on_failure in balanced mode", r#"{"versions":[{"name":"v1"},{"name":"v2","weight":10}],"session":{"change_on_failure":false}}"#,
      "invalid plugin config: session.change_on_failure = false: only applies to session.mode \"persistent\""),
     ("secret of 30 bytes", r#"{"versions":[{"name":"v1"},{"name":"v2","weight":10}],"session":{"secrets":["c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0"]}}"#,
@@ -243,6 +243,12 @@ const CASES: &[(&str, &str, &str)] = &[
      "invalid plugin config: routes[0].rules[0].version = \"v2\": unknown version; known: \"blue\", \"green\""),
     ("bad global setting without global versions", r#"{"session":{"cookie":{"name":"bad name"}}}"#,
      "invalid plugin config: session.cookie.name = \"bad name\": not a valid cookie name (RFC 6265 token)"),
+    ("key query name that can never match", r#"{"versions":[{"name":"v1"},{"name":"v2","weight":1}],"session":{"key":{"from":"query","name":"a=b"}}}"#,
+     "invalid plugin config: session.key.name = \"a=b\": not a valid query parameter name"),
+    ("secrets and secrets_env", r#"{"versions":[{"name":"v1"},{"name":"v2","weight":1}],"session":{"secrets":["AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="],"secrets_env":"X"}}"#,
+     "invalid plugin config: session.secrets_env = \"X\": give secrets or secrets_env, not both"),
+    ("secrets_env not set", r#"{"versions":[{"name":"v1"},{"name":"v2","weight":1}],"session":{"secrets_env":"STICKY_CANARY_TEST_UNSET_VARIABLE"}}"#,
+     "invalid plugin config: session.secrets_env = \"STICKY_CANARY_TEST_UNSET_VARIABLE\": the environment variable is not set in the Wasm VM (Envoy: vm_config.environment_variables; Istio: WasmPlugin vmConfig.env)"),
     ("global rules and no versions anywhere", r#"{"rules":[{"header":"x a","regex":"(","version":"v9"}]}"#,
      "invalid plugin config: rules = [...]: rules need versions: set `versions` here or in a route entry"),
 ];

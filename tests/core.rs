@@ -1534,3 +1534,44 @@ fn ramp_steps_are_equal() {
         assert!([0, 25, 50, 75, 100].contains(v), "{seen:?}");
     }
 }
+
+#[test]
+fn route_entry_replaces_the_key_source_whole() {
+    let p = plugin(
+        r#"{"versions":[{"name":"v1"},{"name":"v2","weight":50}],
+            "session":{"key":{"from":"header","name":"x-user-id"}},
+            "routes":[{"name":"ip","match":{"path_prefix":"/ip"},
+                       "session":{"key":{"from":"client_ip","xff_trusted_hops":1}}}]}"#,
+    );
+    let entry = p.routes[0].policy.as_ref().unwrap();
+    assert_eq!(entry.key, sticky_canary::compile::KeySource::ClientIp { hops: 1 });
+    let global = p.global.as_ref().unwrap();
+    assert_eq!(global.key, sticky_canary::compile::KeySource::Header("x-user-id".into()));
+}
+
+#[test]
+fn secrets_from_the_environment() {
+    let key = "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=";
+    let other = "AgICAgICAgICAgICAgICAgICAgICAgICAgICAgICAgI=";
+    std::env::set_var("STICKY_CANARY_TEST_KEYS", format!("{key}, {other}"));
+    let p = plugin(
+        r#"{"versions":[{"name":"v1"},{"name":"v2","weight":1}],
+            "session":{"mode":"persistent","secrets_env":"STICKY_CANARY_TEST_KEYS"}}"#,
+    );
+    let g = p.global.as_ref().unwrap();
+    assert_eq!(g.keys.len(), 2);
+    assert_eq!(g.keys[0].0, [1u8; 32]);
+    assert_eq!(g.keys[1].0, [2u8; 32]);
+    std::env::set_var("STICKY_CANARY_TEST_KEYS_BAD", "not-a-key");
+    let e = sticky_canary::compile_json(
+        r#"{"versions":[{"name":"v1"},{"name":"v2","weight":1}],
+            "session":{"secrets_env":"STICKY_CANARY_TEST_KEYS_BAD"}}"#,
+    )
+    .unwrap_err()
+    .to_string();
+    assert_eq!(
+        e,
+        "invalid plugin config: session.secrets_env[0] = <9 characters, not shown>: \
+         must be base64 of exactly 32 random bytes (openssl rand -base64 32)"
+    );
+}

@@ -1,0 +1,316 @@
+#!/usr/bin/env python3
+"""Package the filter as an OCI image that Istio pulls, without Docker.
+
+    python3 istio/oci.py                       # what `make oci` runs
+    python3 istio/oci.py --wasm target/wasm32-wasip1/release/sticky_canary.wasm --out target/oci
+    python3 istio/oci.py --pin istio/gateway/wasmplugin.yaml   # also write the digest into manifests
+
+Writes an OCI image layout directory (``oci-layout``, ``index.json``,
+``blobs/sha256/...``) and a tar of it next to it (``target/oci.tar``). The
+image is what ``FROM scratch`` + ``COPY plugin.wasm ./`` builds (see
+istio/Dockerfile), in OCI media types:
+
+- manifest ``application/vnd.oci.image.manifest.v1+json``;
+- config ``application/vnd.oci.image.config.v1+json`` (os ``wasip1``,
+  architecture ``wasm``, ``rootfs.diff_ids`` = sha256 of the layer tar);
+- one layer ``application/vnd.oci.image.layer.v1.tar+gzip``: a tar.gz whose
+  only member is ``plugin.wasm``, byte-identical to the built filter.
+
+This is the "compat" Wasm image variant: Istio's agent takes the last layer,
+requires exactly that layer media type (or Docker's
+``application/vnd.docker.image.rootfs.diff.tar.gzip`` under a Docker
+manifest), gunzips it and reads the member named ``plugin.wasm``. It was
+chosen over the Wasm OCI artifact variant
+(``application/vnd.module.wasm.content.layer.v1+wasm``) because it is a
+plain container image: every registry, ``crane``, ``skopeo``, ``oras`` and
+``docker`` handle it, and it is byte-for-byte the image the Dockerfile
+describes.
+
+The build is deterministic: fixed mtimes (0, or ``SOURCE_DATE_EPOCH``),
+uid/gid 0, sorted tar members, gzip mtime 0 and no file name, canonical
+JSON. The same ``.wasm`` gives the same digests (with the same zlib).
+
+What ``WasmPlugin.spec.sha256`` is compared with depends on the URL scheme
+(Istio pkg/wasm/cache.go): for ``oci://`` it is the image **manifest
+digest**; for ``http(s)://`` it is the sha256 of the downloaded file, i.e.
+of ``plugin.wasm``. Both are printed; ``--pin`` writes the right one into
+the ``sha256:`` line of each WasmPlugin / TrafficExtension it is given.
+
+Standard library only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import hashlib
+import io
+import json
+import os
+import re
+import shutil
+import sys
+import tarfile
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_WASM = REPO_ROOT / "target" / "wasm32-wasip1" / "release" / "sticky_canary.wasm"
+DEFAULT_OUT = REPO_ROOT / "target" / "oci"
+
+MT_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+MT_INDEX = "application/vnd.oci.image.index.v1+json"
+MT_CONFIG = "application/vnd.oci.image.config.v1+json"
+MT_LAYER = "application/vnd.oci.image.layer.v1.tar+gzip"
+WASM_NAME = "plugin.wasm"
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def canonical_json(obj) -> bytes:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def cargo_version() -> str:
+    try:
+        text = (REPO_ROOT / "Cargo.toml").read_text()
+    except OSError:
+        return "latest"
+    m = re.search(r'^\[package\][^\[]*?^version\s*=\s*"([^"]+)"', text, re.M | re.S)
+    return m.group(1) if m else "latest"
+
+
+def layer_tar(wasm: bytes, mtime: int) -> bytes:
+    """An uncompressed tar with one member, plugin.wasm, owned by root, 0644."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+        info = tarfile.TarInfo(WASM_NAME)
+        info.size = len(wasm)
+        info.mtime = mtime
+        info.mode = 0o644
+        info.uid = info.gid = 0
+        info.uname = info.gname = ""
+        info.type = tarfile.REGTYPE
+        tar.addfile(info, io.BytesIO(wasm))
+    return buf.getvalue()
+
+
+def gzip_bytes(data: bytes) -> bytes:
+    buf = io.BytesIO()
+    # filename="" and mtime=0: nothing of the build machine in the header.
+    with gzip.GzipFile(filename="", mode="wb", fileobj=buf, compresslevel=9, mtime=0) as gz:
+        gz.write(data)
+    return buf.getvalue()
+
+
+def rfc3339(epoch: int) -> str:
+    import datetime
+
+    return datetime.datetime.fromtimestamp(epoch, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def build(wasm: bytes, *, name: str, tag: str, mtime: int) -> dict:
+    """All blobs and descriptors of the image, in memory."""
+    if wasm[:4] != b"\0asm":
+        raise SystemExit("error: the input is not a WebAssembly module (no \\0asm magic)")
+    tar = layer_tar(wasm, mtime)
+    layer = gzip_bytes(tar)
+    created = rfc3339(mtime)
+    config = canonical_json({
+        "architecture": "wasm",
+        "os": "wasip1",
+        "created": created,
+        "config": {},
+        "rootfs": {"type": "layers", "diff_ids": [f"sha256:{sha256(tar)}"]},
+        "history": [{"created": created, "created_by": f"COPY {WASM_NAME} ./ (istio/oci.py)"}],
+    })
+    manifest = canonical_json({
+        "schemaVersion": 2,
+        "mediaType": MT_MANIFEST,
+        "config": {"mediaType": MT_CONFIG, "digest": f"sha256:{sha256(config)}", "size": len(config)},
+        "layers": [{"mediaType": MT_LAYER, "digest": f"sha256:{sha256(layer)}", "size": len(layer)}],
+        "annotations": {
+            "org.opencontainers.image.title": name,
+            "org.opencontainers.image.version": tag,
+            "org.opencontainers.image.created": created,
+            "org.opencontainers.image.description": "sticky-canary proxy-wasm filter (Envoy / Istio WasmPlugin)",
+        },
+    })
+    index = canonical_json({
+        "schemaVersion": 2,
+        "mediaType": MT_INDEX,
+        "manifests": [{
+            "mediaType": MT_MANIFEST,
+            "digest": f"sha256:{sha256(manifest)}",
+            "size": len(manifest),
+            "annotations": {
+                # skopeo / oras / crane: `<layout>:<tag>`
+                "org.opencontainers.image.ref.name": tag,
+                # docker load / containerd: the image name to tag it with
+                "io.containerd.image.name": f"{name}:{tag}",
+            },
+        }],
+    })
+    return {
+        "wasm_sha256": sha256(wasm),
+        "wasm_size": len(wasm),
+        "tar_sha256": sha256(tar),
+        "layer": layer,
+        "config": config,
+        "manifest": manifest,
+        "index": index,
+        "name": name,
+        "tag": tag,
+    }
+
+
+def blobs(img: dict) -> dict[str, bytes]:
+    return {sha256(b): b for b in (img["layer"], img["config"], img["manifest"])}
+
+
+def write_layout(img: dict, out: Path) -> None:
+    """Write the OCI image layout directory, replacing a previous one."""
+    out.mkdir(parents=True, exist_ok=True)
+    for stale in ("blobs", "index.json", "oci-layout"):
+        p = out / stale
+        if p.is_dir():
+            shutil.rmtree(p)
+        elif p.exists():
+            p.unlink()
+    (out / "blobs" / "sha256").mkdir(parents=True)
+    for digest, data in blobs(img).items():
+        (out / "blobs" / "sha256" / digest).write_bytes(data)
+    (out / "oci-layout").write_bytes(canonical_json({"imageLayoutVersion": "1.0.0"}))
+    (out / "index.json").write_bytes(img["index"])
+
+
+def write_tar(img: dict, path: Path, mtime: int) -> None:
+    """The layout as one tar (an "oci-archive"), plus Docker's manifest.json
+    so that `docker load` takes it too. Sorted members, fixed metadata."""
+    files: dict[str, bytes] = {
+        "oci-layout": canonical_json({"imageLayoutVersion": "1.0.0"}),
+        "index.json": img["index"],
+        "manifest.json": canonical_json([{
+            "Config": f"blobs/sha256/{sha256(img['config'])}",
+            "RepoTags": [f"{img['name']}:{img['tag']}"],
+            "Layers": [f"blobs/sha256/{sha256(img['layer'])}"],
+        }]),
+    }
+    for digest, data in blobs(img).items():
+        files[f"blobs/sha256/{digest}"] = data
+    dirs = ["blobs", "blobs/sha256"]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with tarfile.open(tmp, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+        for d in dirs:
+            info = tarfile.TarInfo(d)
+            info.type, info.mode, info.mtime = tarfile.DIRTYPE, 0o755, mtime
+            info.uid = info.gid = 0
+            info.uname = info.gname = ""
+            tar.addfile(info)
+        for name in sorted(files):
+            info = tarfile.TarInfo(name)
+            info.size, info.mode, info.mtime = len(files[name]), 0o644, mtime
+            info.uid = info.gid = 0
+            info.uname = info.gname = ""
+            tar.addfile(info, io.BytesIO(files[name]))
+    os.replace(tmp, path)
+
+
+SHA_LINE = re.compile(r"^(?P<indent>[ \t]*)sha256:[ \t]*(?P<value>[\"']?[0-9a-fA-F]*[\"']?)(?P<rest>[ \t]*(#.*)?)$", re.M)
+URL_LINE = re.compile(r"^[ \t]*url:[ \t]*[\"']?(?P<url>[^\"'\s#]+)", re.M)
+KIND_LINE = re.compile(r"^kind:[ \t]*(WasmPlugin|TrafficExtension)[ \t]*$", re.M)
+
+
+def pin(path: Path, img: dict) -> list[str]:
+    """Rewrite the sha256 line of every WasmPlugin / TrafficExtension in a
+    YAML file: the manifest digest for oci:// URLs, the plugin.wasm sha256
+    for http(s):// URLs. Comments and layout are kept. Returns what changed."""
+    text = path.read_text()
+    docs = re.split(r"(?m)^(---[ \t]*\n)", text)
+    changes = []
+    for i, doc in enumerate(docs):
+        if not KIND_LINE.search(doc):
+            continue
+        url = URL_LINE.search(doc)
+        if not url:
+            continue
+        scheme = url.group("url").split("://", 1)[0]
+        if scheme == "oci":
+            value = sha256(img["manifest"])
+        elif scheme in ("http", "https"):
+            value = img["wasm_sha256"]
+        else:
+            continue  # file://: Istio does not check it
+        new, n = SHA_LINE.subn(lambda m: f"{m.group('indent')}sha256: {value}{m.group('rest')}", doc, count=1)
+        if n:
+            docs[i] = new
+            changes.append(f"{path}: {url.group('url')} -> sha256 {value}")
+    path.write_text("".join(docs))
+    return changes
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--wasm", type=Path, default=DEFAULT_WASM, help=f"the built filter (default {DEFAULT_WASM.relative_to(REPO_ROOT)})")
+    ap.add_argument("--out", type=Path, default=DEFAULT_OUT, help="OCI image layout directory to write; the tar goes to OUT.tar (default target/oci)")
+    ap.add_argument("--name", default="sticky-canary", help="image name for docker load (default sticky-canary)")
+    ap.add_argument("--tag", default=None, help="tag (default: the Cargo.toml version)")
+    ap.add_argument("--pin", type=Path, nargs="*", default=[], metavar="YAML", help="also write the digest into these WasmPlugin / TrafficExtension manifests")
+    ap.add_argument("--json", action="store_true", help="print the digests as JSON")
+    args = ap.parse_args(argv)
+
+    tag = args.tag or cargo_version()
+    if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}", tag):
+        ap.error(f"not a valid OCI tag: {tag!r}")
+    mtime = int(os.environ.get("SOURCE_DATE_EPOCH", "0"))
+    try:
+        wasm = args.wasm.read_bytes()
+    except OSError as e:
+        print(f"error: cannot read {args.wasm}: {e.strerror} (build it: cargo build --release --target wasm32-wasip1)", file=sys.stderr)
+        return 1
+    img = build(wasm, name=args.name, tag=tag, mtime=mtime)
+    out = args.out
+    write_layout(img, out)
+    tar_path = out.parent / (out.name + ".tar")
+    write_tar(img, tar_path, mtime)
+    changes = []
+    for p in args.pin:
+        changes += pin(p, img)
+
+    info = {
+        "layout": str(out),
+        "tar": str(tar_path),
+        "tag": tag,
+        "plugin_wasm_sha256": img["wasm_sha256"],
+        "plugin_wasm_size": img["wasm_size"],
+        "layer_digest": f"sha256:{sha256(img['layer'])}",
+        "config_digest": f"sha256:{sha256(img['config'])}",
+        "manifest_digest": f"sha256:{sha256(img['manifest'])}",
+        "pinned": changes,
+    }
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    print(f"OCI image layout   {out}  (tar: {tar_path})")
+    print(f"tag                {tag}")
+    print(f"plugin.wasm        sha256 {img['wasm_sha256']}  ({img['wasm_size']} bytes)")
+    print(f"layer (tar+gzip)   {info['layer_digest']}")
+    print(f"manifest digest    {info['manifest_digest']}")
+    print()
+    print("WasmPlugin spec.sha256 (Istio compares it with):")
+    print(f"  url: oci://REGISTRY/{args.name}:{tag}    ->  sha256: {sha256(img['manifest'])}   (the manifest digest)")
+    print(f"  url: https://HOST/plugin.wasm        ->  sha256: {img['wasm_sha256']}   (the file itself)")
+    print()
+    print("Push (no Docker needed), then pin by digest:")
+    print(f"  crane push {out} REGISTRY/{args.name}:{tag}")
+    print(f"  skopeo copy oci:{out}:{tag} docker://REGISTRY/{args.name}:{tag}")
+    print(f"  oras cp --from-oci-layout {out}:{tag} REGISTRY/{args.name}:{tag}")
+    for c in changes:
+        print(f"pinned {c}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,359 @@
+"""The istio/ walkthrough in the real Envoy, configured the way istiod would
+configure the ingress gateway from those manifests (no cluster here).
+
+`istio_gateway_config()` renders, from the YAML under istio/:
+- the WasmPlugin as istiod's ECDS filter: named <namespace>.<name>,
+  root_id = pluginName, pluginConfig marshalled to a JSON string inside a
+  google.protobuf.StringValue, fail_open from failStrategy FAIL_OPEN;
+- the VirtualService http routes in order (name, exact header matches) to
+  clusters named outbound|80|<subset>|<host>, with the DestinationRule's
+  consistentHash as the route hash_policy and the retry policy istiod
+  derives (its default for consistent-hash routes has no previous_hosts
+  predicate; retryIgnorePreviousHosts: true adds it);
+- the DestinationRule subsets as RING_HASH clusters, one whoami "pod" pair
+  per version, and, for persistent mode, the EnvoyFilter's CLUSTER MERGE
+  patch applied to them.
+
+Then the README's curl transcript is replayed: version and cookie on the
+first answer, opt-in cookie and header, the same pod on every request with
+the session cookie, a client's own x-canary-version ignored; with the plugin
+missing (FAIL_OPEN) everybody lands on stable; in persistent mode the pinned
+pod serves every request, and when it dies the retry moves the session to
+the other pod of the same version, which the next cookie records.
+"""
+
+from __future__ import annotations
+
+import copy
+import http.client
+import json
+import sys
+import types
+from pathlib import Path
+
+import pytest
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "e2e"))
+import harness  # noqa: E402
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+ISTIO = REPO_ROOT / "istio"
+HOST = "my-app.example.com"
+COOKIE = "my-sticky-cookie"
+PODS = {"canary-v1": ["my-app-v1-0", "my-app-v1-1"], "canary-v2": ["my-app-v2-0", "my-app-v2-1"]}
+
+
+def docs(*rel: str) -> list[dict]:
+    out = []
+    for r in rel:
+        out += [d for d in yaml.safe_load_all((ISTIO / r).read_text()) if d]
+    return out
+
+
+def one(kind: str, ds: list[dict]) -> dict:
+    (d,) = [d for d in ds if d["kind"] == kind]
+    return d
+
+
+def proto_merge(base: dict, patch: dict) -> None:
+    """Protobuf MERGE as Istio's EnvoyFilter applies it: messages merged
+    field by field, repeated fields appended, scalars replaced."""
+    for k, v in patch.items():
+        if isinstance(v, dict) and isinstance(base.get(k), dict):
+            proto_merge(base[k], v)
+        elif isinstance(v, list) and isinstance(base.get(k), list):
+            base[k] = base[k] + copy.deepcopy(v)
+        else:
+            base[k] = copy.deepcopy(v)
+
+
+def cluster_name(dest: dict) -> str:
+    return f"outbound|{dest.get('port', {}).get('number', 80)}|{dest.get('subset', '')}|{dest['host']}"
+
+
+PREVIOUS_HOSTS = {
+    "name": "envoy.retry_host_predicates.previous_hosts",
+    "typed_config": {"@type": "type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate"},
+}
+
+
+def retry_policy(retries: dict | None, consistent_hash: bool) -> dict | None:
+    """istiod's pilot/pkg/networking/core/route/retry ConvertPolicy."""
+    policy = {
+        "num_retries": 2,
+        "retry_on": "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes",
+        "host_selection_retry_max_attempts": 5,
+    }
+    if not consistent_hash:
+        policy["retry_host_predicate"] = [PREVIOUS_HOSTS]
+    if retries is None:
+        return policy
+    if retries.get("attempts", 0) <= 0:
+        return None
+    policy["num_retries"] = retries["attempts"]
+    if "retryOn" in retries:
+        parts = [p.strip() for p in retries["retryOn"].split(",") if p.strip()]
+        codes = [int(p) for p in parts if p.isdigit()]
+        on = [p for p in parts if not p.isdigit()]
+        if codes and "retriable-status-codes" not in on:
+            on.append("retriable-status-codes")
+        policy["retry_on"] = ",".join(on)
+        if codes:
+            policy["retriable_status_codes"] = codes
+    if "perTryTimeout" in retries:
+        policy["per_try_timeout"] = retries["perTryTimeout"]
+    if "retryIgnorePreviousHosts" in retries:
+        policy.pop("retry_host_predicate", None)
+        if retries["retryIgnorePreviousHosts"]:
+            policy["retry_host_predicate"] = [PREVIOUS_HOSTS]
+    return policy
+
+
+def istio_gateway_config(variant: str, backends: dict[str, list[harness.Backend]], with_plugin: bool = True) -> dict:
+    """The gateway's Envoy config for `gateway` or `persistent` (see above)."""
+    base = docs("base/destinationrule.yaml")
+    if variant == "gateway":
+        vs_docs, plugin_docs, dr_docs, ef_docs = docs("gateway/virtualservice.yaml"), docs("gateway/wasmplugin.yaml"), base, []
+    else:
+        vs_docs, plugin_docs = docs("persistent/virtualservice.yaml"), docs("persistent/wasmplugin.yaml")
+        dr_docs, ef_docs = docs("persistent/destinationrule.yaml"), docs("persistent/envoyfilter.yaml")
+    vs, plugin, dr = one("VirtualService", vs_docs), one("WasmPlugin", plugin_docs), one("DestinationRule", dr_docs)
+    ch = dr["spec"]["trafficPolicy"]["loadBalancer"]["consistentHash"]
+    hash_policy = [{"header": {"header_name": ch["httpHeaderName"]}}]
+
+    routes = []
+    for r in vs["spec"]["http"]:
+        match = {"prefix": "/"}
+        for m in r.get("match", []):
+            match["headers"] = [{"name": h, "string_match": {"exact": v["exact"]}} for h, v in m["headers"].items()]
+        action = {"cluster": cluster_name(r["route"][0]["destination"]), "hash_policy": hash_policy, "timeout": "0s"}
+        rp = retry_policy(r.get("retries"), consistent_hash=True)
+        if rp:
+            action["retry_policy"] = rp
+        routes.append({"name": r["name"], "match": match, "route": action})
+
+    clusters = []
+    host = dr["spec"]["host"]
+    for subset in dr["spec"]["subsets"]:
+        name = f"outbound|80|{subset['name']}|{host}"
+        c = {
+            "name": name,
+            "type": "STATIC",
+            "connect_timeout": "1s",
+            "lb_policy": "RING_HASH",  # ApplyRingHashLoadBalancer
+            "ring_hash_lb_config": {"minimum_ring_size": ch.get("ringHash", {}).get("minimumRingSize", 1024)},
+            "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [
+                {"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": b.port}}}}
+                for b in backends[subset["labels"]["version"]]
+            ]}]},
+        }
+        for ef in ef_docs:
+            for p in ef["spec"]["configPatches"]:
+                m = p["match"]["cluster"]
+                if p["applyTo"] == "CLUSTER" and m["service"] == host and m.get("subset") in (None, subset["name"]):
+                    assert p["patch"]["operation"] == "MERGE"
+                    proto_merge(c, p["patch"]["value"])
+        clusters.append(c)
+
+    filters = []
+    if with_plugin:
+        spec = plugin["spec"]
+        filters.append({
+            "name": f"{plugin['metadata']['namespace']}.{plugin['metadata']['name']}",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
+                "config": {
+                    "name": f"{plugin['metadata']['namespace']}.{plugin['metadata']['name']}",
+                    "root_id": spec["pluginName"],
+                    # istiod: failStrategy FAIL_OPEN -> failure_policy FAIL_OPEN
+                    "failure_policy": {"FAIL_OPEN": "FAIL_OPEN", "FAIL_CLOSE": "FAIL_CLOSED", "FAIL_RELOAD": "FAIL_RELOAD"}[spec["failStrategy"]],
+                    "vm_config": {"runtime": "envoy.wasm.runtime.v8", "code": {"local": {"filename": str(harness.WASM_PATH)}}},
+                    "configuration": {"@type": "type.googleapis.com/google.protobuf.StringValue", "value": json.dumps(spec["pluginConfig"])},
+                },
+            },
+        })
+    else:
+        # What istio-agent installs instead when the module cannot be fetched
+        # and failStrategy is FAIL_OPEN: an RBAC filter with no rules (allow all).
+        filters.append({"name": "istio-system.sticky-canary", "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC", "rules_stat_prefix": "wasm-default-allow"}})
+    filters.append({"name": "envoy.filters.http.router", "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}})
+
+    return {
+        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}}},
+        "static_resources": {
+            "listeners": [{
+                "name": "0.0.0.0_8080",
+                "address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}},
+                "filter_chains": [{"filters": [{
+                    "name": "envoy.filters.network.http_connection_manager",
+                    "typed_config": {
+                        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+                        "stat_prefix": "outbound_0.0.0.0_8080",
+                        "access_log": [{"name": "envoy.access_loggers.stdout", "typed_config": {
+                            "@type": "type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StdoutAccessLog",
+                            "log_format": {"text_format_source": {"inline_string":
+                                "%RESPONSE_CODE% route=%ROUTE_NAME% cluster=%UPSTREAM_CLUSTER% host=%UPSTREAM_HOST% attempts=%UPSTREAM_REQUEST_ATTEMPT_COUNT% version=%REQ(X-CANARY-VERSION)% endpoint=%REQ(X-STICKY-ENDPOINT)%\n"}}}}],
+                        "route_config": {"name": "http.8080", "virtual_hosts": [
+                            {"name": f"{HOST}:80", "domains": [HOST, f"{HOST}:*"], "routes": routes},
+                        ]},
+                        "http_filters": filters,
+                    },
+                }]}],
+            }],
+            "clusters": clusters,
+        },
+    }
+
+
+@pytest.fixture(scope="module", autouse=True)
+def prerequisites():
+    missing = [str(p) for p in (harness.ENVOY_BIN, harness.WASM_PATH) if not p.exists()]
+    if missing:
+        pytest.fail(f"missing {', '.join(missing)}: run `make build venv` first", pytrace=False)
+
+
+def start_pods(workdir: Path) -> dict[str, list[harness.Backend]]:
+    return {v: [harness.start_backend(workdir, v, pod) for pod in pods] for v, pods in PODS.items()}
+
+
+def stop_pods(pods: dict[str, list[harness.Backend]]) -> None:
+    for bs in pods.values():
+        for b in bs:
+            b.stop()
+
+
+@pytest.fixture(scope="module")
+def pods(tmp_path_factory):
+    p = start_pods(tmp_path_factory.mktemp("pods"))
+    yield p
+    stop_pods(p)
+
+
+@pytest.fixture(scope="module")
+def gateway(pods, tmp_path_factory):
+    envoy = harness.start_envoy(istio_gateway_config("gateway", pods), tmp_path_factory.mktemp("gw"))
+    yield envoy
+    envoy.stop()
+
+
+class HostClient:
+    """A keep-alive client that sends Host: my-app.example.com (the
+    VirtualService host) instead of 127.0.0.1:port."""
+
+    def __init__(self, envoy: harness.Envoy):
+        self.conn = http.client.HTTPConnection("127.0.0.1", envoy.port, timeout=10)
+
+    def get(self, path: str, headers: dict, cookies) -> harness.Response:
+        self.conn.putrequest("GET", path, skip_host=True, skip_accept_encoding=True)
+        self.conn.putheader("Host", HOST)
+        for k, v in headers.items():
+            self.conn.putheader(k, v)
+        if cookies:
+            pairs = [cookies] if isinstance(cookies, str) else [f"{k}={v}" for k, v in cookies]
+            self.conn.putheader("Cookie", "; ".join(pairs))
+        self.conn.endheaders()
+        r = self.conn.getresponse()
+        body = r.read().decode("utf-8", errors="replace")
+        return harness.Response(r.status, list(r.getheaders()), body)
+
+
+def client(envoy: harness.Envoy) -> HostClient:
+    return HostClient(envoy)
+
+
+def get(c: HostClient, cookies=None, headers=None) -> harness.Response:
+    r = c.get("/", headers or {}, cookies)
+    assert r.status == 200, r
+    return r
+
+
+def test_walkthrough_version_cookie_and_pinned_pod(gateway):
+    c = client(gateway)
+    # 1. a new user: a version (20% canary-v2), and a session cookie
+    r = get(c)
+    (cookie,) = r.cookies_named(COOKIE)
+    assert {"Path=/", "Max-Age=3600", "HttpOnly", "SameSite=Lax"} <= cookie.attribute_set
+    assert r.name in PODS and r.hostname in PODS[r.name]
+    # the request the pod got carries the filter's decision
+    assert r.whoami.header_values("X-Canary-Version") == [r.name]
+    (h,) = r.whoami.header_values("X-Sticky-Hash")
+    assert len(h) == 16 and int(h, 16) >= 0
+    # 2. the same session: the same version and pod, every time
+    for _ in range(8):
+        again = get(c, cookies=cookie.pair)
+        assert (again.name, again.hostname) == (r.name, r.hostname)
+    # 3. opt in / out
+    assert get(c, cookies="canary=v2").name == "canary-v2"
+    assert get(c, headers={"x-canary": "always"}).name == "canary-v2"
+    assert get(c, headers={"x-canary": "never"}).name == "canary-v1"
+    # 4. a client's own x-canary-version does not pick the route
+    spoof = get(c, headers={"x-canary": "never", "x-canary-version": "canary-v2"})
+    assert spoof.name == "canary-v1" and spoof.whoami.header_values("X-Canary-Version") == ["canary-v1"]
+
+
+def test_new_users_are_spread_over_versions_and_pods(gateway):
+    c = client(gateway)
+    seen = {get(c).hostname for _ in range(80)}
+    # 20% canary: P(no canary-v2 in 80 users) = 0.8**80 < 1e-7
+    assert set(PODS["canary-v1"]) <= seen and seen & set(PODS["canary-v2"])
+    counters = gateway.counters("sticky_canary.global.version.")
+    assert counters.get("sticky_canary.global.version.canary-v2.weight", 0) > 0
+
+
+def test_plugin_missing_fail_open_sends_everyone_to_stable(pods, tmp_path):
+    envoy = harness.start_envoy(istio_gateway_config("gateway", pods, with_plugin=False), tmp_path)
+    try:
+        c = client(envoy)
+        for _ in range(10):
+            r = get(c, cookies="canary=v2")
+            assert r.name == "canary-v1" and not r.set_cookies
+        # Without the filter nothing overwrites a client's header: this is why
+        # the README says a canary is not a security boundary under FAIL_OPEN.
+        assert get(c, headers={"x-canary-version": "canary-v2"}).name == "canary-v2"
+    finally:
+        envoy.stop()
+
+
+def test_persistent_mode_pins_the_pod_and_moves_off_a_dead_one(tmp_path):
+    pods = start_pods(tmp_path / "pods")
+    envoy = harness.start_envoy(istio_gateway_config("persistent", pods), tmp_path / "envoy")
+    try:
+        c = client(envoy)
+        r = get(c, cookies="canary=v2")
+        assert r.name == "canary-v2"
+        (cookie,) = r.cookies_named(COOKIE)
+        pinned = r.hostname
+        address = {b.hostname: b.address for b in pods["canary-v2"]}
+        for _ in range(8):
+            again = get(c, cookies=[("canary", "v2"), (COOKIE, cookie.value)])
+            assert again.hostname == pinned
+            # the pod to pin travels to Envoy's override_host in the header
+            assert again.whoami.header_values("X-Sticky-Endpoint") == [address[pinned]]
+        # the pinned pod dies: the retry (previous_hosts) lands on the other
+        # canary-v2 pod, and the filter re-pins the session there
+        (dead,) = [b for b in pods["canary-v2"] if b.hostname == pinned]
+        dead.stop()
+        moved = get(c, cookies=[("canary", "v2"), (COOKIE, cookie.value)])
+        assert moved.name == "canary-v2" and moved.hostname != pinned, envoy.log()[-3000:]
+        (new_cookie,) = moved.cookies_named(COOKIE)
+        for _ in range(5):
+            after = get(c, cookies=[("canary", "v2"), (COOKIE, new_cookie.value)])
+            assert after.hostname == moved.hostname
+            assert after.whoami.header_values("X-Sticky-Endpoint") == [address[moved.hostname]]
+    finally:
+        envoy.stop()
+        stop_pods(pods)
+
+
+def test_rendered_configs_pass_envoy_validate(tmp_path):
+    """Both renderings also pass `envoy --mode validate` (what the harness
+    could not start would fail above anyway; this names the file)."""
+    fake = {v: [types.SimpleNamespace(port=1) for _ in ps] for v, ps in PODS.items()}
+    for variant in ("gateway", "persistent"):
+        cfg = harness.rewrite_config(istio_gateway_config(variant, fake), listener_ports=[harness.free_port()], admin_port=harness.free_port())
+        path = tmp_path / f"{variant}.yaml"
+        path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+        rc, out = harness.validate_config(path)
+        assert rc == 0, out
