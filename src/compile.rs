@@ -77,6 +77,10 @@ pub struct Plugin {
     pub needs_route_name: bool,
     /// Some entry matches on `xds.virtual_host_name`.
     pub needs_virtual_host: bool,
+    /// Every route-override header name any policy writes. Requests that
+    /// pass through lose a client's copy of these, so no route can be
+    /// steered by them.
+    pub override_headers: Vec<String>,
 }
 
 /// One per-route entry.
@@ -490,7 +494,22 @@ pub fn compile_json(text: &str) -> Result<Plugin, ConfigError> {
             "rules need versions: set `versions` here or in a route entry",
         ));
     }
+    let mut override_headers = Vec::new();
+    let global_headers = compile_shared(&global_raw, "")?.headers;
+    let all = std::iter::once(&global_headers).chain(
+        entries
+            .iter()
+            .filter_map(|e| e.policy.as_ref().map(|p| &p.headers)),
+    );
+    for h in all {
+        for name in [&h.version, &h.hash, &h.endpoint] {
+            if !override_headers.contains(name) {
+                override_headers.push(name.clone());
+            }
+        }
+    }
     Ok(Plugin {
+        override_headers,
         needs_route_name: entries.iter().any(|e| !e.matcher.route_names.is_empty()),
         needs_virtual_host: entries.iter().any(|e| !e.matcher.virtual_hosts.is_empty()),
         global: global_policy,

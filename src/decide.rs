@@ -65,6 +65,13 @@ impl<'a> Request<'a> {
         }
     }
 
+    /// Was this header sent at all (any number of times, any length)?
+    pub fn header_present(&self, name: &str) -> bool {
+        self.headers
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case(name))
+    }
+
     /// A header by lowercase name, whatever its length (`:path` may be long).
     fn header_any_length(&self, name: &str) -> Lookup<'a> {
         let mut out = Lookup::Absent;
@@ -76,7 +83,7 @@ impl<'a> Request<'a> {
         out
     }
 
-    /// A cookie by name, across every `cookie` header.
+    /// A cookie by name, across every `cookie` header (any length).
     pub fn cookie(&self, name: &str) -> Lookup<'a> {
         let mut out = Lookup::Absent;
         for (k, v) in self.headers {
@@ -89,10 +96,9 @@ impl<'a> Request<'a> {
                 }
             }
         }
-        match out {
-            Lookup::One(v) if v.len() > MAX_VALUE => Lookup::Absent,
-            other => other,
-        }
+        // No length limit here: a rule compares with a short value, and an
+        // oversized session cookie must count as invalid, not absent.
+        out
     }
 
     /// A query parameter by name, percent-decoded.
@@ -302,7 +308,11 @@ fn rule_hits(policy: &Policy, req: &Request<'_>) -> Option<(usize, usize)> {
     for (i, rule) in policy.rules.iter().enumerate() {
         let value: Option<std::borrow::Cow<'_, str>> = match &rule.source {
             Source::Header(h) => req.header(h).one().map(Into::into),
-            Source::Cookie(c) => req.cookie(c).one().map(Into::into),
+            Source::Cookie(c) => req
+                .cookie(c)
+                .one()
+                .filter(|v| v.len() <= MAX_VALUE)
+                .map(Into::into),
             Source::Query(q) => req.query(q).map(Into::into),
         };
         let Some(value) = value else { continue };

@@ -234,6 +234,13 @@ impl HttpContext for Http {
             now: 0,
         };
         let Some(slot) = shared.select(&req) else {
+            // Untouched, except that a client's copy of our headers goes:
+            // nothing a client sends may steer a route to a version.
+            for name in &shared.plugin.override_headers {
+                if req.header_present(name) {
+                    set_header(name, None);
+                }
+            }
             bump(shared.passthrough);
             return Action::Continue;
         };
@@ -264,7 +271,7 @@ impl HttpContext for Http {
             .filter(|_| policy.mode == Mode::Persistent)
         {
             Some(ep) => set_header(&policy.headers.endpoint, Some(ep)),
-            None if req.header(&policy.headers.endpoint) != decide::Lookup::Absent => {
+            None if req.header_present(&policy.headers.endpoint) => {
                 set_header(&policy.headers.endpoint, None)
             }
             None => {}
