@@ -430,6 +430,9 @@ pub fn decide(policy: &Policy, req: &Request<'_>, rng: &mut dyn Entropy) -> Deci
     };
     let renew_at =
         u64::from(incoming.as_ref().map_or(0, |s| s.expiry)).saturating_sub(policy.ttl / 2);
+    // A user draining off a weight-0 canary stays until the cookie expires:
+    // the session is never renewed while draining.
+    let draining = reason == Reason::Remembered && weights.get(version).copied() == Some(0);
     let session = Session {
         key,
         version_id,
@@ -445,15 +448,16 @@ pub fn decide(policy: &Policy, req: &Request<'_>, rng: &mut dyn Entropy) -> Deci
                 || s.version_id != session.version_id
                 || s.origin != session.origin
                 || s.endpoint != session.endpoint
-                || now > renew_at
+                || (now > renew_at && !draining)
                 // The ttl was shortened since the cookie was issued.
                 || u64::from(s.expiry) > now.saturating_add(policy.ttl)
         }
     };
-    // Keep the old expiry when nothing else changes, so the value is stable.
-    let session = match (&incoming, write_cookie) {
-        (Some(s), false) => Session {
-            expiry: s.expiry,
+    // Keep the old expiry when nothing else changes (so the value is
+    // stable) and while draining (capped by a shortened ttl).
+    let session = match &incoming {
+        Some(s) if !write_cookie || draining => Session {
+            expiry: s.expiry.min(session.expiry),
             ..session
         },
         _ => session,

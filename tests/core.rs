@@ -1598,3 +1598,42 @@ fn secrets_from_the_environment() {
          must be base64 of exactly 32 random bytes (openssl rand -base64 32)"
     );
 }
+
+#[test]
+fn draining_users_are_not_renewed() {
+    // ttl 100: a canary user at t0, then weight 0 without rollback.
+    let on = plugin(
+        r#"{"versions":[{"name":"v1"},{"name":"v2","weight":100}],
+            "session":{"ttl":100}}"#,
+    );
+    let off = plugin(
+        r#"{"versions":[{"name":"v1"},{"name":"v2","weight":0}],
+            "session":{"ttl":100}}"#,
+    );
+    let (pon, poff) = (global(&on), global(&off));
+    let d0 = decide(pon, &request(&headers(&[]), NOW), &mut TestRng(7));
+    assert_eq!(vname(pon, &d0), "v2");
+    let cookie = format!(
+        "sticky-canary={}",
+        d0.session.encode("sticky-canary", &[], &[0; 24])
+    );
+    // Late in the session's life, still on the canary, but no renewal.
+    let h = headers(&[("cookie", cookie.as_str())]);
+    let d1 = decide(poff, &request(&h, NOW + 90), &mut TestRng(8));
+    assert_eq!(
+        (vname(poff, &d1), d1.reason),
+        ("v2".to_string(), Reason::Remembered)
+    );
+    assert!(!d1.write_cookie);
+    assert_eq!(d1.session.expiry, d0.session.expiry);
+    // Past the expiry the user is a new user: never the weight-0 canary.
+    let d2 = decide(poff, &request(&h, NOW + 100), &mut TestRng(9));
+    assert_eq!(
+        (vname(poff, &d2), d2.reason),
+        ("v1".to_string(), Reason::Weight)
+    );
+    // Not draining (canary still weighted): renewed in the second half.
+    let d3 = decide(pon, &request(&h, NOW + 90), &mut TestRng(8));
+    assert!(d3.write_cookie);
+    assert_eq!(u64::from(d3.session.expiry), NOW + 90 + 100);
+}

@@ -59,6 +59,11 @@ Envoy configuration (plain dicts, as loaded by PyYAML)
     e.g. ``/etc/envoy/sticky_canary.wasm``, become ``wasm_path``).
 
 Envoy processes
+    Start Envoys from the test's thread or another long-lived thread:
+    Envoy sets PR_SET_PDEATHSIG(SIGTERM), which fires when the *thread*
+    that started it exits, so an Envoy started from a short-lived pool
+    thread dies silently.
+
     ``start_envoy(config, workdir, *, backends=None, plugin=None,
     listener_port=None, admin_port=None, port_map=None, endpoints=None,
     timeout=START_TIMEOUT, log_level="info", extra_args=()) -> Envoy``:
@@ -519,6 +524,10 @@ def rewrite_config(
         statics["listeners"][0]["address"]["socket_address"]["port_value"] = listener_port
     for listener, port in zip(statics.get("listeners", []), listener_ports or ()):
         listener["address"]["socket_address"]["port_value"] = port
+    # Envoy listeners use SO_REUSEPORT by default, so two test Envoys could
+    # bind the same port silently; without it a clash fails loudly.
+    for listener in statics.get("listeners", []):
+        listener.setdefault("enable_reuse_port", False)
     for cluster in statics.get("clusters", []):
         la = cluster.get("load_assignment")
         if not la:

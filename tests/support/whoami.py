@@ -98,10 +98,11 @@ class WhoamiHandler(http.server.BaseHTTPRequestHandler):
         # sorted() is stable: several values of one header keep their order.
         for k, v in sorted((kv for kv in items if kv[0] != "Host"), key=lambda kv: kv[0]):
             lines.append(f"{k}: {v}")
-        text = "\r\n".join(lines) + "\r\n"
+        # LF line ends, as traefik/whoami prints them.
+        text = "\n".join(lines) + "\n"
         out = text.encode("utf-8", "replace")
         if request_body:
-            out += b"\r\n" + request_body
+            out += b"\n" + request_body
         return out
 
     def _answer(self, status: int, body: bytes) -> None:

@@ -1,0 +1,721 @@
+"""Rollouts in the real Envoy: what moves when the canary weight changes,
+A/B/n shares and bucket layout, rollback and drain, explicit targeting over
+memory, fairness between returning and new users, and a timed ramp.
+
+Setup. Every scenario runs the real Envoy (the listener and filter of
+envoy-config/envoy-local.yaml; one RING_HASH cluster per version, routed on
+the x-canary-version header the filter writes) in front of real whoami
+backends, two pods per version, and simulates users that each keep their own
+cookie jar. The decision is stateless, so a "weight change" is the user's
+next request reaching an Envoy started with the new plugin config, which is
+what a rolling restart or an Istio WasmPlugin update does. Every weight runs
+on two replicas and each step sends a user to a different replica than the
+step before, so the guarantees are shown across replicas too.
+
+Tolerances. A count over n independent users is Binomial(n, p); every count
+is checked within 5 standard deviations, |k - n p| <= 5 sqrt(n p (1 - p))
+(a false alarm has probability < 1e-6 per check). Besides, who moves is
+checked exactly: the documented bucket (src/hash.rs: FNV-1a of the seed and
+the session key, multiply-shift into 0..weight_total) is recomputed here
+from the key in each user's cookie (plain cookie format, src/session.rs) or
+from the user id, and the users that move must be exactly those whose bucket
+lies between the old and the new weight.
+
+Run with `-s` to see the measured figures (lines starting with "measured:").
+
+Note for anyone starting Envoys in parallel: Envoy sets
+PR_SET_PDEATHSIG(SIGTERM), which fires when the *thread* that spawned it
+exits. Start Envoys from the long-lived SPAWNER threads below, never from a
+short-lived thread pool, or they are killed as soon as that pool shuts down.
+"""
+
+from __future__ import annotations
+
+import base64
+import collections
+import concurrent.futures
+import copy
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Mapping, Sequence
+
+import pytest
+
+import harness
+
+V1, V2, V3 = "canary-v1", "canary-v2", "canary-v3"
+COOKIE = "sticky-canary"  # the default session cookie name
+THREADS = 4  # client threads; each keeps one keep-alive connection per replica
+N = 2000  # users per population (cookie users)
+N_UID = 1000  # users keyed by a user-id header
+SIGMAS = 5
+
+# Envoy processes die with the thread that spawned them (PR_SET_PDEATHSIG):
+# these threads live as long as the test process.
+SPAWNER = concurrent.futures.ThreadPoolExecutor(16, thread_name_prefix="envoy-spawner")
+
+
+def report(line: str) -> None:
+    """A measured figure, printed for `pytest -s` (and the README)."""
+    print(f"measured: {line}")
+
+
+# ---------------------------------------------------------------------------
+# Reference of the documented hashing (src/hash.rs) and cookie (src/session.rs)
+
+_M64 = (1 << 64) - 1
+
+
+def fnv64(*parts: bytes) -> int:
+    h = 0xCBF29CE484222325
+    for p in parts:
+        for b in p:
+            h = ((h ^ b) * 0x100000001B3) & _M64
+    return h
+
+
+def fnv32(data: bytes) -> int:
+    h = 0x811C9DC5
+    for b in data:
+        h = ((h ^ b) * 0x01000193) & 0xFFFFFFFF
+    return h
+
+
+def derive_key(identity: str) -> bytes:
+    """The session key derived from a header, query value or client IP."""
+    src = identity.encode()
+    a = fnv64(b"sticky-canary/key\0", b"a\0", src)
+    b = fnv64(b"sticky-canary/key\0", b"b\0", src)
+    return a.to_bytes(8, "big") + b.to_bytes(8, "big")
+
+
+def bucket(key: bytes, total: int = 100, seed: bytes = b"") -> int:
+    h = fnv64(b"sticky-canary/bucket\0", seed, b"\0", key)
+    mixed = h ^ (h >> 29) ^ (h >> 47)
+    return (mixed * total) >> 64
+
+
+def pod_hash(key: bytes) -> str:
+    """The x-sticky-hash value for a session key."""
+    return f"{fnv64(b'sticky-canary/pod' + bytes([0]), key):016x}"
+
+
+def version_for_bucket(versions: Sequence[tuple[str, int]], b: int) -> str:
+    """Non-default versions own consecutive ranges from bucket 0 in config
+    order; the default (first) version owns the rest."""
+    upper = 0
+    for name, weight in versions[1:]:
+        upper += weight
+        if b < upper:
+            return name
+    return versions[0][0]
+
+
+@dataclass
+class CookieSession:
+    key: bytes
+    version_id: int
+    by_rule: bool
+    expiry: int
+
+
+def open_cookie(value: str) -> CookieSession:
+    """Decode a plain (unsealed) session cookie: '1' + base64url(payload ||
+    8-byte check); payload = format, flags, expiry, version id, key."""
+    assert value[:1] == "1", f"not a plain session cookie: {value!r}"
+    body = base64.urlsafe_b64decode(value[1:] + "=" * (-len(value[1:]) % 4))
+    p = body[:-8]
+    assert p[0] == 1 and len(p) == 26, f"unexpected cookie payload {p!r}"
+    return CookieSession(
+        key=p[10:26],
+        version_id=int.from_bytes(p[6:10], "big"),
+        by_rule=bool(p[1] & 1),
+        expiry=int.from_bytes(p[2:6], "big"),
+    )
+
+
+def version_id(name: str) -> int:
+    return fnv32(name.encode())
+
+
+def test_reference_hash_matches_the_filter(fleet):
+    """The reference above reproduces the filter: for new users at weight 30
+    the sticky hash the backend sees is pod_hash(key in the cookie), the
+    version id in the cookie is fnv32 of the version name, and the version
+    is the one the bucket layout gives; for a user id, the hash is that of
+    the derived key."""
+    with fleet["w30a"].client() as c:
+        for i in range(50):
+            u = User(f"ref{i}")
+            seen = visit(c, u)
+            s = u.session()
+            assert seen.hash == pod_hash(s.key)
+            assert s.version_id == version_id(seen.version) and not s.by_rule
+            assert seen.version == version_for_bucket([(V1, 70), (V2, 30)], bucket(s.key))
+            seen = visit(c, User("x"), path="/uid/x", headers={"x-user-id": f"user-{i}"}, use_jar=False)
+            assert seen.hash == pod_hash(derive_key(f"user-{i}"))
+
+
+# ---------------------------------------------------------------------------
+# Envoy configuration and processes
+
+
+def envoy_config(versions: Sequence[str] = (V1, V2), *, hcm: Mapping | None = None) -> dict:
+    """envoy-local.yaml's listener and filter, with one route and one RING_HASH
+    cluster per version (the first is the default route). `hcm`: extra
+    HttpConnectionManager fields (use_remote_address, xff_num_trusted_hops)."""
+    cfg = harness.load_config()
+    listener = cfg["static_resources"]["listeners"][0]
+    # A port taken by another Envoy on this machine must fail the bind (the
+    # harness then retries elsewhere) instead of silently sharing it.
+    listener["enable_reuse_port"] = False
+    manager = listener["filter_chains"][0]["filters"][0]["typed_config"]
+    manager.update(hcm or {})
+    hash_policy = [{"header": {"header_name": "x-sticky-hash"}}]
+    routes = [
+        {
+            "name": v,
+            "match": {"prefix": "/", "headers": [{"name": "x-canary-version", "string_match": {"exact": v}}]},
+            "route": {"cluster": v, "hash_policy": hash_policy},
+        }
+        for v in versions[1:]
+    ]
+    routes.append({"name": versions[0], "match": {"prefix": "/"}, "route": {"cluster": versions[0], "hash_policy": hash_policy}})
+    manager["route_config"]["virtual_hosts"][0]["routes"] = routes
+    template = cfg["static_resources"]["clusters"][0]
+    clusters = []
+    for v in versions:
+        c = copy.deepcopy(template)
+        c["name"] = v
+        c["load_assignment"]["cluster_name"] = v
+        clusters.append(c)
+    cfg["static_resources"]["clusters"] = clusters
+    return cfg
+
+
+def start_envoys(specs: Mapping[str, tuple[dict, dict | str]], workdir, endpoints: Mapping[str, Sequence[str]]) -> dict[str, harness.Envoy]:
+    """Start one Envoy per `name: (config, plugin)` at once; all or none."""
+    futures = {
+        name: SPAWNER.submit(harness.start_envoy, cfg, workdir / name, plugin=plugin, endpoints=endpoints)
+        for name, (cfg, plugin) in specs.items()
+    }
+    started, errors = {}, []
+    for name, fut in futures.items():
+        try:
+            started[name] = fut.result()
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+    if errors:
+        for e in started.values():
+            e.stop()
+        raise errors[0]
+    return started
+
+
+def pod_endpoints(backends: harness.BackendSet) -> dict[str, list[str]]:
+    return {cluster: [b.address for b in pods] for cluster, pods in backends.by_cluster.items()}
+
+
+# ---------------------------------------------------------------------------
+# Simulated users
+
+
+@dataclass
+class User:
+    uid: str
+    jar: dict[str, str] = field(default_factory=dict)
+
+    def session(self) -> CookieSession:
+        return open_cookie(self.jar[COOKIE])
+
+
+@dataclass
+class Seen:
+    version: str
+    pod: str
+    hash: str
+    issued: bool  # a session Set-Cookie came back
+
+
+def visit(client: harness.Client, user: User, path: str = "/", headers=None, cookies=None, use_jar: bool = True) -> Seen:
+    """One request of `user`: its jar (plus `cookies`) goes along, Set-Cookie
+    updates the jar."""
+    jar = dict(user.jar) if use_jar else {}
+    jar.update(cookies or {})
+    r = client.get(path, headers=headers, cookies=jar or None)
+    assert r.status == 200, r
+    issued = r.cookies_named(COOKIE)
+    assert len(issued) <= 1, r.set_cookies
+    if use_jar:
+        for c in issued:
+            user.jar[c.name] = c.value
+    w = r.whoami
+    [h] = w.header_values("X-Sticky-Hash")
+    assert w.header_values("X-Canary-Version") == [w.name]
+    return Seen(w.name, w.hostname, h, bool(issued))
+
+
+def visit_all(envoys: Sequence[harness.Envoy], users: Sequence[User], *, shift: int = 0,
+              each: Callable[[User], dict] | None = None, **kw) -> list[Seen]:
+    """Every user makes one request, user i to replica (i + shift) % len(envoys),
+    from THREADS threads. `each(user)` adds per-user `visit` arguments."""
+    out: list[Seen | None] = [None] * len(users)
+
+    def work(t: int) -> None:
+        clients: dict[int, harness.Client] = {}
+        try:
+            for i in range(t, len(users), THREADS):
+                e = envoys[(i + shift) % len(envoys)]
+                c = clients.get(e.port) or clients.setdefault(e.port, e.client())
+                args = dict(kw, **(each(users[i]) if each else {}))
+                out[i] = visit(c, users[i], **args)
+        finally:
+            for c in clients.values():
+                c.close()
+
+    with concurrent.futures.ThreadPoolExecutor(THREADS) as pool:
+        list(pool.map(work, range(THREADS)))
+    return out  # type: ignore[return-value]
+
+
+def binomial(n: int, p: float) -> tuple[float, float]:
+    """(mean, 5-sigma half-width)."""
+    return n * p, SIGMAS * math.sqrt(n * p * (1 - p))
+
+
+def assert_binomial(count: int, n: int, p: float, what: str) -> None:
+    mean, tol = binomial(n, p)
+    assert abs(count - mean) <= tol + 1e-9, f"{what}: {count} of {n}, expected {mean:.0f} +- {tol:.0f}"
+
+
+def pct(k: int, n: int) -> str:
+    return f"{100 * k / n:.1f}%"
+
+
+# ---------------------------------------------------------------------------
+# The fleet: every Envoy this module needs, started at once
+
+
+RULES = [
+    {"header": "x-canary", "version": V2},  # always -> canary-v2, never -> canary-v1
+    {"cookie": "canary", "value": "v1", "version": V1},
+    {"cookie": "canary", "value": "v2", "version": V2},
+]
+# The same policy keyed on a user id header, on /uid/ paths.
+UID_ROUTE = {"name": "uid", "match": {"path_prefix": "/uid/"}, "session": {"key": {"from": "header", "name": "x-user-id"}}}
+STEPS = [10, 30, 60, 30, 10]
+ABN = {"abn-60-30-10": (30, 10), "abn-50-30-20": (30, 20), "abn-50-40-10": (40, 10)}
+
+
+def two_versions(weight: int, **extra) -> dict:
+    return {"versions": [{"name": V1}, {"name": V2, "weight": weight}], "rules": RULES, "routes": [UID_ROUTE], **extra}
+
+
+def three_versions(w2: int, w3: int) -> dict:
+    return {"versions": [{"name": V1}, {"name": V2, "weight": w2}, {"name": V3, "weight": w3}], "routes": [UID_ROUTE]}
+
+
+@pytest.fixture(scope="module")
+def pods(workdir, backends):
+    """Two pods per version: envoy-local's canary-v1/v2 pods plus two canary-v3."""
+    extra = harness.start_backends(workdir / "pods-v3", [(V3, "canary-v3-0", 0), (V3, "canary-v3-1", 0)])
+    yield harness.BackendSet(backends.all + extra.all, {})
+    extra.stop()
+
+
+@pytest.fixture(scope="module")
+def fleet(workdir, pods):
+    two, three = envoy_config((V1, V2)), envoy_config((V1, V2, V3))
+    specs: dict[str, tuple[dict, dict]] = {}
+    for w in sorted(set(STEPS)):
+        for replica in "ab":
+            specs[f"w{w}{replica}"] = (two, two_versions(w))
+    for name, (w2, w3) in ABN.items():
+        specs[name] = (three, three_versions(w2, w3))
+    specs["rollback"] = (two, two_versions(0, rollback=True))
+    specs["drain"] = (two, two_versions(0))
+    # canary-v2 removed from the config; canary-v3 takes its place.
+    specs["removed"] = (three, {"versions": [{"name": V1}, {"name": V3, "weight": 30}]})
+    envoys = start_envoys(specs, workdir / "fleet", pod_endpoints(pods))
+    yield envoys
+    for e in envoys.values():
+        e.stop()
+
+
+def replicas(fleet, weight: int) -> list[harness.Envoy]:
+    return [fleet[f"w{weight}a"], fleet[f"w{weight}b"]]
+
+
+# ---------------------------------------------------------------------------
+# Weight changes
+
+
+def check_step(label: str, users: list[User], keys: list[bytes], before: list[Seen], after: list[Seen], w1: int, w2: int,
+               last_pod: list[dict[str, str]], cookies: bool) -> None:
+    n = len(users)
+    moves = collections.Counter((b.version, a.version) for b, a in zip(before, after))
+    up, down = moves[(V1, V2)], moves[(V2, V1)]
+    if w2 > w1:
+        assert down == 0, f"{label}: raising {w1}->{w2} moved {down} users canary->stable"
+        assert_binomial(up, n, (w2 - w1) / 100, f"{label}: raising {w1}->{w2}, stable->canary")
+    else:
+        assert up == 0, f"{label}: lowering {w1}->{w2} moved {up} users stable->canary"
+        assert_binomial(down, n, (w1 - w2) / 100, f"{label}: lowering {w1}->{w2}, canary->stable")
+    # Exactly the users whose bucket lies between the two weights moved.
+    lo, hi = min(w1, w2), max(w1, w2)
+    expected = {i for i in range(n) if lo <= bucket(keys[i]) < hi}
+    moved = {i for i in range(n) if before[i].version != after[i].version}
+    assert moved == expected, f"{label}: {len(moved ^ expected)} users moved against their bucket"
+    for i in range(n):
+        # A user on a version it had before is on the same pod as before.
+        prev = last_pod[i].get(after[i].version)
+        assert prev in (None, after[i].pod), f"{label}: user {i} back on {after[i].version} but on another pod"
+        last_pod[i][after[i].version] = after[i].pod
+        if cookies:
+            # The cookie is rewritten exactly when the version changes.
+            assert after[i].issued == (i in moved), f"{label}: user {i} moved={i in moved} issued={after[i].issued}"
+    word = "raising" if w2 > w1 else "lowering"
+    report(f"{label}: {word} {w1}->{w2} moved {len(moved)} of {n} users ({pct(len(moved), n)}), "
+           f"stable->canary {up}, canary->stable {down} (expected {abs(w2 - w1)}% = {n * abs(w2 - w1) // 100} "
+           f"+- {binomial(n, abs(w2 - w1) / 100)[1]:.0f})")
+
+
+def test_weight_steps_move_only_the_new_buckets(fleet):
+    """2,000 users with a session cookie and 1,000 users keyed by an
+    x-user-id header and sending no cookie at all, through canary weights
+    10 -> 30 -> 60 -> 30 -> 10, each step served by other replicas than the
+    step before.
+
+    Raising w1 -> w2 moves about (w2 - w1)% of users, all stable->canary,
+    none back; lowering moves only canary->stable; exactly the users whose
+    bucket lies in [min, max) of the two weights move; unmoved users keep
+    their pod; a user returning to a version returns to its old pod; the
+    cookie is rewritten exactly for the users who moved. Back at 10 the
+    canary users are the very same as at the start."""
+    cookie_users = [User(f"c{i}") for i in range(N)]
+    uid_users = [User(f"user-{i:05d}") for i in range(N_UID)]
+    uid_keys = [derive_key(u.uid) for u in uid_users]
+    pops = {
+        "cookie users": dict(users=cookie_users, kw={}, cookies=True),
+        "user-id users (no cookie)": dict(users=uid_users, kw=dict(path="/uid/x", use_jar=False,
+                                                                  each=lambda u: {"headers": {"x-user-id": u.uid}}), cookies=False),
+    }
+    def rule_or_memory() -> dict[str, int]:
+        return {f"{e.port}:{k}": v for w in set(STEPS) for e in replicas(fleet, w)
+                for k, v in e.counters("sticky_canary.").items() if k.endswith((".rule", ".remembered"))}
+
+    counted_before = rule_or_memory()
+    history: dict[str, list[list[Seen]]] = {k: [] for k in pops}
+    last_pod = {k: [dict() for _ in pop["users"]] for k, pop in pops.items()}
+    for step, w in enumerate(STEPS):
+        for label, pop in pops.items():
+            seen = visit_all(replicas(fleet, w), pop["users"], shift=step, **pop["kw"])
+            users = pop["users"]
+            if step == 0:
+                n = len(users)
+                canary = sum(s.version == V2 for s in seen)
+                assert_binomial(canary, n, w / 100, f"{label}: canary share at {w}")
+                report(f"{label}: at weight {w}, {canary} of {n} users ({pct(canary, n)}) on the canary")
+                if pop["cookies"]:
+                    assert all(s.issued for s in seen)
+                for i, s in enumerate(seen):
+                    last_pod[label][i][s.version] = s.pod
+            keys = [u.session().key for u in users] if pop["cookies"] else uid_keys
+            for i, s in enumerate(seen):
+                assert s.version == version_for_bucket([(V1, 100 - w), (V2, w)], bucket(keys[i])), (label, i)
+                assert s.hash == pod_hash(keys[i]), (label, i)
+            if step > 0:
+                check_step(label, users, keys, history[label][-1], seen, STEPS[step - 1], w, last_pod[label], pop["cookies"])
+            history[label].append(seen)
+    for label in pops:
+        first = {i for i, s in enumerate(history[label][0]) if s.version == V2}
+        last = {i for i, s in enumerate(history[label][-1]) if s.version == V2}
+        assert first == last, f"{label}: after 10->...->10 the canary users differ"
+    # Every decision above was by weight (no rule, nothing remembered).
+    assert rule_or_memory() == counted_before
+
+
+# ---------------------------------------------------------------------------
+# A/B/n
+
+
+def test_three_versions_shares_and_stickiness(fleet):
+    """60/30/10 over 2,000 new users (cookie): each share within 5 sigma;
+    every user is in the version its bucket says (canary-v2 owns buckets
+    0-29, canary-v3 30-39, canary-v1 the rest); then every user comes back
+    with its cookie (every 4th user twice): same version, same pod, no new
+    Set-Cookie."""
+    e = [fleet["abn-60-30-10"]]
+    users = [User(f"abn{i}") for i in range(N)]
+    first = visit_all(e, users)
+    counts = collections.Counter(s.version for s in first)
+    layout = [(V1, 60), (V2, 30), (V3, 10)]
+    for name, w in layout:
+        assert_binomial(counts[name], N, w / 100, f"share of {name}")
+    for u, s in zip(users, first):
+        assert s.issued
+        assert s.version == version_for_bucket(layout, bucket(u.session().key))
+    report("60/30/10 over {} new users: {}".format(N, ", ".join(f"{v} {counts[v]} ({pct(counts[v], N)})" for v, _ in layout)))
+    again = users
+    for rnd in range(2):  # everyone comes back, then every 4th user once more
+        seen = visit_all(e, again, shift=rnd + 1)
+        for a, b in zip(first[:: 4 ** rnd], seen):
+            assert (b.version, b.pod, b.hash, b.issued) == (a.version, a.pod, a.hash, False)
+        again = users[::4]
+    assert not any(v for k, v in e[0].counters("sticky_canary.global.").items() if k.endswith(".remembered"))
+    report(f"60/30/10: {N} users came back once and {len(again)} twice: 100% same version and same pod, no cookie re-issued")
+
+
+def test_three_versions_ramp_the_last_listed(fleet):
+    """Why the last-listed canary is the one to ramp. 1,000 user-id users
+    (no cookie) on 60/30/10 (versions listed v1, v2, v3), then:
+
+    - raising the LAST-listed canary-v3 10 -> 20 (v1 60 -> 50): only
+      canary-v1 -> canary-v3 moves (buckets 40-49), about 10%, nobody else;
+    - raising the MIDDLE canary-v2 30 -> 40 (v1 60 -> 50): canary-v3's range
+      shifts from 30-39 to 40-49, so every canary-v3 user moves to canary-v2
+      and a fresh 10% moves from canary-v1 to canary-v3."""
+    users = [User(f"user-{i:05d}") for i in range(N_UID)]
+    n = len(users)
+    keys = [derive_key(u.uid) for u in users]
+    kw = dict(path="/uid/x", use_jar=False, each=lambda u: {"headers": {"x-user-id": u.uid}})
+    seen = {name: visit_all([fleet[name]], users, **kw) for name in ABN}
+    for name, (w2, w3) in ABN.items():
+        layout = [(V1, 100 - w2 - w3), (V2, w2), (V3, w3)]
+        for k, s in zip(keys, seen[name]):
+            assert s.version == version_for_bucket(layout, bucket(k))
+            assert s.hash == pod_hash(k)
+
+    last = collections.Counter((a.version, b.version) for a, b in zip(seen["abn-60-30-10"], seen["abn-50-30-20"]) if a.version != b.version)
+    assert set(last) <= {(V1, V3)}, last
+    assert_binomial(last[(V1, V3)], n, 0.10, "raising the last-listed v3 10->20")
+    report(f"A/B/n: raising the last-listed canary-v3 10->20 moved {last[(V1, V3)]} of {n} users ({pct(last[(V1, V3)], n)}), all canary-v1->canary-v3")
+
+    mid = collections.Counter((a.version, b.version) for a, b in zip(seen["abn-60-30-10"], seen["abn-50-40-10"]) if a.version != b.version)
+    assert set(mid) <= {(V3, V2), (V1, V3)}, mid
+    v3_before = sum(s.version == V3 for s in seen["abn-60-30-10"])
+    assert mid[(V3, V2)] == v3_before, "every canary-v3 user moves when a version listed before it grows"
+    assert_binomial(mid[(V1, V3)], n, 0.10, "raising the middle v2 30->40, v1->v3")
+    report(f"A/B/n: raising the middle canary-v2 30->40 moved all {mid[(V3, V2)]} canary-v3 users to canary-v2 "
+           f"and {mid[(V1, V3)]} canary-v1 users ({pct(mid[(V1, V3)], n)}) to canary-v3")
+
+
+# ---------------------------------------------------------------------------
+# Rollback, drain, removed version
+
+
+def test_rollback_drain_and_removed_version(fleet):
+    """600 users get their version at canary weight 30: users 0-119 once
+    send `x-canary: always` (the rule: canary-v2, remembered as rule-given),
+    the others are split by weight. Then the canary goes to weight 0:
+
+    - with `rollback: true`, every user is on canary-v1 at its next request,
+      the cookie re-issued exactly for the users who were on canary-v2; on
+      the request after, nothing changes and no cookie is issued;
+    - without it (drain), every user who was on canary-v2, by rule or by
+      weight, stays there (counted as `remembered`), nobody else gets there,
+      no cookie is re-issued, and 600 new users all get canary-v1;
+    - with canary-v2 removed from the config (canary-v1 + canary-v3 at 30),
+      nobody is routed to canary-v2; its users are reassigned by weight."""
+    n, rule_users = 600, 120
+    users = [User(f"rb{i}") for i in range(n)]
+    before = visit_all(replicas(fleet, 30), users, each=lambda u: {"headers": {"x-canary": "always"}} if int(u.uid[2:]) < rule_users else {})
+    jars = [dict(u.jar) for u in users]
+    on_canary = {i for i, s in enumerate(before) if s.version == V2}
+    by_rule = {i for i in range(n) if users[i].session().by_rule}
+    assert by_rule == set(range(rule_users))
+    assert by_rule <= on_canary
+    by_weight = on_canary - by_rule
+    assert_binomial(len(by_weight), n - rule_users, 0.30, "weight-given canary users at 30")
+    report(f"rollback: {len(on_canary)} of {n} users on canary-v2 before ({rule_users} by rule, {len(by_weight)} by weight)")
+
+    def returning() -> list[User]:
+        return [User(u.uid, dict(j)) for u, j in zip(users, jars)]
+
+    # Rollback.
+    e = fleet["rollback"]
+    back = returning()
+    after = visit_all([e], back)
+    assert all(s.version == V1 for s in after), collections.Counter(s.version for s in after)
+    issued = {i for i, s in enumerate(after) if s.issued}
+    assert issued == on_canary, "the cookie is re-issued exactly for the users who leave the canary"
+    for i in on_canary:
+        s = back[i].session()
+        assert (s.version_id, s.by_rule) == (version_id(V1), False)
+    again = visit_all([e], back, shift=1)
+    assert all(s.version == V1 and not s.issued for s in again)
+    for a, b in zip(after, again):
+        assert a.pod == b.pod
+    counts = e.counters("sticky_canary.global.version.")
+    assert not any(v for k, v in counts.items() if V2 in k), counts
+    report(f"rollback: weight 0 + rollback: {n} of {n} users on canary-v1 at their next request, "
+           f"{len(issued)} cookies re-issued (= the {len(on_canary)} canary users), 0 on the request after")
+
+    # Drain.
+    e = fleet["drain"]
+    drained = visit_all([e], returning())
+    stay = {i for i, s in enumerate(drained) if s.version == V2}
+    assert stay == on_canary, f"{len(stay ^ on_canary)} users changed version under drain"
+    assert not any(s.issued for s in drained), "drain rewrites no cookie"
+    new = visit_all([e], [User(f"new{i}") for i in range(n)])
+    assert all(s.version == V1 for s in new)
+    counts = e.counters("sticky_canary.global.version.")
+    assert counts.get(f"sticky_canary.global.version.{V2}.remembered") == len(on_canary)
+    assert not counts.get(f"sticky_canary.global.version.{V2}.weight") and not counts.get(f"sticky_canary.global.version.{V2}.rule")
+    report(f"drain: weight 0 without rollback: {len(stay)} of {len(on_canary)} canary users stay on canary-v2 "
+           f"(rule and weight alike), 0 of {n} new users get it")
+
+    # Removed version.
+    e = fleet["removed"]
+    moved = returning()
+    seen = visit_all([e], moved)
+    layout = [(V1, 70), (V3, 30)]
+    assert not any(s.version == V2 for s in seen)
+    for u, s in zip(moved, seen):
+        assert s.version == version_for_bucket(layout, bucket(u.session().key))
+    from_v2 = collections.Counter(seen[i].version for i in on_canary)
+    assert all(seen[i].issued for i in on_canary)
+    report(f"removed: canary-v2 dropped from the config: its {len(on_canary)} users reassigned by weight "
+           f"({from_v2[V3]} to canary-v3, {from_v2[V1]} to canary-v1), none routed to canary-v2")
+
+
+def test_explicit_targeting_beats_memory(fleet):
+    """At weight 30, users remembering canary-v1 (given by weight) send
+    `x-canary: always`: they get canary-v2 and their cookie is rewritten to
+    remember canary-v2 as rule-given; without the header they stay on
+    canary-v2. Then `canary=v1` (a cookie rule) takes them back to canary-v1,
+    cookie rewritten again. Users remembering canary-v2 (by weight) who send
+    `x-canary: never` get canary-v1 and keep it. (ingress-nginx lets the
+    affinity cookie win over the header, users complain: ingress-nginx #8246.)"""
+    e = replicas(fleet, 30)
+    users = [User(f"t{i}") for i in range(400)]
+    first = visit_all(e, users)
+    on_v1 = [u for u, s in zip(users, first) if s.version == V1]
+    on_v2 = [u for u, s in zip(users, first) if s.version == V2]
+    assert on_v1 and on_v2
+
+    def expect(group, seen, version, issued, by_rule):
+        for u, s in zip(group, seen):
+            assert (s.version, s.issued) == (version, issued), (u.uid, s)
+            c = u.session()
+            assert (c.version_id, c.by_rule) == (version_id(version), by_rule), u.uid
+
+    expect(on_v1, visit_all(e, on_v1, headers={"x-canary": "always"}), V2, True, True)
+    expect(on_v1, visit_all(e, on_v1, shift=1), V2, False, True)
+    expect(on_v1, visit_all(e, on_v1, cookies={"canary": "v1"}), V1, True, True)
+    expect(on_v1, visit_all(e, on_v1, shift=1), V1, False, True)
+    expect(on_v2, visit_all(e, on_v2, headers={"x-canary": "never"}), V1, True, True)
+    expect(on_v2, visit_all(e, on_v2, shift=1), V1, False, True)
+    report(f"targeting: {len(on_v1)} users remembering canary-v1 sent x-canary: always -> 100% canary-v2, cookie rewritten; "
+           f"{len(on_v2)} remembering canary-v2 sent x-canary: never -> 100% canary-v1")
+
+
+# ---------------------------------------------------------------------------
+# Fairness
+
+
+FAIR_NEW = 400
+
+
+def test_fairness_returning_and_new_users(fleet):
+    """No Flagger-style creep (flagger #1532: only canary hits were sticky,
+    so the canary share grew with every visit). At weight 30 on two
+    replicas, four rounds: every round all earlier users come back (with
+    their cookie) and 400 new users arrive. In every round the share of
+    active users on the canary, and the share of new users, stays within
+    5 sigma of 30%, and no returning user changes version."""
+    e = replicas(fleet, 30)
+    users: list[User] = []
+    version: list[str] = []
+    shares = []
+    for rnd in range(4):
+        new = [User(f"f{rnd}-{i}") for i in range(FAIR_NEW)]
+        seen = visit_all(e, users + new, shift=rnd)
+        for i, s in enumerate(seen[: len(users)]):
+            assert s.version == version[i] and not s.issued, f"returning user {i} changed version"
+        version += [s.version for s in seen[len(users):]]
+        users += new
+        active = sum(s.version == V2 for s in seen)
+        fresh = sum(s.version == V2 for s in seen[-len(new):])
+        assert_binomial(active, len(seen), 0.30, f"round {rnd}: canary share of active users")
+        assert_binomial(fresh, len(new), 0.30, f"round {rnd}: canary share of new users")
+        shares.append(f"{pct(active, len(seen))} of {len(seen)}")
+    report(f"fairness: canary share of active users per round (returning + {FAIR_NEW} new, weight 30): {', '.join(shares)}")
+
+
+# ---------------------------------------------------------------------------
+# Timed ramp
+
+
+RAMP_SECONDS, RAMP_STEPS = 6, 3
+
+
+def ramp_weight(start: int, now: float) -> int:
+    """The filter's ramp 0 -> 100 over RAMP_SECONDS in RAMP_STEPS steps, at
+    whole second `now` (src/compile.rs Weight::at)."""
+    t = int(now)
+    if t <= start:
+        return 0
+    if t >= start + RAMP_SECONDS:
+        return 100
+    done = t - start
+    done = (done * RAMP_STEPS // RAMP_SECONDS) * RAMP_SECONDS // RAMP_STEPS
+    return 100 * done // RAMP_SECONDS
+
+
+def test_timed_ramp_in_real_envoy(workdir, pods):
+    """canary-v2 ramps 0 -> 100 over 6 s in 3 steps (0, 33, 66, 100), from
+    a start a few seconds after Envoy is launched. While it runs, samples of
+    150 new users and a cohort of 300 returning users (with cookies) are
+    taken back to back. Each sample taken within one weight level is
+    within 5 sigma of that weight (new users) and exactly on its buckets
+    (cohort); the share rises level after level; no cohort user ever moves
+    back from canary-v2; at the end every user is on canary-v2."""
+    start = int(time.time()) + 4  # Envoy is usually ready within 2-3 s
+    plugin = {"versions": [{"name": V1}, {"name": V2, "ramp": {"start": start, "duration": RAMP_SECONDS, "from": 0, "to": 100, "steps": RAMP_STEPS}}]}
+    [envoy] = start_envoys({"ramp": (envoy_config((V1, V2)), plugin)}, workdir / "ramp", pod_endpoints(pods)).values()
+    try:
+        cohort = [User(f"cohort{i}") for i in range(300)]
+        t0 = time.time()
+        history = [visit_all([envoy], cohort)]
+        times = [(t0, time.time())]
+        keys = [u.session().key for u in cohort]
+        samples = []  # (t0, t1, canary count of 150 new users)
+        deadline = start + RAMP_SECONDS + 1.5
+        k = 0
+        while time.time() < deadline and k < 200:
+            k += 1
+            t0 = time.time()
+            new = visit_all([envoy], [User(f"r{k}-{i}") for i in range(150)])
+            t1 = time.time()
+            samples.append((t0, t1, sum(s.version == V2 for s in new)))
+            history.append(visit_all([envoy], cohort))
+            times.append((t1, time.time()))
+    finally:
+        envoy.stop()
+
+    levels: dict[int, list[float]] = collections.defaultdict(list)
+    for t0, t1, canary in samples:
+        w0, w1 = ramp_weight(start, t0 - 0.05), ramp_weight(start, t1 + 0.05)
+        if w0 != w1:
+            continue  # straddles a step
+        assert_binomial(canary, 150, w0 / 100, f"new users at ramp weight {w0}")
+        levels[w0].append(canary / 150)
+    for (t0, t1), seen in zip(times, history):
+        w0, w1 = ramp_weight(start, t0 - 0.05), ramp_weight(start, t1 + 0.05)
+        if w0 == w1:
+            for key, s in zip(keys, seen):
+                assert (s.version == V2) == (bucket(key) < w0)
+    for i in range(len(cohort)):
+        path = [seen[i].version for seen in history]
+        first_canary = path.index(V2) if V2 in path else len(path)
+        assert all(v == V2 for v in path[first_canary:]), f"cohort user {i} moved back: {path}"
+    assert all(s.version == V2 for s in history[-1])
+    seen_levels = sorted(levels)
+    assert 100 in seen_levels and len(seen_levels) >= 3, seen_levels
+    means = [sum(levels[w]) / len(levels[w]) for w in seen_levels]
+    assert means == sorted(means), list(zip(seen_levels, means))
+    report("timed ramp 0->100 over 6 s in 3 steps: share of new users per level: "
+           + ", ".join(f"weight {w}: {100 * m:.1f}% ({len(levels[w])} samples of 150)" for w, m in zip(seen_levels, means))
+           + f"; {len(cohort)} returning users polled {len(history)} times, none moved back")
