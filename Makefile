@@ -41,9 +41,14 @@ venv: $(VENV_STAMP)
 run: build venv
 	$(VENV_PY) tests/support/demo.py
 
+# The core's tests natively, then inside wasm32-wasip1 (the target Envoy
+# loads) under Node's WASI, then the golden vectors under wasm-bindgen-test
+# on wasm32-unknown-unknown (the script installs wasm-bindgen-test-runner
+# once, about 5 minutes on 2 cores).
 test-rust: target
 	$(CARGO) test
 	$(CARGO) test --target $(TARGET) --tests
+	tests/support/wasm-bindgen-test.sh
 
 # Plugin autoload is off: packages in .venv register pytest plugins of their
 # own (cloudcoil's needs filelock, which it does not install). Our tests use

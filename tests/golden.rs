@@ -8,6 +8,14 @@
 //! cookies that any replica wrote. If one of these changes, every user in
 //! production is reshuffled or loses their session: that is a breaking
 //! change, never a test to update casually.
+//!
+//! It also runs on wasm32-unknown-unknown under wasm-bindgen-test
+//! (`tests/support/wasm-bindgen-test.sh`, which runs `cargo test --target
+//! wasm32-unknown-unknown --test golden` with `wasm-bindgen-test-runner` in
+//! Node). There libtest's `#[test]` is not run at all, so each test carries
+//! `#[wasm_bindgen_test]` on that target and `#[test]` everywhere else
+//! (wasm-bindgen-test's own `unsupported = test` only falls back to
+//! `#[test]` off wasm, which would leave wasm32-wasip1 with no tests).
 
 // Test code: failing loudly is the point, and the tables of tuples are the
 // tests. (clippy.toml's allow-*-in-tests covers #[test] functions only, not
@@ -24,6 +32,8 @@ mod common;
 use common::*;
 use sticky_canary::hash;
 use sticky_canary::session::{Opened, Origin, SealKey, Session};
+#[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
+use wasm_bindgen_test::wasm_bindgen_test;
 
 fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
@@ -59,7 +69,8 @@ const USERS: &[UserRow] = &[
     ("ünïcödé", "1f5e499ad7c5adeb861051d90622d96e", 89, 893, 6, 89, 893112, "98f8664072de536e"),
 ];
 
-#[test]
+#[cfg_attr(all(target_arch = "wasm32", target_os = "unknown"), wasm_bindgen_test)]
+#[cfg_attr(not(all(target_arch = "wasm32", target_os = "unknown")), test)]
 fn derived_keys_buckets_and_pod_hashes() {
     for (id, key_hex, b100, b1000, b7, seeded, b1m, pod) in USERS {
         let key = hash::derive_key(id.as_bytes());
@@ -82,7 +93,8 @@ fn derived_keys_buckets_and_pod_hashes() {
     }
 }
 
-#[test]
+#[cfg_attr(all(target_arch = "wasm32", target_os = "unknown"), wasm_bindgen_test)]
+#[cfg_attr(not(all(target_arch = "wasm32", target_os = "unknown")), test)]
 fn raw_keys() {
     #[rustfmt::skip]
     let rows: &[([u8; 16], u32, u32, &str)] = &[
@@ -97,7 +109,8 @@ fn raw_keys() {
     }
 }
 
-#[test]
+#[cfg_attr(all(target_arch = "wasm32", target_os = "unknown"), wasm_bindgen_test)]
+#[cfg_attr(not(all(target_arch = "wasm32", target_os = "unknown")), test)]
 fn version_ids_and_fnv() {
     for (name, id) in [
         ("v1", 0x944a_4668u32),
@@ -116,7 +129,8 @@ fn version_ids_and_fnv() {
 }
 
 /// 10,000 sequential user ids in one number: catches any drift cheaply.
-#[test]
+#[cfg_attr(all(target_arch = "wasm32", target_os = "unknown"), wasm_bindgen_test)]
+#[cfg_attr(not(all(target_arch = "wasm32", target_os = "unknown")), test)]
 fn ten_thousand_users_fingerprint() {
     let mut acc = 0u64;
     let mut hist = [0u32; 10];
@@ -129,7 +143,8 @@ fn ten_thousand_users_fingerprint() {
     assert_eq!(hist, [988, 990, 963, 1016, 1001, 976, 1040, 979, 999, 1048]);
 }
 
-#[test]
+#[cfg_attr(all(target_arch = "wasm32", target_os = "unknown"), wasm_bindgen_test)]
+#[cfg_attr(not(all(target_arch = "wasm32", target_os = "unknown")), test)]
 fn the_test_rng_is_the_same_everywhere() {
     assert_eq!(
         hex(&TestRng(42).peek16()),
@@ -150,7 +165,8 @@ fn sample() -> Session {
     }
 }
 
-#[test]
+#[cfg_attr(all(target_arch = "wasm32", target_os = "unknown"), wasm_bindgen_test)]
+#[cfg_attr(not(all(target_arch = "wasm32", target_os = "unknown")), test)]
 fn cookie_values_encode_exactly() {
     assert_eq!(sample().encode("sticky-canary", &[], &[0; 24]), PLAIN);
     assert_eq!(PLAIN.len(), 47, "marker + 46 base64url characters");
@@ -175,7 +191,8 @@ fn cookie_values_encode_exactly() {
     );
 }
 
-#[test]
+#[cfg_attr(all(target_arch = "wasm32", target_os = "unknown"), wasm_bindgen_test)]
+#[cfg_attr(not(all(target_arch = "wasm32", target_os = "unknown")), test)]
 fn golden_cookies_open_everywhere() {
     let now = 1_800_000_000;
     assert_eq!(
@@ -221,7 +238,8 @@ fn golden_cookies_open_everywhere() {
 }
 
 /// Whole visits: a fixed entropy stream gives a fixed Set-Cookie header.
-#[test]
+#[cfg_attr(all(target_arch = "wasm32", target_os = "unknown"), wasm_bindgen_test)]
+#[cfg_attr(not(all(target_arch = "wasm32", target_os = "unknown")), test)]
 fn end_to_end_visits() {
     let p = plugin(&two_versions(50, 100, ""));
     let v = Client::new().visit(global(&p), &[], NOW, &mut TestRng(42));

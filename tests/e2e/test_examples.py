@@ -439,7 +439,13 @@ def test_example_files(directory):
             assert pods[h].name == cluster, f"{h} answers Name: {pods[h].name}, not {cluster}"
             assert h in envoy.get("depends_on", [])
     for c in cfg["static_resources"]["clusters"]:
-        assert c["type"] == "STRICT_DNS" and c["lb_policy"] in ("RING_HASH", "MAGLEV")
+        lb = c.get("lb_policy")
+        if lb is None:
+            # Persistent mode: override_host with a consistent-hash fallback.
+            policy = c["load_balancing_policy"]["policies"][0]["typed_extension_config"]
+            fallback = policy["typed_config"]["fallback_policy"]["policies"][0]["typed_extension_config"]
+            lb = fallback["name"].rsplit(".", 1)[-1].upper()
+        assert c["type"] == "STRICT_DNS" and lb in ("RING_HASH", "MAGLEV"), (c["name"], lb)
         for group in c["load_assignment"]["endpoints"]:
             for ep in group["lb_endpoints"]:
                 assert ep["endpoint"]["address"]["socket_address"]["port_value"] == 80
