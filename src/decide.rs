@@ -610,7 +610,8 @@ mod tests {
         const A: &str = "10.0.0.1:80";
         const B: &str = "10.0.0.2:80";
         // (change_on_failure, pin, answer, expected pin, cookie due)
-        let cases: [(bool, Option<&str>, Upstream<'_>, Option<&str>, bool); 10] = [
+        type Case<'a> = (bool, Option<&'a str>, Upstream<'a>, Option<&'a str>, bool);
+        let cases: [Case<'_>; 10] = [
             (false, None, up(A, Some(1), 200), Some(A), true),
             (false, Some(A), up(A, Some(1), 200), Some(A), false),
             // One attempt elsewhere: the pinned pod left the cluster.

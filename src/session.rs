@@ -307,12 +307,12 @@ mod tests {
         let k1 = SealKey([1; 32]);
         let k2 = SealKey([2; 32]);
         let s = sample(Some("10.0.0.7:8080"));
-        let v = s.encode("c", &[k1.clone()], &[9; 24]);
+        let v = s.encode("c", std::slice::from_ref(&k1), &[9; 24]);
         assert!(v.starts_with('2'));
         let raw = b64::decode_url(&v[1..]).unwrap();
         assert!(!raw.windows(8).any(|w| w == b"10.0.0.7"));
         assert_eq!(
-            Session::open(&v, "c", &[k1.clone()], NOW),
+            Session::open(&v, "c", std::slice::from_ref(&k1), NOW),
             Opened::Valid {
                 session: s.clone(),
                 stale_key: false
@@ -335,7 +335,7 @@ mod tests {
     fn signing_mode_must_match() {
         let k = SealKey([1; 32]);
         let plain = sample(None).encode("c", &[], &[0; 24]);
-        let sealed = sample(None).encode("c", &[k.clone()], &[0; 24]);
+        let sealed = sample(None).encode("c", std::slice::from_ref(&k), &[0; 24]);
         assert_eq!(Session::open(&plain, "c", &[k], NOW), Opened::Invalid);
         assert_eq!(Session::open(&sealed, "c", &[], NOW), Opened::Invalid);
     }
