@@ -1,0 +1,353 @@
+//! Native micro-benchmark of the host-free core (no Envoy, no wasm):
+//! `cargo bench --bench decide` (needs `harness = false` in Cargo.toml).
+//!
+//! Per case, the config is compiled once, then every iteration does what the
+//! adapter does for one request minus the host calls: pick the policy
+//! (`Plugin::select`), `decide`, then the response phase (`on_response` and,
+//! when a cookie is due, `Session::encode` + `setcookie::render`).
+//!
+//! Prints a markdown table: ns per request, median and range of `--repeats`
+//! timed loops of `--iters` requests each. Options (after `--`):
+//! `--iters N` (default 1000000), `--repeats N` (default 5), `--case TEXT`
+//! (only the cases whose name contains TEXT). Run without `--bench` (as
+//! `cargo test --all-targets` does), it checks the cases and times only
+//! 1000 requests each.
+//!
+//! This is native x86-64 code; in Envoy the same logic runs as wasm under
+//! V8, which is slower, and the host calls around it cost more than the
+//! logic itself (see tests/bench/run.py for the in-Envoy figures).
+
+use std::hint::black_box;
+use std::time::Instant;
+use sticky_canary::session::NONCE_LEN;
+use sticky_canary::{compile_json, decide, on_response, setcookie, Entropy, Plugin, Request};
+
+/// Fixed clock: the same instant for priming and the timed loop.
+const NOW: u64 = 1_800_000_000;
+
+/// A fast deterministic RNG (xorshift64); the filter uses WASI random_get.
+struct XorShift(u64);
+
+impl Entropy for XorShift {
+    fn fill(&mut self, buf: &mut [u8]) -> bool {
+        for b in buf {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            *b = (self.0 >> 24) as u8;
+        }
+        true
+    }
+}
+
+/// One request through the core; returns something to keep the optimiser honest.
+fn one(plugin: &Plugin, headers: &[(String, String)], rng: &mut XorShift) -> usize {
+    let req = Request {
+        headers,
+        route_name: None,
+        virtual_host: None,
+        client_address: None,
+        now: NOW,
+    };
+    let Some(policy) = plugin.select(&req) else {
+        return 0;
+    };
+    let mut d = decide(policy, &req, rng);
+    let mut n = d.version + usize::from(d.hash[0]);
+    if on_response(policy, &mut d, None) {
+        let mut nonce = [0u8; NONCE_LEN];
+        if !policy.keys.is_empty() {
+            rng.fill(&mut nonce);
+        }
+        let value = d.session.encode(&policy.cookie.name, &policy.keys, &nonce);
+        let header = setcookie::render(&policy.cookie, &value, NOW, None);
+        n += header.len();
+    }
+    n
+}
+
+/// The `name=value` of the cookie the filter would set for these headers.
+fn prime(plugin: &Plugin, headers: &[(String, String)]) -> String {
+    let req = Request {
+        headers,
+        route_name: None,
+        virtual_host: None,
+        client_address: None,
+        now: NOW,
+    };
+    let Some(policy) = plugin.select(&req) else {
+        return String::new();
+    };
+    let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);
+    let d = decide(policy, &req, &mut rng);
+    let mut nonce = [0u8; NONCE_LEN];
+    rng.fill(&mut nonce);
+    format!(
+        "{}={}",
+        policy.cookie.name,
+        d.session.encode(&policy.cookie.name, &policy.keys, &nonce)
+    )
+}
+
+fn h(k: &str, v: &str) -> (String, String) {
+    (k.to_owned(), v.to_owned())
+}
+
+/// What Envoy shows the filter for a `wrk` request.
+fn plain(path: &str) -> Vec<(String, String)> {
+    vec![
+        h(":authority", "127.0.0.1:10000"),
+        h(":path", path),
+        h(":method", "GET"),
+        h(":scheme", "http"),
+        h("x-forwarded-proto", "http"),
+        h("x-request-id", "6f1d2c3b-4a59-4e87-9a6b-2c1d0e9f8a7b"),
+    ]
+}
+
+/// A browser-like request: 18 headers, about 1 KB.
+fn browser(path: &str) -> Vec<(String, String)> {
+    let mut v = plain(path);
+    v.extend([
+        h("user-agent", "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36"),
+        h("accept", "text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,image/webp,image/apng,*/*;q=0.8,application/signed-exchange;v=b3;q=0.7"),
+        h("accept-language", "en-US,en;q=0.9,de;q=0.8"),
+        h("accept-encoding", "gzip, deflate, br, zstd"),
+        h("referer", "https://shop.example.com/catalog/shoes?color=blue&size=42"),
+        h("sec-ch-ua", "\"Chromium\";v=\"131\", \"Not_A Brand\";v=\"24\""),
+        h("sec-ch-ua-mobile", "?0"),
+        h("sec-ch-ua-platform", "\"Linux\""),
+        h("sec-fetch-dest", "document"),
+        h("sec-fetch-mode", "navigate"),
+        h("sec-fetch-site", "same-origin"),
+        h("upgrade-insecure-requests", "1"),
+    ]);
+    v
+}
+
+const BROWSER_COOKIES: &str = "_ga=GA1.1.1234567890.1732190000; _gid=GA1.1.987654321.1732190000; session_id=9f8e7d6c5b4a39281706f5e4d3c2b1a0; theme=dark";
+
+fn with(mut headers: Vec<(String, String)>, extra: &[(&str, &str)]) -> Vec<(String, String)> {
+    headers.extend(extra.iter().map(|(k, v)| h(k, v)));
+    headers
+}
+
+/// What a case must do: `None` passes through; else the reason label, whether
+/// a Set-Cookie is due, and the scope of the policy that applies.
+type Expect = Option<(&'static str, bool, &'static str)>;
+
+/// One benchmark case.
+struct Case<'a> {
+    name: &'static str,
+    plugin: &'a Plugin,
+    headers: Vec<(String, String)>,
+    expect: Expect,
+}
+
+impl<'a> From<(&'static str, &'a Plugin, Vec<(String, String)>, Expect)> for Case<'a> {
+    fn from(
+        (name, plugin, headers, expect): (&'static str, &'a Plugin, Vec<(String, String)>, Expect),
+    ) -> Self {
+        Case {
+            name,
+            plugin,
+            headers,
+            expect,
+        }
+    }
+}
+
+fn arg(name: &str, default: u64) -> u64 {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// `--case TEXT`: only the cases whose name contains TEXT.
+fn case_filter() -> Option<String> {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == "--case")
+        .and_then(|i| args.get(i + 1))
+        .cloned()
+}
+
+fn compile(json: &str) -> Plugin {
+    match compile_json(json) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("bench config rejected: {e}");
+            std::process::exit(1);
+        }
+    }
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; without it (`cargo test --benches`,
+    // `--all-targets`) run a quick smoke pass: the checks, a few loops.
+    let full = std::env::args().any(|a| a == "--bench");
+    let iters = arg("--iters", if full { 1_000_000 } else { 1_000 }).max(1);
+    let repeats = arg("--repeats", if full { 5 } else { 1 }).max(1);
+
+    let base = r#"{"versions": [{"name": "v1"}, {"name": "v2", "weight": 10}]}"#;
+    let rules = r#"{"versions": [{"name": "v1"}, {"name": "v2", "weight": 10}],
+        "rules": [{"header": "x-canary", "value": "v2", "version": "v2"}]}"#;
+    let regex = r#"{"versions": [{"name": "v1"}, {"name": "v2", "weight": 10}],
+        "rules": [{"cookie": "canary", "value": "always", "version": "v2"},
+                  {"header": "x-beta-user", "regex": "^(alice|bob|carol)-[0-9]+$", "version": "v2"}]}"#;
+    let sealed = r#"{"versions": [{"name": "v1"}, {"name": "v2", "weight": 10}],
+        "session": {"secrets": ["AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="]}}"#;
+    let routes = r#"{"versions": [{"name": "v1"}, {"name": "v2", "weight": 10}],
+        "routes": [{"name": "shop", "match": {"path_prefix": "/shop"}, "versions": [{"name": "v1"}, {"name": "v2", "weight": 20}]},
+                   {"name": "api", "match": {"path_prefix": "/api"}, "versions": [{"name": "v1"}, {"name": "v2", "weight": 50}]}]}"#;
+
+    let t = Instant::now();
+    let n = 1000;
+    for _ in 0..n {
+        black_box(compile(black_box(routes)));
+    }
+    let compile_us = t.elapsed().as_secs_f64() * 1e6 / f64::from(n);
+
+    let p_base = compile(base);
+    let p_rules = compile(rules);
+    let p_regex = compile(regex);
+    let p_sealed = compile(sealed);
+    let p_routes = compile(routes);
+    let p_pass = compile("{}");
+
+    let c_base = prime(&p_base, &plain("/"));
+    let c_rule = prime(&p_rules, &with(plain("/"), &[("x-canary", "v2")]));
+    let c_regex = prime(&p_regex, &with(plain("/"), &[("x-beta-user", "carol-42")]));
+    let c_sealed = prime(&p_sealed, &plain("/"));
+    let c_routes = prime(&p_routes, &plain("/api/items?page=2"));
+    let browser_cookie = format!("{BROWSER_COOKIES}; {c_base}");
+
+    let cases: Vec<Case<'_>> = [
+        ("pass-through (no versions)", &p_pass, plain("/"), None),
+        (
+            "new session (Set-Cookie)",
+            &p_base,
+            plain("/"),
+            Some(("weight", true, "global")),
+        ),
+        (
+            "valid cookie (steady state)",
+            &p_base,
+            with(plain("/"), &[("cookie", &c_base)]),
+            Some(("weight", false, "global")),
+        ),
+        (
+            "header rule hit + cookie",
+            &p_rules,
+            with(plain("/"), &[("x-canary", "v2"), ("cookie", &c_rule)]),
+            Some(("rule", false, "global")),
+        ),
+        (
+            "regex rule hit (2nd rule) + cookie",
+            &p_regex,
+            with(
+                plain("/"),
+                &[("x-beta-user", "carol-42"), ("cookie", &c_regex)],
+            ),
+            Some(("rule", false, "global")),
+        ),
+        (
+            "sealed, new session (Set-Cookie)",
+            &p_sealed,
+            plain("/"),
+            Some(("weight", true, "global")),
+        ),
+        (
+            "sealed, valid cookie",
+            &p_sealed,
+            with(plain("/"), &[("cookie", &c_sealed)]),
+            Some(("weight", false, "global")),
+        ),
+        (
+            "route entry by path prefix + cookie",
+            &p_routes,
+            with(plain("/api/items?page=2"), &[("cookie", &c_routes)]),
+            Some(("weight", false, "api")),
+        ),
+        (
+            "browser headers (18, 1 KB) + cookie",
+            &p_base,
+            with(browser("/"), &[("cookie", &browser_cookie)]),
+            Some(("weight", false, "global")),
+        ),
+    ]
+    .into_iter()
+    .map(Case::from)
+    .collect();
+    for Case {
+        name,
+        plugin,
+        headers,
+        expect,
+    } in &cases
+    {
+        let req = Request {
+            headers,
+            route_name: None,
+            virtual_host: None,
+            client_address: None,
+            now: NOW,
+        };
+        let got = plugin.select(&req).map(|policy| {
+            let mut d = decide(policy, &req, &mut XorShift(1));
+            (
+                d.reason.label(),
+                on_response(policy, &mut d, None),
+                policy.scope.as_str(),
+            )
+        });
+        if got != *expect {
+            eprintln!("bench case {name:?} does not do what it says: got {got:?}, want {expect:?}");
+            std::process::exit(1);
+        }
+    }
+
+    println!("Native core, `cargo bench --bench decide`: {iters} requests per loop, {repeats} loops per case.");
+    println!();
+    println!("| Core case (native) | ns/request, median | range |");
+    println!("|---|---:|---:|");
+    let only = case_filter();
+    for Case {
+        name,
+        plugin,
+        headers,
+        ..
+    } in &cases
+    {
+        if only.as_ref().is_some_and(|o| !name.contains(o.as_str())) {
+            continue;
+        }
+        let mut rng = XorShift(0x2545_f491_4f6c_dd1d);
+        // Warm-up.
+        let mut sink = 0usize;
+        for _ in 0..iters.min(10_000) {
+            sink = sink.wrapping_add(one(plugin, headers, &mut rng));
+        }
+        let mut ns = Vec::new();
+        for _ in 0..repeats {
+            let t = Instant::now();
+            for _ in 0..iters {
+                sink = sink.wrapping_add(one(black_box(plugin), black_box(headers), &mut rng));
+            }
+            ns.push(t.elapsed().as_secs_f64() * 1e9 / iters as f64);
+        }
+        black_box(sink);
+        ns.sort_by(f64::total_cmp);
+        let med = ns[ns.len() / 2];
+        println!(
+            "| {name} | {med:.0} | {:.0}-{:.0} |",
+            ns[0],
+            ns[ns.len() - 1]
+        );
+    }
+    println!();
+    println!("compile_json of a config with 2 route entries: {compile_us:.1} us (once per VM, in on_configure).");
+}

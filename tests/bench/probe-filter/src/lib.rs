@@ -1,0 +1,139 @@
+//! Host-call probe for the benchmark (tests/bench/run.py).
+//!
+//! The plugin configuration is a `|`-separated list of operations run on
+//! every request, in order:
+//!
+//! - `map`: read the whole request header map (`get_http_request_headers`)
+//! - `get:NAME`: read one request header
+//! - `set:NAME=VALUE`: set one request header
+//! - `time`: read the clock
+//! - `metric:NAME`: increment a counter
+//! - `property:a.b`: read a property (path split on `.`)
+//! - `resp_add:NAME=VALUE`: add a response header (response phase)
+//!
+//! An empty configuration makes an empty filter: Envoy still calls into the
+//! VM for every request and response, the filter does nothing.
+
+use proxy_wasm::hostcalls;
+use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use proxy_wasm::types::{Action, BufferType, ContextType, MapType, MetricType};
+use std::rc::Rc;
+
+enum Op {
+    Map,
+    Get(String),
+    Set(String, String),
+    Time,
+    Metric(u32),
+    Property(Vec<String>),
+    RespAdd(String, String),
+}
+
+proxy_wasm::main! {{
+    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root { ops: Rc::new(Vec::new()) }) });
+}}
+
+struct Root {
+    ops: Rc<Vec<Op>>,
+}
+
+impl Context for Root {}
+
+fn pair(arg: &str) -> (String, String) {
+    let (k, v) = arg.split_once('=').unwrap_or((arg, "x"));
+    (k.to_owned(), v.to_owned())
+}
+
+impl RootContext for Root {
+    fn on_configure(&mut self, _size: usize) -> bool {
+        let cfg = hostcalls::get_buffer(BufferType::PluginConfiguration, 0, usize::MAX)
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        let text = String::from_utf8(cfg).unwrap_or_default();
+        let mut ops = Vec::new();
+        for item in text.split('|').map(str::trim).filter(|s| !s.is_empty()) {
+            let (kind, arg) = item.split_once(':').unwrap_or((item, ""));
+            ops.push(match kind {
+                "map" => Op::Map,
+                "get" => Op::Get(arg.to_owned()),
+                "set" => {
+                    let (k, v) = pair(arg);
+                    Op::Set(k, v)
+                }
+                "time" => Op::Time,
+                "metric" => {
+                    Op::Metric(hostcalls::define_metric(MetricType::Counter, arg).unwrap_or(0))
+                }
+                "property" => Op::Property(arg.split('.').map(str::to_owned).collect()),
+                "resp_add" => {
+                    let (k, v) = pair(arg);
+                    Op::RespAdd(k, v)
+                }
+                _ => return false,
+            });
+        }
+        self.ops = Rc::new(ops);
+        true
+    }
+
+    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+        Some(Box::new(Http {
+            ops: self.ops.clone(),
+        }))
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+}
+
+struct Http {
+    ops: Rc<Vec<Op>>,
+}
+
+impl Context for Http {}
+
+impl HttpContext for Http {
+    fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        let mut n = 0usize;
+        for op in self.ops.iter() {
+            match op {
+                Op::Map => {
+                    n += hostcalls::get_map(MapType::HttpRequestHeaders).map_or(0, |m| m.len())
+                }
+                Op::Get(k) => {
+                    n += hostcalls::get_map_value(MapType::HttpRequestHeaders, k)
+                        .ok()
+                        .flatten()
+                        .map_or(0, |v| v.len())
+                }
+                Op::Set(k, v) => {
+                    let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, k, Some(v));
+                }
+                Op::Time => n += hostcalls::get_current_time().map_or(0, |_| 1),
+                Op::Metric(id) => {
+                    let _ = hostcalls::increment_metric(*id, 1);
+                }
+                Op::Property(p) => {
+                    n += hostcalls::get_property(p.iter().map(String::as_str).collect())
+                        .ok()
+                        .flatten()
+                        .map_or(0, |v| v.len())
+                }
+                Op::RespAdd(..) => {}
+            }
+        }
+        std::hint::black_box(n);
+        Action::Continue
+    }
+
+    fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        for op in self.ops.iter() {
+            if let Op::RespAdd(k, v) = op {
+                let _ = hostcalls::add_map_value(MapType::HttpResponseHeaders, k, v);
+            }
+        }
+        Action::Continue
+    }
+}
