@@ -47,6 +47,7 @@ run: build venv
 # once, about 5 minutes on 2 cores).
 test-rust: target
 	$(CARGO) test
+	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --no-deps --quiet
 	$(CARGO) test --target $(TARGET) --tests
 	tests/support/wasm-bindgen-test.sh
 

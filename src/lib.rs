@@ -8,10 +8,10 @@
 //! in a cookie.
 //!
 //! The crate is two layers:
-//! - a host-free core ([`compile`], [`decide`], [`session`], [`setcookie`],
+//! - a host-free core ([`compile`], [`mod@decide`], [`session`], [`setcookie`],
 //!   [`hash`]) with no `proxy_wasm` import, tested natively and on wasm32;
 //! - a thin adapter (`filter`, wasm32-wasip1 only) that copies request data into a
-//!   [`Request`], calls [`decide`] and applies the [`Decision`].
+//!   [`Request`], calls [`decide()`] and applies the [`Decision`].
 //!
 //! ```
 //! use sticky_canary::{compile_json, decide, Entropy, Request};
@@ -29,6 +29,8 @@
 //! assert_eq!(policy.versions[d.version].name, "v2");
 //! assert!(d.write_cookie);
 //! ```
+
+#![warn(missing_docs)]
 
 pub mod b64;
 pub mod compile;
