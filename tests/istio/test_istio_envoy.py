@@ -133,6 +133,13 @@ def istio_gateway_config(variant: str, backends: dict[str, list[harness.Backend]
             action["retry_policy"] = rp
         routes.append({"name": r["name"], "match": match, "route": action})
 
+    def lb_for(ch):
+        # istiod: consistentHash.maglev -> MAGLEV, else (ringHash) RING_HASH.
+        if "maglev" in ch:
+            return {"lb_policy": "MAGLEV", "maglev_lb_config": {"table_size": ch["maglev"].get("tableSize", 65537)}}
+        return {"lb_policy": "RING_HASH",
+                "ring_hash_lb_config": {"minimum_ring_size": ch.get("ringHash", {}).get("minimumRingSize", 1024)}}
+
     clusters = []
     host = dr["spec"]["host"]
     for subset in dr["spec"]["subsets"]:
@@ -141,8 +148,7 @@ def istio_gateway_config(variant: str, backends: dict[str, list[harness.Backend]
             "name": name,
             "type": "STATIC",
             "connect_timeout": "1s",
-            "lb_policy": "RING_HASH",  # ApplyRingHashLoadBalancer
-            "ring_hash_lb_config": {"minimum_ring_size": ch.get("ringHash", {}).get("minimumRingSize", 1024)},
+            **lb_for(ch),
             "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [
                 {"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": b.port}}}}
                 for b in backends[subset["labels"]["version"]]
