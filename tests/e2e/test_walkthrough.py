@@ -130,3 +130,18 @@ def test_valid_unchanged_cookie_gets_no_set_cookie(client):
     assert r.name == "canary-v1"
     assert r.hostname == first.hostname
     assert r.set_cookies == []
+
+
+def test_no_duplicate_set_cookie_when_the_app_sets_it(client):
+    """A new session normally gets the filter's Set-Cookie; when the app's
+    response already sets a cookie of that name, the filter adds none (the
+    app's wins, never two). Other app cookies do not stop the filter."""
+    r = client.get("/", headers={"x-whoami-set-cookie": "my-sticky-cookie=from-the-app; Path=/"})
+    assert r.status == 200
+    assert [c.value for c in r.cookies_named("my-sticky-cookie")] == ["from-the-app"]
+    assert len([h for h in r.set_cookies if h.startswith("my-sticky-cookie=")]) == 1
+
+    r = client.get("/", headers={"x-whoami-set-cookie": "theme=dark; Path=/"})
+    [ours] = r.cookies_named("my-sticky-cookie")
+    assert ours.value.startswith("1") and ours.value != "from-the-app"
+    assert any(h.startswith("theme=dark") for h in r.set_cookies)

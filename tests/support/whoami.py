@@ -24,6 +24,9 @@ changed) and a POST to `/health` whose body is a status code changes it;
 while unhealthy every other path answers that status too (the whoami
 body is still sent), so tests can make a "pod" fail.
 
+Test hook: each `X-Whoami-Set-Cookie: <value>` request header is answered
+with a `Set-Cookie: <value>` response header (an app setting cookies).
+
 CLI::
 
     python3 whoami.py --port 8081 --name canary-v1 --hostname canary-v1-0
@@ -109,6 +112,9 @@ class WhoamiHandler(http.server.BaseHTTPRequestHandler):
         self.send_response(status)
         self.send_header("Content-Type", "text/plain; charset=utf-8")
         self.send_header("Content-Length", str(len(body)))
+        # Test hook (not in traefik/whoami): the app sets a cookie of its own.
+        for value in self.headers.get_all("X-Whoami-Set-Cookie") or []:
+            self.send_header("Set-Cookie", value)
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(body)
