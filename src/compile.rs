@@ -281,6 +281,18 @@ pub struct HeaderNames {
     pub endpoint: String,
 }
 
+impl HeaderNames {
+    /// The three names: version, hash, endpoint.
+    pub fn all(&self) -> [&String; 3] {
+        [&self.version, &self.hash, &self.endpoint]
+    }
+
+    /// Is `name` one of the headers the filter writes?
+    pub fn writes(&self, name: &str) -> bool {
+        self.all().iter().any(|h| h.as_str() == name)
+    }
+}
+
 /// Pod pinning mode.
 pub use crate::config::Mode as PinMode;
 
@@ -502,7 +514,7 @@ pub fn compile_json(text: &str) -> Result<Plugin, ConfigError> {
             .filter_map(|e| e.policy.as_ref().map(|p| &p.headers)),
     );
     for h in all {
-        for name in [&h.version, &h.hash, &h.endpoint] {
+        for name in h.all() {
             if !override_headers.contains(name) {
                 override_headers.push(name.clone());
             }
@@ -786,7 +798,7 @@ fn compile_shared(raw: &RawConfig, p: &str) -> Result<Shared, ConfigError> {
     {
         return Err(err(
             format!("{p}headers"),
-            format!("{:?}", [&headers.version, &headers.hash, &headers.endpoint]),
+            format!("{:?}", headers.all()),
             "the three header names must differ",
         ));
     }
@@ -820,13 +832,7 @@ fn compile_policy(raw: &RawConfig, p: &str, scope: &str) -> Result<Policy, Confi
         || matches!(shared.key, KeySource::Query(_));
     for (i, r) in rules.iter().enumerate() {
         if let Source::Header(h) = &r.source {
-            if [
-                &shared.headers.version,
-                &shared.headers.hash,
-                &shared.headers.endpoint,
-            ]
-            .contains(&h)
-            {
+            if shared.headers.writes(h) {
                 return Err(err(
                     format!("{p}rules[{i}].header"),
                     quoted(h),
@@ -836,13 +842,7 @@ fn compile_policy(raw: &RawConfig, p: &str, scope: &str) -> Result<Policy, Confi
         }
     }
     if let KeySource::Header(h) = &shared.key {
-        if [
-            &shared.headers.version,
-            &shared.headers.hash,
-            &shared.headers.endpoint,
-        ]
-        .contains(&h)
-        {
+        if shared.headers.writes(h) {
             return Err(err(
                 format!("{p}session.key.name"),
                 quoted(h),
@@ -1076,7 +1076,7 @@ fn compile_rule(r: &RawRule, versions: &[Version], p: &str) -> Result<Rule, Conf
     let source = match (&r.header, &r.cookie, &r.query) {
         (Some(h), None, None) => {
             let name = h.to_ascii_lowercase();
-            if !is_token(&name) || name == "cookie" {
+            if !is_readable_header(&name) {
                 return Err(err(
                     format!("{p}.header"),
                     quoted(h),
@@ -1096,7 +1096,7 @@ fn compile_rule(r: &RawRule, versions: &[Version], p: &str) -> Result<Rule, Conf
             Source::Cookie(c.clone())
         }
         (None, None, Some(q)) => {
-            if q.is_empty() || q.len() > 128 || q.contains(['&', '=', '#']) {
+            if !is_query_name(q) {
                 return Err(err(
                     format!("{p}.query"),
                     quoted(q),
@@ -1156,6 +1156,18 @@ fn compile_rule(r: &RawRule, versions: &[Version], p: &str) -> Result<Rule, Conf
         matcher,
         version,
     })
+}
+
+/// A request header a rule or key source may read (lowercase name): any
+/// token but `cookie`, which cookie rules and the session read.
+fn is_readable_header(name: &str) -> bool {
+    is_token(name) && name != "cookie"
+}
+
+/// A query parameter name that can match: 1 to 128 bytes without the
+/// separators `&`, `=`, `#`.
+fn is_query_name(q: &str) -> bool {
+    !q.is_empty() && q.len() <= 128 && !q.contains(['&', '=', '#'])
 }
 
 /// RFC 7230 token (header names, cookie names).
@@ -1307,7 +1319,7 @@ fn compile_key(k: Option<&RawKey>, p: &str) -> Result<KeySource, ConfigError> {
         "cookie" => KeySource::Cookie,
         "header" => {
             let n = need_name("header")?.to_ascii_lowercase();
-            if !is_token(&n) || n == "cookie" {
+            if !is_readable_header(&n) {
                 return Err(err(
                     format!("{p}.name"),
                     quoted(&n),
@@ -1318,7 +1330,7 @@ fn compile_key(k: Option<&RawKey>, p: &str) -> Result<KeySource, ConfigError> {
         }
         "query" => {
             let n = need_name("query")?;
-            if n.contains(['&', '=', '#']) {
+            if !is_query_name(&n) {
                 return Err(err(
                     format!("{p}.name"),
                     quoted(&n),

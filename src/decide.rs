@@ -204,9 +204,24 @@ impl Plugin {
     /// The policy for a request: the first route entry that matches, else
     /// the global policy. `None`: pass the request through untouched.
     pub fn select(&self, req: &Request<'_>) -> Option<&Policy> {
-        match self.routes.iter().find(|e| e.matcher.matches(req)) {
-            Some(entry) => entry.policy.as_ref(),
-            None => self.global.as_ref(),
+        self.select_slot(req).and_then(|slot| self.policy_at(slot))
+    }
+
+    /// Like [`Plugin::select`], as a slot the response phase can keep:
+    /// 0 is the global policy, `1 + i` route entry `i`.
+    pub fn select_slot(&self, req: &Request<'_>) -> Option<usize> {
+        let slot = match self.routes.iter().position(|e| e.matcher.matches(req)) {
+            Some(i) => i + 1,
+            None => 0,
+        };
+        self.policy_at(slot).map(|_| slot)
+    }
+
+    /// The policy in `slot` (see [`Plugin::select_slot`]).
+    pub fn policy_at(&self, slot: usize) -> Option<&Policy> {
+        match slot {
+            0 => self.global.as_ref(),
+            n => self.routes.get(n - 1)?.policy.as_ref(),
         }
     }
 }

@@ -5,8 +5,9 @@
 //! request header map, one clock read, the route properties only if a route
 //! entry needs them, then one `set` per route-override header (a `set`
 //! replaces any copy the client sent). The response phase makes no call at
-//! all unless a cookie is due or the mode is persistent (then three reads:
-//! `upstream.address`, `upstream.request_attempt_count`, `:status`).
+//! all unless a cookie is due or the mode is persistent (then
+//! `upstream.address`, and only when another pod answered,
+//! `upstream.request_attempt_count` and `:status`).
 
 use crate::compile::{Plugin, Policy};
 use crate::config::Mode;
@@ -182,28 +183,6 @@ fn now_secs() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-impl Shared {
-    fn policy(&self, slot: usize) -> Option<&Policy> {
-        match slot {
-            0 => self.plugin.global.as_ref(),
-            n => self.plugin.routes.get(n - 1)?.policy.as_ref(),
-        }
-    }
-
-    /// Slot of the policy that applies, or `None` to pass through.
-    fn select(&self, req: &Request<'_>) -> Option<usize> {
-        match self
-            .plugin
-            .routes
-            .iter()
-            .position(|e| e.matcher.matches(req))
-        {
-            Some(i) => self.plugin.routes[i].policy.as_ref().map(|_| i + 1),
-            None => self.plugin.global.as_ref().map(|_| 0),
-        }
-    }
-}
-
 fn set_header(name: &str, value: Option<&str>) {
     let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, name, value);
 }
@@ -233,7 +212,7 @@ impl HttpContext for Http {
             client_address: None,
             now: 0,
         };
-        let Some(slot) = shared.select(&req) else {
+        let Some(slot) = shared.plugin.select_slot(&req) else {
             // Untouched, except that a client's copy of our headers goes:
             // nothing a client sends may steer a route to a version.
             for name in &shared.plugin.override_headers {
@@ -244,7 +223,7 @@ impl HttpContext for Http {
             bump(shared.passthrough);
             return Action::Continue;
         };
-        let Some(policy) = shared.policy(slot) else {
+        let Some(policy) = shared.plugin.policy_at(slot) else {
             return Action::Continue;
         };
         let client_address = policy
@@ -312,7 +291,7 @@ impl HttpContext for Http {
         let (Some(shared), Some(state)) = (self.shared.clone(), self.state.as_mut()) else {
             return Action::Continue;
         };
-        let Some(policy) = shared.policy(state.slot) else {
+        let Some(policy) = shared.plugin.policy_at(state.slot) else {
             return Action::Continue;
         };
         // Persistent mode: which endpoint answered, after how many attempts
