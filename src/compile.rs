@@ -401,16 +401,17 @@ pub fn compile_json(text: &str) -> Result<Plugin, ConfigError> {
         }
     };
     let global_raw: RawConfig = parse_raw(&Value::Object(global.clone()), "")?;
-    let global_policy = match global_raw.versions {
-        Some(_) => Some(compile_policy(&global_raw, "", "global")?),
-        None => {
-            // Without versions the global object only holds defaults for the
-            // route entries (rules included, checked against each entry's
-            // versions). Validate the shared settings now so errors name the
-            // global path.
-            compile_shared(&global_raw, "")?;
-            None
+    let (global_policy, global_headers) = match global_raw.versions {
+        Some(_) => {
+            let policy = compile_policy(&global_raw, "", "global")?;
+            let headers = policy.headers.clone();
+            (Some(policy), headers)
         }
+        // Without versions the global object only holds defaults for the
+        // route entries (rules included, checked against each entry's
+        // versions). Validate the shared settings now so errors name the
+        // global path.
+        None => (None, compile_shared(&global_raw, "")?.headers),
     };
 
     let mut entries = Vec::with_capacity(routes.len());
@@ -507,7 +508,6 @@ pub fn compile_json(text: &str) -> Result<Plugin, ConfigError> {
         ));
     }
     let mut override_headers = Vec::new();
-    let global_headers = compile_shared(&global_raw, "")?.headers;
     let all = std::iter::once(&global_headers).chain(
         entries
             .iter()
