@@ -457,9 +457,9 @@ pub fn decide(policy: &Policy, req: &Request<'_>, rng: &mut dyn Entropy) -> Deci
     };
     let write_cookie = match &incoming {
         None => true,
+        // (The key cannot differ: a cookie for another key was dropped above.)
         Some(s) => {
             stale_key
-                || s.key != session.key
                 || s.version_id != session.version_id
                 || s.origin != session.origin
                 || s.endpoint != session.endpoint
