@@ -27,9 +27,7 @@ from harness import pytest_runtest_makereport  # noqa: F401  (hook: logs on fail
 @pytest.fixture(scope="session", autouse=True)
 def prerequisites():
     """Fail (not skip) with a clear message when Envoy or the .wasm is missing."""
-    missing = [str(p) for p in (harness.ENVOY_BIN, harness.WASM_PATH) if not p.exists()]
-    if missing:
-        pytest.fail(f"missing {', '.join(missing)}: run `make build venv` first", pytrace=False)
+    harness.require_envoy_and_wasm()
 
 
 @pytest.fixture(scope="session")

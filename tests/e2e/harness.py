@@ -327,6 +327,16 @@ except ImportError:  # pragma: no cover - the harness also works without pytest 
 # Ports
 
 
+def require_envoy_and_wasm() -> None:
+    """Fail the test run (not skip) with a clear message when the pip Envoy
+    or the built .wasm is missing. Call it from an autouse fixture."""
+    import pytest
+
+    missing = [str(p) for p in (ENVOY_BIN, WASM_PATH) if not p.exists()]
+    if missing:
+        pytest.fail(f"missing {', '.join(missing)}: run `make build venv` first", pytrace=False)
+
+
 def free_ports(n: int) -> list[int]:
     """`n` distinct TCP ports on 127.0.0.1 that were free a moment ago."""
     socks = []

@@ -215,9 +215,7 @@ def istio_gateway_config(variant: str, backends: dict[str, list[harness.Backend]
 
 @pytest.fixture(scope="module", autouse=True)
 def prerequisites():
-    missing = [str(p) for p in (harness.ENVOY_BIN, harness.WASM_PATH) if not p.exists()]
-    if missing:
-        pytest.fail(f"missing {', '.join(missing)}: run `make build venv` first", pytrace=False)
+    harness.require_envoy_and_wasm()
 
 
 def start_pods(workdir: Path) -> dict[str, list[harness.Backend]]:

@@ -69,9 +69,7 @@ def istio_shaped_config(plugin_text: str) -> dict:
 
 @pytest.fixture(scope="module", autouse=True)
 def prerequisites():
-    missing = [str(p) for p in (harness.ENVOY_BIN, harness.WASM_PATH) if not p.exists()]
-    if missing:
-        pytest.fail(f"missing {', '.join(missing)}: run `make build venv` first", pytrace=False)
+    harness.require_envoy_and_wasm()
 
 
 def _start(label_text, workdir):
