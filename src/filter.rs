@@ -243,12 +243,9 @@ impl HttpContext for Http {
             &policy.headers.hash,
             std::str::from_utf8(&decision.hash).ok(),
         );
-        // The endpoint header is ours alone: never let a client's copy through.
-        match decision
-            .endpoint
-            .as_deref()
-            .filter(|_| policy.mode == Mode::Persistent)
-        {
+        // The endpoint header is ours alone: never let a client's copy
+        // through. (`decide` only pins in persistent mode.)
+        match decision.endpoint.as_deref() {
             Some(ep) => set_header(&policy.headers.endpoint, Some(ep)),
             None if req.header_present(&policy.headers.endpoint) => {
                 set_header(&policy.headers.endpoint, None)
