@@ -19,6 +19,7 @@
 
 use std::hint::black_box;
 use std::time::Instant;
+use sticky_canary::decide::Header;
 use sticky_canary::session::NONCE_LEN;
 use sticky_canary::{compile_json, decide, on_response, setcookie, Entropy, Plugin, Request};
 
@@ -41,7 +42,7 @@ impl Entropy for XorShift {
 }
 
 /// One request through the core; returns something to keep the optimiser honest.
-fn one(plugin: &Plugin, headers: &[(String, String)], rng: &mut XorShift) -> usize {
+fn one(plugin: &Plugin, headers: &[Header], rng: &mut XorShift) -> usize {
     let req = Request {
         headers,
         route_name: None,
@@ -67,7 +68,7 @@ fn one(plugin: &Plugin, headers: &[(String, String)], rng: &mut XorShift) -> usi
 }
 
 /// The `name=value` of the cookie the filter would set for these headers.
-fn prime(plugin: &Plugin, headers: &[(String, String)]) -> String {
+fn prime(plugin: &Plugin, headers: &[Header]) -> String {
     let req = Request {
         headers,
         route_name: None,
@@ -89,12 +90,12 @@ fn prime(plugin: &Plugin, headers: &[(String, String)]) -> String {
     )
 }
 
-fn h(k: &str, v: &str) -> (String, String) {
-    (k.to_owned(), v.to_owned())
+fn h(k: &str, v: &str) -> Header {
+    (k.as_bytes().to_vec(), v.as_bytes().to_vec())
 }
 
 /// What Envoy shows the filter for a `wrk` request.
-fn plain(path: &str) -> Vec<(String, String)> {
+fn plain(path: &str) -> Vec<Header> {
     vec![
         h(":authority", "127.0.0.1:10000"),
         h(":path", path),
@@ -106,7 +107,7 @@ fn plain(path: &str) -> Vec<(String, String)> {
 }
 
 /// A browser-like request: 18 headers, about 1 KB.
-fn browser(path: &str) -> Vec<(String, String)> {
+fn browser(path: &str) -> Vec<Header> {
     let mut v = plain(path);
     v.extend([
         h("user-agent", "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36"),
@@ -127,7 +128,7 @@ fn browser(path: &str) -> Vec<(String, String)> {
 
 const BROWSER_COOKIES: &str = "_ga=GA1.1.1234567890.1732190000; _gid=GA1.1.987654321.1732190000; session_id=9f8e7d6c5b4a39281706f5e4d3c2b1a0; theme=dark";
 
-fn with(mut headers: Vec<(String, String)>, extra: &[(&str, &str)]) -> Vec<(String, String)> {
+fn with(mut headers: Vec<Header>, extra: &[(&str, &str)]) -> Vec<Header> {
     headers.extend(extra.iter().map(|(k, v)| h(k, v)));
     headers
 }
@@ -140,13 +141,13 @@ type Expect = Option<(&'static str, bool, &'static str)>;
 struct Case<'a> {
     name: &'static str,
     plugin: &'a Plugin,
-    headers: Vec<(String, String)>,
+    headers: Vec<Header>,
     expect: Expect,
 }
 
-impl<'a> From<(&'static str, &'a Plugin, Vec<(String, String)>, Expect)> for Case<'a> {
+impl<'a> From<(&'static str, &'a Plugin, Vec<Header>, Expect)> for Case<'a> {
     fn from(
-        (name, plugin, headers, expect): (&'static str, &'a Plugin, Vec<(String, String)>, Expect),
+        (name, plugin, headers, expect): (&'static str, &'a Plugin, Vec<Header>, Expect),
     ) -> Self {
         Case {
             name,

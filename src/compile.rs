@@ -374,6 +374,71 @@ pub mod defaults {
     pub const MAX_TTL: u64 = 10 * 365 * 86_400;
 }
 
+impl Plugin {
+    /// A plugin that passes every request through, removing only clients'
+    /// copies of `override_headers`: what serves while a config is invalid
+    /// and no earlier good config exists.
+    pub fn pass_through(override_headers: Vec<String>) -> Plugin {
+        Plugin {
+            global: None,
+            routes: Vec::new(),
+            needs_route_name: false,
+            needs_virtual_host: false,
+            override_headers,
+        }
+    }
+}
+
+/// What to do with config text that did not compile, read leniently from
+/// the text itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvalidPlan {
+    /// The config asks for strict refusal (`"on_invalid_config": "refuse"`).
+    pub refuse: bool,
+    /// The route-override header names to strip from requests meanwhile:
+    /// the defaults plus every `headers.*` name the text sets (globally or
+    /// in a route entry), so a renamed header cannot steer a route either.
+    pub override_headers: Vec<String>,
+}
+
+/// Read what can be read from config text that failed to compile.
+pub fn invalid_plan(text: &str) -> InvalidPlan {
+    let mut names: Vec<String> = [
+        defaults::VERSION_HEADER,
+        defaults::HASH_HEADER,
+        defaults::ENDPOINT_HEADER,
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect();
+    let root: Option<Value> = serde_json::from_str(text.trim()).ok();
+    let refuse = root
+        .as_ref()
+        .and_then(|r| r.get("on_invalid_config"))
+        .and_then(Value::as_str)
+        == Some("refuse");
+    let mut objects: Vec<&Value> = root.iter().collect();
+    if let Some(Value::Array(routes)) = root.as_ref().and_then(|r| r.get("routes")) {
+        objects.extend(routes.iter());
+    }
+    for o in objects {
+        if let Some(Value::Object(h)) = o.get("headers") {
+            for v in h.values() {
+                if let Some(name) = v.as_str() {
+                    let name = name.to_ascii_lowercase();
+                    if is_token(&name) && !names.contains(&name) {
+                        names.push(name);
+                    }
+                }
+            }
+        }
+    }
+    InvalidPlan {
+        refuse,
+        override_headers: names,
+    }
+}
+
 /// Parse and compile plugin configuration text.
 pub fn compile_json(text: &str) -> Result<Plugin, ConfigError> {
     let text = text.trim();
@@ -465,6 +530,13 @@ pub fn compile_json(text: &str) -> Result<Plugin, ConfigError> {
             }
             Some(m) => compile_match(m, &format!("{path}.match"))?,
         };
+        if entry.contains_key("on_invalid_config") {
+            return Err(err(
+                format!("{path}.on_invalid_config"),
+                "",
+                "only at the top level: it applies to the whole plugin config",
+            ));
+        }
         if entry.contains_key("routes") {
             return Err(err(
                 format!("{path}.routes"),
@@ -1369,4 +1441,33 @@ fn compile_key(k: Option<&RawKey>, p: &str) -> Result<KeySource, ConfigError> {
         ));
     }
     Ok(src)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn invalid_plan_reads_what_it_can() {
+        let plan = invalid_plan(
+            r#"{"on_invalid_config": "refuse", "headers": {"version": "X-Ver"},
+                "routes": [{"headers": {"hash": "x-h", "endpoint": "bad name"}}],
+                "versions": [{"name": "v1", "weight": 200}]}"#,
+        );
+        assert!(plan.refuse);
+        assert_eq!(
+            plan.override_headers,
+            [
+                "x-canary-version",
+                "x-sticky-hash",
+                "x-sticky-endpoint",
+                "x-ver",
+                "x-h"
+            ]
+        );
+        let plan = invalid_plan("{not json");
+        assert!(!plan.refuse);
+        assert_eq!(plan.override_headers.len(), 3);
+        assert!(!invalid_plan(r#"{"on_invalid_config": "pass_through"}"#).refuse);
+    }
 }

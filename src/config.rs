@@ -35,6 +35,23 @@ pub struct RawConfig {
     pub headers: Option<RawHeaders>,
     /// Per-route overrides, first match wins.
     pub routes: Option<Vec<serde_json::Value>>,
+    /// What the filter does when this config is invalid: `pass_through`
+    /// (default: keep the last good config of this plugin, else pass every
+    /// request through) or `refuse` (Envoy rejects the filter config).
+    pub on_invalid_config: Option<OnInvalidConfig>,
+}
+
+/// What the filter does with an invalid config.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnInvalidConfig {
+    /// Keep serving: the last good config of this plugin in this VM, or
+    /// pass-through when there is none. Logged and counted.
+    PassThrough,
+    /// Refuse the config: `on_configure` returns false and Envoy rejects the
+    /// filter (with Istio's ECDS delivery and no earlier config, the
+    /// listener then answers 500 to every request).
+    Refuse,
 }
 
 /// Whether the version a user was given is remembered.

@@ -6,17 +6,23 @@ use crate::compile::{KeySource, Matcher, Plugin, Policy, RouteMatch, Source};
 use crate::config::Mode;
 use crate::hash;
 use crate::session::{Opened, Origin, Session, MAX_ENDPOINT};
+use std::net::IpAddr;
 
 /// Longest header, cookie or query value a rule or key source will look at;
 /// longer values are treated as absent.
 pub const MAX_VALUE: usize = 1024;
 
+/// One request header as the host gives it: lowercase name and value, both
+/// as bytes (Envoy passes bytes that are not UTF-8 through).
+pub type Header = (Vec<u8>, Vec<u8>);
+
 /// What the adapter read from the host for one request.
 #[derive(Debug, Clone, Copy)]
 pub struct Request<'a> {
     /// All request headers, lowercase names, as Envoy lists them (pseudo
-    /// headers such as `:path` and `:authority` included).
-    pub headers: &'a [(String, String)],
+    /// headers such as `:path` and `:authority` included). A name or value
+    /// that is not UTF-8 counts as absent everywhere.
+    pub headers: &'a [Header],
     /// `xds.route_name`, when some route entry needs it.
     pub route_name: Option<&'a str>,
     /// `xds.virtual_host_name`, when some route entry needs it.
@@ -30,7 +36,7 @@ pub struct Request<'a> {
 /// A lookup that distinguishes absent from ambiguous.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Lookup<'a> {
-    /// Not there (or too long to be genuine).
+    /// Not there (or too long to be genuine, or not UTF-8).
     Absent,
     /// Exactly one value.
     One(&'a str),
@@ -55,9 +61,18 @@ impl<'a> Lookup<'a> {
     }
 }
 
+/// Most copies of the session cookie the filter will look at; a request
+/// with more counts as having no valid session (bounds the work an
+/// attacker can ask for: each sealed copy is one AEAD open).
+pub const MAX_SESSION_COPIES: usize = 8;
+
+fn name_is(k: &[u8], name: &str) -> bool {
+    k.eq_ignore_ascii_case(name.as_bytes())
+}
+
 impl<'a> Request<'a> {
-    /// A header by lowercase name; values over [`MAX_VALUE`] count as
-    /// absent.
+    /// A header by lowercase name; values over [`MAX_VALUE`] or not UTF-8
+    /// count as absent.
     pub fn header(&self, name: &str) -> Lookup<'a> {
         match self.header_any_length(name) {
             Lookup::One(v) if v.len() > MAX_VALUE => Lookup::Absent,
@@ -65,40 +80,44 @@ impl<'a> Request<'a> {
         }
     }
 
-    /// Was this header sent at all (any number of times, any length)?
+    /// Was this header sent at all (any number of times, any length or
+    /// encoding)?
     pub fn header_present(&self, name: &str) -> bool {
-        self.headers
-            .iter()
-            .any(|(k, _)| k.eq_ignore_ascii_case(name))
+        self.headers.iter().any(|(k, _)| name_is(k, name))
     }
 
-    /// A header by lowercase name, whatever its length (`:path` may be long).
+    /// A header by lowercase name, whatever its length (`:path` may be
+    /// long). Copies that are not UTF-8 are skipped.
     fn header_any_length(&self, name: &str) -> Lookup<'a> {
         let mut out = Lookup::Absent;
         for (k, v) in self.headers {
-            if k.eq_ignore_ascii_case(name) {
-                out = out.push(v.as_str());
+            if name_is(k, name) {
+                if let Ok(v) = std::str::from_utf8(v) {
+                    out = out.push(v);
+                }
             }
         }
         out
+    }
+
+    /// Every value of a cookie, across every `cookie` header (HTTP/1 sends
+    /// one, HTTP/2 may send crumbs), in order. A `name=value` piece that is
+    /// not UTF-8 is skipped; the other cookies of the header still count.
+    pub fn cookie_values<'s>(&'s self, name: &'s str) -> impl Iterator<Item = &'a str> + 's {
+        self.headers
+            .iter()
+            .filter(|(k, _)| name_is(k, "cookie"))
+            .flat_map(|(_, v)| crate::setcookie::parse_cookie_bytes(v))
+            .filter(move |(n, _)| *n == name)
+            .map(|(_, v)| v)
     }
 
     /// A cookie by name, across every `cookie` header (any length).
     pub fn cookie(&self, name: &str) -> Lookup<'a> {
-        let mut out = Lookup::Absent;
-        for (k, v) in self.headers {
-            if !k.eq_ignore_ascii_case("cookie") {
-                continue;
-            }
-            for (n, value) in crate::setcookie::parse_cookie_header(v) {
-                if n == name {
-                    out = out.push(value);
-                }
-            }
-        }
         // No length limit here: a rule compares with a short value, and an
         // oversized session cookie must count as invalid, not absent.
-        out
+        self.cookie_values(name)
+            .fold(Lookup::Absent, |out, v| out.push(v))
     }
 
     /// A query parameter by name, percent-decoded.
@@ -146,6 +165,10 @@ fn percent_decode(s: &str) -> Option<String> {
             b'+' => out.push(b' '),
             b'%' => {
                 let hex = s.get(i + 1..i + 3)?;
+                // from_str_radix alone would accept a sign: "%+a".
+                if !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    return None;
+                }
                 out.push(u8::from_str_radix(hex, 16).ok()?);
                 i += 2;
             }
@@ -255,8 +278,15 @@ pub enum CookieState {
     Absent,
     /// Valid.
     Valid,
-    /// Present but garbled, forged, expired, duplicated or for another key.
+    /// Present but garbled, forged, expired, for another key, or sent in
+    /// more than [`MAX_SESSION_COPIES`] copies.
     Invalid,
+    /// Several copies that open but disagree (a second cookie planted
+    /// beside the user's own, or copies left by a Path or Domain change):
+    /// none is trusted. No remembered version, no pin, no `Set-Cookie`;
+    /// the user is placed by weight with a key derived from every copy, so
+    /// the placement is stable while the copies last and no copy picks it.
+    Conflicting,
 }
 
 /// The decision for one request.
@@ -286,37 +316,54 @@ pub trait Entropy {
     fn fill(&mut self, buf: &mut [u8]) -> bool;
 }
 
-fn client_ip<'a>(req: &Request<'a>, hops: u32) -> Option<&'a str> {
+/// An IP address as a client-IP key: `1.2.3.4`, `1.2.3.4:port`, `::1`,
+/// `[::1]` or `[::1]:port`; an IPv4-mapped IPv6 address is its IPv4
+/// address. Anything else (`unknown`, `_hidden` obfuscated identifiers,
+/// host names) is not an address.
+pub fn parse_ip(s: &str) -> Option<IpAddr> {
+    let s = s.trim();
+    if s.len() > 64 {
+        return None;
+    }
+    let bare = if let Some(rest) = s.strip_prefix('[') {
+        let (ip, after) = rest.split_once(']')?;
+        if !(after.is_empty() || is_port(after.strip_prefix(':')?)) {
+            return None;
+        }
+        ip
+    } else {
+        match s.rsplit_once(':') {
+            // One colon: IPv4 with a port. More: a bare IPv6 address.
+            Some((ip, port)) if !ip.contains(':') && is_port(port) => ip,
+            _ => s,
+        }
+    };
+    bare.parse::<IpAddr>().ok().map(|ip| ip.to_canonical())
+}
+
+fn is_port(p: &str) -> bool {
+    !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// The client address a `client_ip` key is made from: Envoy's
+/// `source.address` (hops 0) or the `hops`-th X-Forwarded-For entry from
+/// the right. `None` when there is no such entry or it is not an address.
+fn client_ip(req: &Request<'_>, hops: u32) -> Option<IpAddr> {
     if hops == 0 {
-        let a = req.client_address?;
-        // "ip:port" or "[v6]:port"
-        let ip = if let Some(rest) = a.strip_prefix('[') {
-            rest.split(']').next()?
-        } else {
-            match a.rsplit_once(':') {
-                Some((ip, port))
-                    if port.bytes().all(|b| b.is_ascii_digit()) && !ip.contains(':') =>
-                {
-                    ip
-                }
-                _ => a,
-            }
-        };
-        return Some(ip).filter(|s| !s.is_empty());
+        return parse_ip(req.client_address?);
     }
     // X-Forwarded-For, possibly over several headers: entries in order.
     let entries: Vec<&str> = req
         .headers
         .iter()
-        .filter(|(k, _)| k.eq_ignore_ascii_case("x-forwarded-for"))
-        .flat_map(|(_, v)| v.split(','))
+        .filter(|(k, _)| name_is(k, "x-forwarded-for"))
+        .filter_map(|(_, v)| std::str::from_utf8(v).ok())
+        .flat_map(|v| v.split(','))
         .map(str::trim)
         .collect();
     let n = hops as usize;
-    if entries.len() < n {
-        return None;
-    }
-    Some(entries[entries.len() - n]).filter(|s| !s.is_empty() && s.len() <= 64)
+    let entry = entries.len().checked_sub(n).and_then(|i| entries.get(i))?;
+    parse_ip(entry)
 }
 
 fn rule_hits(policy: &Policy, req: &Request<'_>) -> Option<(usize, usize)> {
@@ -365,16 +412,7 @@ pub fn version_for_bucket(weights: &[u32], bucket: u32) -> usize {
 /// Decide version, pod and session for a request under `policy`.
 pub fn decide(policy: &Policy, req: &Request<'_>, rng: &mut dyn Entropy) -> Decision {
     let now = req.now;
-    let (incoming, cookie_state, stale_key) = match req.cookie(&policy.cookie.name) {
-        Lookup::Absent => (None, CookieState::Absent, false),
-        Lookup::Many => (None, CookieState::Invalid, false),
-        Lookup::One(v) => match Session::open(v, &policy.cookie.name, &policy.keys, now) {
-            Opened::Valid { session, stale_key } => (Some(session), CookieState::Valid, stale_key),
-            Opened::Invalid => (None, CookieState::Invalid, false),
-        },
-    };
-
-    // The session key: from the configured source, else the cookie's, else new.
+    // The session key from the configured source, if any.
     let external: Option<[u8; 16]> = match &policy.key {
         KeySource::Cookie => None,
         KeySource::Header(h) => req
@@ -387,24 +425,17 @@ pub fn decide(policy: &Policy, req: &Request<'_>, rng: &mut dyn Entropy) -> Deci
             .filter(|v| !v.is_empty())
             .map(|v| hash::derive_key(v.as_bytes())),
         KeySource::ClientIp { hops } => {
-            client_ip(req, *hops).map(|ip| hash::derive_key(ip.as_bytes()))
+            client_ip(req, *hops).map(|ip| hash::derive_key(ip.to_string().as_bytes()))
         }
     };
     let key_fallback = policy.key != KeySource::Cookie && external.is_none();
-    // A cookie for another identity (the header's user changed) is ignored.
-    let incoming = match (incoming, external) {
-        (Some(s), Some(k)) if s.key != k => None,
-        (s, _) => s,
-    };
-    let cookie_state = if cookie_state == CookieState::Valid && incoming.is_none() {
-        CookieState::Invalid
-    } else {
-        cookie_state
-    };
-    let key = match (external, &incoming) {
-        (Some(k), _) => k,
-        (None, Some(s)) => s.key,
-        (None, None) => new_key(rng, req),
+    let read = read_session(policy, req, external);
+    let (incoming, cookie_state, stale_key) = (read.session, read.state, read.stale_key);
+    let key = match (external, &incoming, read.conflict_key) {
+        (Some(k), _, _) => k,
+        (None, Some(s), _) => s.key,
+        (None, None, Some(k)) => k,
+        (None, None, None) => new_key(rng, req),
     };
 
     let weights = policy.weights_at(now);
@@ -456,7 +487,9 @@ pub fn decide(policy: &Policy, req: &Request<'_>, rng: &mut dyn Entropy) -> Deci
         endpoint: endpoint.clone(),
     };
     let write_cookie = match &incoming {
-        None => true,
+        // Conflicting copies: writing ours would change the set of copies
+        // and so the derived key; the placement stays stable without it.
+        None => cookie_state != CookieState::Conflicting,
         // (The key cannot differ: a cookie for another key was dropped above.)
         Some(s) => {
             stale_key
@@ -486,6 +519,95 @@ pub fn decide(policy: &Policy, req: &Request<'_>, rng: &mut dyn Entropy) -> Deci
         write_cookie,
         cookie_state,
         key_fallback,
+    }
+}
+
+/// What the session cookie copies of a request amount to.
+struct SessionRead {
+    session: Option<Session>,
+    state: CookieState,
+    stale_key: bool,
+    /// With conflicting copies: the key they share, or one derived from all
+    /// of their keys.
+    conflict_key: Option<[u8; 16]>,
+}
+
+/// Open every copy of the session cookie and decide what to trust.
+///
+/// - No copy: absent. No copy that opens: invalid (garbage beside nothing).
+/// - Copies that open and agree on key, version, origin and pin (the same
+///   cookie twice, or copies of one session issued at different times):
+///   that session, with the latest expiry. Copies that do not open beside
+///   them are ignored.
+/// - Copies that open but disagree: conflicting (see
+///   [`CookieState::Conflicting`]).
+/// - With a key source, a copy made for another identity does not count.
+/// - More than [`MAX_SESSION_COPIES`] copies: invalid, none is opened.
+fn read_session(policy: &Policy, req: &Request<'_>, external: Option<[u8; 16]>) -> SessionRead {
+    let name = policy.cookie.name.as_str();
+    let mut seen = 0usize;
+    let mut valid: Vec<(Session, bool)> = Vec::new();
+    for value in req.cookie_values(name) {
+        seen += 1;
+        if seen > MAX_SESSION_COPIES {
+            return SessionRead {
+                session: None,
+                state: CookieState::Invalid,
+                stale_key: false,
+                conflict_key: None,
+            };
+        }
+        if let Opened::Valid { session, stale_key } =
+            Session::open(value, name, &policy.keys, req.now)
+        {
+            if external.is_none_or(|k| k == session.key) {
+                valid.push((session, stale_key));
+            }
+        }
+    }
+    let state = match (seen, valid.len()) {
+        (0, _) => CookieState::Absent,
+        (_, 0) => CookieState::Invalid,
+        _ => CookieState::Valid,
+    };
+    let same = |a: &Session, b: &Session| {
+        a.key == b.key
+            && a.version_id == b.version_id
+            && a.origin == b.origin
+            && a.endpoint == b.endpoint
+    };
+    let Some(first_copy) = valid.first() else {
+        return SessionRead {
+            session: None,
+            state,
+            stale_key: false,
+            conflict_key: None,
+        };
+    };
+    if valid.iter().all(|(s, _)| same(s, &first_copy.0)) {
+        let best = valid
+            .iter()
+            .max_by_key(|(s, _)| s.expiry)
+            .unwrap_or(first_copy);
+        return SessionRead {
+            session: Some(best.0.clone()),
+            state,
+            stale_key: best.1,
+            conflict_key: None,
+        };
+    }
+    let mut keys: Vec<[u8; 16]> = valid.iter().map(|(s, _)| s.key).collect();
+    keys.sort_unstable();
+    keys.dedup();
+    let conflict_key = match keys.as_slice() {
+        [one] => *one,
+        many => hash::derive_key(&many.concat()),
+    };
+    SessionRead {
+        session: None,
+        state: CookieState::Conflicting,
+        stale_key: false,
+        conflict_key: Some(conflict_key),
     }
 }
 
@@ -541,7 +663,9 @@ pub struct Upstream<'a> {
 /// - A 5xx answer never moves or sets the pin: it says nothing good about
 ///   the pod that gave it.
 pub fn on_upstream_response(policy: &Policy, d: &mut Decision, up: &Upstream<'_>) -> bool {
-    if policy.mode == Mode::Persistent && up.status.is_none_or(|s| s < 500) {
+    // Conflicting session copies: no pin either (see `CookieState`).
+    let conflicting = d.cookie_state == CookieState::Conflicting;
+    if policy.mode == Mode::Persistent && !conflicting && up.status.is_none_or(|s| s < 500) {
         if let Some(addr) = up
             .address
             .filter(|a| !a.is_empty() && a.len() <= MAX_ENDPOINT)
@@ -577,6 +701,37 @@ mod tests {
         assert_eq!(percent_decode("v%32+x").as_deref(), Some("v2 x"));
         assert_eq!(percent_decode("%zz"), None);
         assert_eq!(percent_decode("%4"), None);
+        assert_eq!(percent_decode("%+a"), None);
+        assert_eq!(percent_decode("%-1"), None);
+        assert_eq!(percent_decode("%2b").as_deref(), Some("+"));
+    }
+
+    #[test]
+    fn client_ip_keys_are_addresses_only() {
+        let ip = |s: &str| parse_ip(s).map(|a| a.to_string());
+        assert_eq!(ip("203.0.113.9").as_deref(), Some("203.0.113.9"));
+        assert_eq!(ip("203.0.113.9:4711").as_deref(), Some("203.0.113.9"));
+        assert_eq!(ip(" 203.0.113.9 ").as_deref(), Some("203.0.113.9"));
+        assert_eq!(ip("2001:db8::1").as_deref(), Some("2001:db8::1"));
+        assert_eq!(ip("2001:DB8:0::1").as_deref(), Some("2001:db8::1"));
+        assert_eq!(ip("[2001:db8::1]").as_deref(), Some("2001:db8::1"));
+        assert_eq!(ip("[2001:db8::1]:443").as_deref(), Some("2001:db8::1"));
+        assert_eq!(ip("::ffff:203.0.113.9").as_deref(), Some("203.0.113.9"));
+        for bad in [
+            "unknown",
+            "_hidden",
+            "",
+            "203.0.113.9:",
+            "203.0.113.9:port",
+            "203.0.113.9:123456",
+            "[2001:db8::1]443",
+            "[2001:db8::1",
+            "example.com",
+            "example.com:80",
+            "1.2.3.4.5",
+        ] {
+            assert_eq!(ip(bad), None, "{bad:?}");
+        }
     }
 
     #[test]

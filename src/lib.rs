@@ -20,7 +20,7 @@
 //!     "versions": [{"name": "v1"}, {"name": "v2", "weight": 0}],
 //!     "rules": [{"cookie": "canary", "value": "v2", "version": "v2"}]
 //! }"#).unwrap();
-//! let headers = vec![(":path".into(), "/".into()), ("cookie".into(), "canary=v2".into())];
+//! let headers = vec![(b":path".to_vec(), b"/".to_vec()), (b"cookie".to_vec(), b"canary=v2".to_vec())];
 //! let req = Request { headers: &headers, route_name: None, virtual_host: None, client_address: None, now: 1_800_000_000 };
 //! struct Zero;
 //! impl Entropy for Zero { fn fill(&mut self, b: &mut [u8]) -> bool { b.fill(7); true } }
@@ -37,6 +37,7 @@ pub mod compile;
 pub mod config;
 pub mod decide;
 pub mod hash;
+pub mod headermap;
 pub mod session;
 pub mod setcookie;
 pub mod time;
@@ -52,3 +53,5 @@ pub use decide::{
 // the crate is the host-free core alone.
 #[cfg(all(target_arch = "wasm32", target_os = "wasi"))]
 mod filter;
+#[cfg(all(target_arch = "wasm32", target_os = "wasi"))]
+mod host;

@@ -58,6 +58,16 @@ pub fn parse_cookie_header(header: &str) -> impl Iterator<Item = (&str, &str)> {
     })
 }
 
+/// The cookies of a `Cookie` header given as bytes: each `;`-separated
+/// piece that is UTF-8 is parsed as in [`parse_cookie_header`]; a piece
+/// that is not UTF-8 is skipped, and the other cookies still count.
+pub fn parse_cookie_bytes(header: &[u8]) -> impl Iterator<Item = (&str, &str)> {
+    header
+        .split(|b| *b == b';')
+        .filter_map(|piece| std::str::from_utf8(piece).ok())
+        .flat_map(parse_cookie_header)
+}
+
 /// Browsers that reject or mishandle `SameSite=None` (the list Chromium
 /// published for the 2020 SameSite change, as ingress-nginx uses it):
 /// iOS 12 and macOS 10.14 Safari or web views, Chrome and Chromium 51-66,

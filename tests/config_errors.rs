@@ -38,7 +38,7 @@ const CASES: &[(&str, &str, &str)] = &[
      "invalid plugin config: $ = null: the plugin config must be a JSON object"),
     // ---- unknown keys, top level and nested ------------------------------
     ("unknown top-level key", r#"{"versions":[{"name":"v1"},{"name":"v2","weight":10}],"bogus":1}"#,
-     "invalid plugin config: bogus = 1: unknown field `bogus`, expected one of `versions`, `weight_total`, `rules`, `stickiness`, `rollback`, `seed`, `session`, `headers`, `routes`"),
+     "invalid plugin config: bogus = 1: unknown field `bogus`, expected one of `versions`, `weight_total`, `rules`, `stickiness`, `rollback`, `seed`, `session`, `headers`, `routes`, `on_invalid_config`"),
     ("unknown key in session.cookie", r#"{"versions":[{"name":"v1"},{"name":"v2","weight":10}],"session":{"cookie":{"nmae":"x"}}}"#,
      "invalid plugin config: session.cookie.nmae = \"x\": unknown field `nmae`, expected one of `name`, `path`, `domain`, `max_age`, `expires`, `secure`, `http_only`, `same_site`, `same_site_none_compat`"),
     ("unknown key in a version", r#"{"versions":[{"name":"v1"},{"name":"v2","wieght":10}]}"#,
@@ -49,8 +49,12 @@ const CASES: &[(&str, &str, &str)] = &[
      "invalid plugin config: versions[1].ramp.form = 0: unknown field `form`, expected one of `start`, `end`, `duration`, `from`, `to`, `steps`"),
     ("unknown key in a route match", r#"{"versions":[{"name":"v1"},{"name":"v2","weight":10}],"routes":[{"match":{"path":"/a"}}]}"#,
      "invalid plugin config: routes[0].match.path = \"/a\": unknown field `path`, expected one of `route_name`, `virtual_host`, `authority`, `path_prefix`"),
+    ("on_invalid_config unknown value", r#"{"on_invalid_config":"ignore","versions":[{"name":"v1"},{"name":"v2","weight":10}]}"#,
+     "invalid plugin config: on_invalid_config = \"ignore\": unknown variant `ignore`, expected `pass_through` or `refuse`"),
+    ("on_invalid_config in a route entry", r#"{"versions":[{"name":"v1"},{"name":"v2","weight":10}],"routes":[{"match":{"path_prefix":"/a"},"on_invalid_config":"refuse"}]}"#,
+     "invalid plugin config: routes[0].on_invalid_config: only at the top level: it applies to the whole plugin config"),
     ("unknown key in a route entry", r#"{"versions":[{"name":"v1"},{"name":"v2","weight":10}],"routes":[{"match":{"path_prefix":"/a"},"verisons":[]}]}"#,
-     "invalid plugin config: routes[0].verisons = []: unknown field `verisons`, expected one of `versions`, `weight_total`, `rules`, `stickiness`, `rollback`, `seed`, `session`, `headers`, `routes`"),
+     "invalid plugin config: routes[0].verisons = []: unknown field `verisons`, expected one of `versions`, `weight_total`, `rules`, `stickiness`, `rollback`, `seed`, `session`, `headers`, `routes`, `on_invalid_config`"),
     ("unknown key nested in a route entry", r#"{"versions":[{"name":"v1"},{"name":"v2","weight":10}],"routes":[{"match":{"path_prefix":"/a"},"session":{"bogus":1}}]}"#,
      "invalid plugin config: routes[0].session.bogus = 1: unknown field `bogus`, expected one of `cookie`, `key`, `ttl`, `mode`, `secrets`, `secrets_env`, `change_on_failure`"),
     // ---- types -----------------------------------------------------------

@@ -10,6 +10,7 @@
 
 use sticky_canary::compile::Policy;
 use sticky_canary::decide::Decision;
+pub use sticky_canary::decide::Header;
 use sticky_canary::session::NONCE_LEN;
 use sticky_canary::{
     compile_json, decide, on_response, setcookie, CookieState, Entropy, Plugin, Reason, Request,
@@ -61,16 +62,22 @@ impl Entropy for NoEntropy {
     }
 }
 
-/// Owned header list from `(name, value)` pairs (names kept as given).
-pub fn headers(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+/// Owned header list from `(name, value)` pairs (names kept as given), as
+/// bytes like the adapter reads them.
+pub fn headers(pairs: &[(&str, &str)]) -> Vec<Header> {
     pairs
         .iter()
-        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .map(|(k, v)| (k.as_bytes().to_vec(), v.as_bytes().to_vec()))
         .collect()
 }
 
+/// One header pair as bytes.
+pub fn header(name: &str, value: &str) -> Header {
+    (name.as_bytes().to_vec(), value.as_bytes().to_vec())
+}
+
 /// A request over `headers` at `now`, no route properties, no client address.
-pub fn request(headers: &[(String, String)], now: u64) -> Request<'_> {
+pub fn request(headers: &[Header], now: u64) -> Request<'_> {
     Request {
         headers,
         route_name: None,
@@ -163,10 +170,10 @@ impl Client {
     ) -> Visit {
         let mut h = Vec::new();
         if !extra.iter().any(|(k, _)| *k == ":path") {
-            h.push((":path".to_owned(), "/".to_owned()));
+            h.push(header(":path", "/"));
         }
         if let Some(v) = &self.jar {
-            h.push(("cookie".to_owned(), format!("{}={}", policy.cookie.name, v)));
+            h.push(header("cookie", &format!("{}={}", policy.cookie.name, v)));
         }
         h.extend(headers(extra));
         let req = Request {
