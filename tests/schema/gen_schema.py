@@ -254,6 +254,10 @@ top["routes"] = {
   "description": "Per-route overrides, first match wins. Each entry is the top-level object with the entry's keys merged in (objects key by key, arrays and scalars replaced). Requests no entry matches use the top-level policy, or pass through when the top level has no `versions`.",
   "items": {"$ref": "#/$defs/routeEntry"},
 }
+top["on_invalid_config"] = {
+  "enum": ["pass_through", "refuse"], "default": "pass_through",
+  "description": "What the filter does when this config is invalid. `pass_through`: log and count it, keep serving the last good config of this plugin in this VM, or pass every request through when there is none. `refuse`: Envoy rejects the filter config (with ECDS and no earlier config, every request then gets 500). Top level only.",
+}
 schema["properties"] = top
 
 entry_props = dict(common)

@@ -60,9 +60,12 @@ def _rust_structs() -> dict[str, list[str]]:
 
 
 def _rust_enum(name: str) -> list[str]:
-    m = re.search(rf"#\[serde\(rename_all = \"lowercase\"\)\]\s*pub enum {name} \{{(.*?)\n\}}", CONFIG_RS, re.S)
+    m = re.search(rf"#\[serde\(rename_all = \"(lowercase|snake_case)\"\)\]\s*pub enum {name} \{{(.*?)\n\}}", CONFIG_RS, re.S)
     assert m, f"enum {name} not found in src/config.rs"
-    return [v.lower() for v in re.findall(r"^\s*(\w+),", m.group(1), re.M)]
+    variants = re.findall(r"^\s*(\w+),", m.group(2), re.M)
+    if m.group(1) == "lowercase":
+        return [v.lower() for v in variants]
+    return [re.sub(r"(?<!^)([A-Z])", r"_\1", v).lower() for v in variants]
 
 
 # Which schema object mirrors which serde struct.
@@ -90,13 +93,14 @@ def test_every_serde_struct_is_mirrored_key_for_key():
 def test_route_entries_take_top_level_keys_but_routes():
     entry = SCHEMA["$defs"]["routeEntry"]
     assert entry["additionalProperties"] is False
-    top = set(SCHEMA["properties"]) - {"routes"}
+    top = set(SCHEMA["properties"]) - {"routes", "on_invalid_config"}
     assert set(entry["properties"]) == top | {"name", "match", "enabled"}
     assert entry["required"] == ["match"]
 
 
 def test_enums_match_the_serde_enums():
     assert SCHEMA["properties"]["stickiness"]["enum"] == _rust_enum("Stickiness")
+    assert SCHEMA["properties"]["on_invalid_config"]["enum"] == _rust_enum("OnInvalidConfig")
     assert SCHEMA["$defs"]["sessionFields"]["properties"]["mode"]["enum"] == _rust_enum("Mode")
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import sys
+import json
 from pathlib import Path
 
 import pytest
@@ -115,15 +116,18 @@ BAD_SAMPLES = [
 ]
 
 
-def test_bad_configs_make_envoy_exit(tmp_path):
+def test_bad_configs_make_envoy_exit_when_strict(tmp_path):
+    """With "on_invalid_config": "refuse" each mistake stops Envoy with the
+    error in its log. (Without it the filter serves pass-through instead:
+    tests/e2e/test_bad_config.py.)"""
     jobs, expected = [], []
     for subdir, name, needle in BAD_SAMPLES:
         path = Path(__file__).resolve().parent / subdir / name
         assert path in json_files(subdir), path
-        jobs.append((istio_shaped_config(path.read_text()), tmp_path / name, None))
+        doc = json.loads(path.read_text())
+        doc["on_invalid_config"] = "refuse"
+        jobs.append((istio_shaped_config(json.dumps(doc)), tmp_path / name, None))
         expected.append((f"{subdir}/{name}", needle))
-    jobs.append((istio_shaped_config("{not json"), tmp_path / "not-json", None))
-    expected.append(("invalid JSON", "not valid JSON"))
     results = harness.run_many_expect_failure(jobs)
     problems = []
     for (label, needle), res in zip(expected, results):
