@@ -5,7 +5,8 @@
 //! the field path and the offending value.
 
 use crate::config::{
-    Mode, RawConfig, RawCookie, RawKey, RawMatch, RawRamp, RawRule, RawVersion, Stickiness,
+    Mode, RawConfig, RawCookie, RawKey, RawMatch, RawRamp, RawRule, RawVersion, SecureSetting,
+    Stickiness,
 };
 use crate::hash::fnv32;
 use crate::session::SealKey;
@@ -261,13 +262,25 @@ pub struct CookieSpec {
     /// Seconds from now for `Expires`.
     pub expires: Option<u64>,
     /// `Secure`.
-    pub secure: bool,
+    pub secure: Secure,
     /// `HttpOnly`.
     pub http_only: bool,
     /// `SameSite`.
     pub same_site: Option<SameSite>,
     /// Omit `SameSite=None` for browsers that reject it.
     pub same_site_none_compat: bool,
+}
+
+/// When the cookie carries `Secure`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Secure {
+    /// Always.
+    Always,
+    /// Never.
+    Never,
+    /// When the request came over HTTPS (`:scheme` or `x-forwarded-proto`
+    /// is `https`), as ingress-nginx does by default.
+    Auto,
 }
 
 /// Names of the headers the filter writes.
@@ -547,6 +560,7 @@ pub fn compile_json(text: &str) -> Result<Plugin, ConfigError> {
         let policy = if enabled {
             let mut merged = global.clone();
             merge(&mut merged, entry);
+            default_cookie_path(&mut merged, &matcher);
             let raw = parse_raw(&Value::Object(merged), &format!("{path}."))?;
             if raw.versions.is_none() {
                 return Err(err(format!("{path}.versions"), "", "no versions here nor globally (use \"enabled\": false to pass a route through)"));
@@ -599,6 +613,37 @@ pub fn compile_json(text: &str) -> Result<Plugin, ConfigError> {
         global: global_policy,
         routes: entries,
     })
+}
+
+/// A route entry matched by exactly one path prefix scopes its cookie to
+/// that path when neither the entry nor the global object sets
+/// `session.cookie.path` (ingress-nginx defaults the cookie Path to the
+/// location path). A prefix that is not a usable cookie path keeps `/`.
+fn default_cookie_path(merged: &mut Map<String, Value>, m: &RouteMatch) {
+    let [prefix] = m.path_prefixes.as_slice() else {
+        return;
+    };
+    if prefix.len() > 256
+        || prefix
+            .bytes()
+            .any(|b| b == b';' || !(0x21..0x7f).contains(&b))
+    {
+        return;
+    }
+    let session = merged
+        .entry("session")
+        .or_insert_with(|| Value::Object(Map::new()));
+    let Value::Object(session) = session else {
+        return;
+    };
+    let cookie = session
+        .entry("cookie")
+        .or_insert_with(|| Value::Object(Map::new()));
+    if let Value::Object(cookie) = cookie {
+        cookie
+            .entry("path")
+            .or_insert_with(|| Value::String(prefix.clone()));
+    }
 }
 
 fn short_json(v: &Value) -> String {
@@ -1339,22 +1384,21 @@ fn compile_cookie(c: &RawCookie, p: &str) -> Result<CookieSpec, ConfigError> {
             }
         }),
     };
-    let secure = c.secure.unwrap_or(false);
-    if same_site == Some(SameSite::None) && !secure {
+    let secure = match c.secure {
+        None | Some(SecureSetting::Fixed(false)) => Secure::Never,
+        Some(SecureSetting::Fixed(true)) => Secure::Always,
+        Some(SecureSetting::Auto) => Secure::Auto,
+    };
+    if same_site == Some(SameSite::None) && secure == Secure::Never {
         return Err(err(
             format!("{p}.same_site"),
             "\"None\"",
-            "SameSite=None requires \"secure\": true (browsers drop it otherwise)",
+            "SameSite=None requires \"secure\": true or \"auto\" (browsers drop it otherwise)",
         ));
     }
+    // Like ingress-nginx, the compatibility switch is accepted with any
+    // SameSite value; it only ever drops `SameSite=None`.
     let compat = c.same_site_none_compat.unwrap_or(false);
-    if compat && same_site != Some(SameSite::None) {
-        return Err(err(
-            format!("{p}.same_site_none_compat"),
-            true,
-            "only applies with \"same_site\": \"None\"",
-        ));
-    }
     Ok(CookieSpec {
         name,
         path,

@@ -162,14 +162,46 @@ pub struct RawCookie {
     pub max_age: Option<u64>,
     /// Seconds from now for a legacy `Expires` attribute (default: none).
     pub expires: Option<u64>,
-    /// `Secure` (default false).
-    pub secure: Option<bool>,
+    /// `Secure`: `true`, `false` (default) or `"auto"` (only when the
+    /// request came over HTTPS, as ingress-nginx does).
+    pub secure: Option<SecureSetting>,
     /// `HttpOnly` (default true).
     pub http_only: Option<bool>,
     /// `SameSite`: `None`, `Lax` or `Strict` (default: not sent).
     pub same_site: Option<String>,
     /// Omit `SameSite=None` for browsers known to reject it (default false).
     pub same_site_none_compat: Option<bool>,
+}
+
+/// The `secure` setting of the cookie: a boolean or `"auto"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SecureSetting {
+    /// Always (`true`) or never (`false`).
+    Fixed(bool),
+    /// When the request came over HTTPS (`:scheme` or `x-forwarded-proto`).
+    Auto,
+}
+
+impl<'de> Deserialize<'de> for SecureSetting {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = SecureSetting;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("true, false or \"auto\"")
+            }
+            fn visit_bool<E: serde::de::Error>(self, b: bool) -> Result<SecureSetting, E> {
+                Ok(SecureSetting::Fixed(b))
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<SecureSetting, E> {
+                match s {
+                    "auto" => Ok(SecureSetting::Auto),
+                    _ => Err(E::invalid_value(serde::de::Unexpected::Str(s), &self)),
+                }
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 /// Where the session key comes from.

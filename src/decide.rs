@@ -138,6 +138,17 @@ impl<'a> Request<'a> {
         found.filter(|v| v.len() <= MAX_VALUE)
     }
 
+    /// Did the request come over HTTPS? `:scheme` (Envoy sets it from the
+    /// downstream connection) or `x-forwarded-proto` (set by Envoy at the
+    /// edge, or by a trusted proxy in front) is `https`.
+    pub fn is_https(&self) -> bool {
+        [":scheme", "x-forwarded-proto"].iter().any(|h| {
+            self.header(h)
+                .one()
+                .is_some_and(|v| v.trim().eq_ignore_ascii_case("https"))
+        })
+    }
+
     fn path(&self) -> &'a str {
         let p = self.header_any_length(":path").one().unwrap_or("/");
         p.split(['?', '#']).next().unwrap_or(p)

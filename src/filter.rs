@@ -215,6 +215,8 @@ struct State {
     decision: Decision,
     now: u64,
     user_agent: Option<String>,
+    /// The request came over HTTPS (read only for `"secure": "auto"`).
+    https: bool,
 }
 
 struct Http {
@@ -315,12 +317,14 @@ impl HttpContext for Http {
         } else {
             None
         };
+        let https = policy.cookie.secure == crate::compile::Secure::Auto && req.is_https();
         let now = req.now;
         self.state = Some(State {
             slot,
             decision,
             now,
             user_agent,
+            https,
         });
         Action::Continue
     }
@@ -380,11 +384,12 @@ impl HttpContext for Http {
             .decision
             .session
             .encode(&policy.cookie.name, &policy.keys, &nonce);
-        let header = setcookie::render(
+        let header = setcookie::render_for(
             &policy.cookie,
             &value,
             state.now,
             state.user_agent.as_deref(),
+            state.https,
         );
         host::add_header(map::RESPONSE_HEADERS, "set-cookie", header.as_bytes());
         if let Some(Some(m)) = active.metrics.get(state.slot) {

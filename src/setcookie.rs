@@ -1,17 +1,30 @@
 //! Rendering the session `Set-Cookie` header.
 
-use crate::compile::{CookieSpec, SameSite};
+use crate::compile::{CookieSpec, SameSite, Secure};
 use crate::time::http_date;
 use std::fmt::Write;
 
+/// The `Set-Cookie` value for `value` under `spec` at Unix time `now`, for
+/// a request that did not come over HTTPS (see [`render_for`]).
+pub fn render(spec: &CookieSpec, value: &str, now: u64, user_agent: Option<&str>) -> String {
+    render_for(spec, value, now, user_agent, false)
+}
+
 /// The `Set-Cookie` value for `value` under `spec` at Unix time `now`.
-/// `user_agent` is consulted only when `same_site_none_compat` is on.
+/// `user_agent` is consulted only when `same_site_none_compat` is on, and
+/// `https` (the request came over HTTPS) only with `"secure": "auto"`.
 ///
 /// Attributes come in a fixed order: `Path`, `Domain`, `Max-Age`,
 /// `Expires`, `Secure`, `HttpOnly`, `SameSite`. Every piece was validated
 /// when the config was compiled, and the value is base64url, so nothing
 /// needs quoting.
-pub fn render(spec: &CookieSpec, value: &str, now: u64, user_agent: Option<&str>) -> String {
+pub fn render_for(
+    spec: &CookieSpec,
+    value: &str,
+    now: u64,
+    user_agent: Option<&str>,
+    https: bool,
+) -> String {
     let mut c = String::with_capacity(spec.name.len() + value.len() + 96);
     let _ = write!(c, "{}={}; Path={}", spec.name, value, spec.path);
     if let Some(d) = &spec.domain {
@@ -23,7 +36,7 @@ pub fn render(spec: &CookieSpec, value: &str, now: u64, user_agent: Option<&str>
     if let Some(s) = spec.expires {
         let _ = write!(c, "; Expires={}", http_date(now.saturating_add(s)));
     }
-    if spec.secure {
+    if spec.secure == Secure::Always || (spec.secure == Secure::Auto && https) {
         c.push_str("; Secure");
     }
     if spec.http_only {
@@ -143,7 +156,7 @@ mod tests {
             domain: None,
             max_age: Some(3600),
             expires: None,
-            secure: true,
+            secure: Secure::Always,
             http_only: true,
             same_site: Some(SameSite::None),
             same_site_none_compat: false,
@@ -197,12 +210,29 @@ mod tests {
     fn minimal_attributes() {
         let s = CookieSpec {
             max_age: None,
-            secure: false,
+            secure: Secure::Never,
             http_only: false,
             same_site: None,
             ..spec()
         };
         assert_eq!(render(&s, "v", 0, None), "my-sticky-cookie=v; Path=/");
+    }
+
+    #[test]
+    fn secure_auto_follows_the_request_scheme() {
+        let s = CookieSpec {
+            secure: Secure::Auto,
+            same_site: Some(SameSite::Lax),
+            ..spec()
+        };
+        assert_eq!(
+            render_for(&s, "v", 0, None, true),
+            "my-sticky-cookie=v; Path=/; Max-Age=3600; Secure; HttpOnly; SameSite=Lax"
+        );
+        assert_eq!(
+            render_for(&s, "v", 0, None, false),
+            "my-sticky-cookie=v; Path=/; Max-Age=3600; HttpOnly; SameSite=Lax"
+        );
     }
 
     #[test]

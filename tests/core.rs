@@ -1350,7 +1350,10 @@ fn route_entries_deep_merge_over_the_global_object() {
         ),
         ("g", "api", "g")
     );
-    assert!(api.cookie.secure && api.cookie.same_site == g.cookie.same_site);
+    assert!(
+        api.cookie.secure == sticky_canary::compile::Secure::Always
+            && api.cookie.same_site == g.cookie.same_site
+    );
     assert_eq!((api.ttl, shop.ttl), (600, 600));
     // Arrays are replaced whole.
     let names = |pol: &sticky_canary::Policy| {
@@ -1698,4 +1701,53 @@ fn duplicate_session_cookies() {
         a.session.key,
         sticky_canary::hash::derive_key(&concat.concat())
     );
+}
+
+/// ingress-nginx parity: a route entry matched by one path prefix scopes its
+/// cookie to that path unless a path is set; `"secure": "auto"` follows the
+/// request's scheme; the SameSite=None compatibility switch is accepted
+/// with Lax.
+#[test]
+fn ingress_nginx_cookie_defaults() {
+    let p = plugin(
+        r#"{"session":{"cookie":{"name":"sc","secure":"auto","same_site":"Lax","same_site_none_compat":true}},
+            "routes":[
+              {"name":"shop","match":{"path_prefix":"/shop/"},"versions":[{"name":"a"},{"name":"b","weight":0}]},
+              {"name":"two","match":{"path_prefix":["/x/","/y/"]},"versions":[{"name":"a"},{"name":"b","weight":0}]},
+              {"name":"set","match":{"path_prefix":"/z/"},"versions":[{"name":"a"},{"name":"b","weight":0}],
+               "session":{"cookie":{"path":"/"}}}]}"#,
+    );
+    let paths: Vec<&str> = p
+        .routes
+        .iter()
+        .map(|r| r.policy.as_ref().unwrap().cookie.path.as_str())
+        .collect();
+    assert_eq!(paths, ["/shop/", "/", "/"]);
+    let global_path = plugin(
+        r#"{"session":{"cookie":{"path":"/app"}},
+            "routes":[{"match":{"path_prefix":"/shop/"},"versions":[{"name":"a"},{"name":"b","weight":0}]}]}"#,
+    );
+    assert_eq!(
+        global_path.routes[0].policy.as_ref().unwrap().cookie.path,
+        "/app"
+    );
+    let shop = p.routes[0].policy.as_ref().unwrap();
+    let render = |https| setcookie::render_for(&shop.cookie, "V", NOW, None, https);
+    assert_eq!(
+        render(true),
+        "sc=V; Path=/shop/; Secure; HttpOnly; SameSite=Lax"
+    );
+    assert_eq!(render(false), "sc=V; Path=/shop/; HttpOnly; SameSite=Lax");
+    for (h, https) in [
+        (vec![(":scheme", "https")], true),
+        (vec![(":scheme", "http")], false),
+        (
+            vec![(":scheme", "http"), ("x-forwarded-proto", "HTTPS")],
+            true,
+        ),
+        (vec![], false),
+    ] {
+        let h = headers(&h);
+        assert_eq!(request(&h, NOW).is_https(), https, "{h:?}");
+    }
 }

@@ -65,7 +65,9 @@ def test_all_cookie_attributes_and_same_site_compat(workdir, backends):
 
 
 def test_lax_and_minimal_attributes(workdir, backends):
-    """Defaults: Path=/ and HttpOnly only; SameSite=Lax when asked."""
+    """Defaults: Path=/ and HttpOnly only; SameSite=Lax when asked. A route
+    entry matched by one path prefix scopes its cookie to that prefix (as
+    ingress-nginx scopes it to the location path)."""
     plugin = {
         "versions": [{"name": "canary-v1"}, {"name": "canary-v2", "weight": 0}],
         "routes": [{"name": "lax", "match": {"path_prefix": "/lax"},
@@ -77,7 +79,7 @@ def test_lax_and_minimal_attributes(workdir, backends):
         [cookie] = c.get("/").cookies_named("sticky-canary")
         assert cookie.attribute_set == {"Path=/", "HttpOnly"}
         [cookie] = c.get("/lax/1").cookies_named("lax")
-        assert cookie.attribute_set == {"Path=/", "SameSite=Lax"}
+        assert cookie.attribute_set == {"Path=/lax", "SameSite=Lax"}
         c.close()
     finally:
         envoy.stop()

@@ -145,26 +145,24 @@ D["cookieFields"] = {
   "additionalProperties": False,
   "properties": {
     "name": {"$ref": "#/$defs/token", "default": "sticky-canary", "description": "Cookie name, an RFC 6265 token (default `sticky-canary`)."},
-    "path": {"type": "string", "pattern": "^/[ -:<-~]*$", "maxLength": 256, "default": "/", "description": "`Path` attribute (default `/`): starts with /, at most 256 characters, no `;` or control characters."},
+    "path": {"type": "string", "pattern": "^/[ -:<-~]*$", "maxLength": 256, "default": "/", "description": "`Path` attribute: starts with /, at most 256 characters, no `;` or control characters. Default `/`; in a route entry matched by exactly one `path_prefix`, that prefix (when neither the entry nor the top level sets a path)."},
     "domain": {"type": "string", "pattern": "^[A-Za-z0-9.-]{1,253}$", "description": "`Domain` attribute (default: none, a host-only cookie)."},
     "max_age": {"type": "integer", "minimum": 1, "maximum": MAX_TTL, "description": "`Max-Age` in seconds, 1..=315360000 (default: none, a browser-session cookie)."},
     "expires": {"type": "integer", "minimum": 1, "maximum": MAX_TTL, "description": "Seconds from now for a legacy `Expires` attribute, 1..=315360000 (default: none)."},
-    "secure": {"type": "boolean", "default": False, "description": "`Secure` attribute (default false). Required with SameSite=None."},
+    "secure": {"anyOf": [{"type": "boolean"}, {"const": "auto"}], "default": False, "description": "`Secure` attribute: true, false (default) or \"auto\" (only when the request came over HTTPS: `:scheme` or `x-forwarded-proto` is https, as ingress-nginx does). SameSite=None needs true or \"auto\"."},
     "http_only": {"type": "boolean", "default": True, "description": "`HttpOnly` attribute (default true)."},
     "same_site": {
       "description": "`SameSite` attribute: `None`, `Lax` or `Strict` (case-insensitive; default: not sent). `None` requires `secure: true`.",
       "anyOf": [{"enum": ["None", "Lax", "Strict"]}, {"type": "string", "pattern": SAMESITE_PAT}],
     },
-    "same_site_none_compat": {"type": "boolean", "default": False, "description": "Omit `SameSite=None` for browsers known to reject it (default false); only with `same_site: None`."},
+    "same_site_none_compat": {"type": "boolean", "default": False, "description": "Omit `SameSite=None` for browsers known to reject it (default false); no effect with Lax, Strict or no SameSite (accepted, as ingress-nginx does)."},
   },
 }
 D["cookie"] = {
   "allOf": [
     {"$ref": "#/$defs/cookieFields"},
     {"if": {"required": ["same_site"], "properties": {"same_site": {"pattern": NONE_PAT}}},
-     "then": {"required": ["secure"], "properties": {"secure": {"const": True}}}},
-    {"if": {"required": ["same_site_none_compat"], "properties": {"same_site_none_compat": {"const": True}}},
-     "then": {"required": ["same_site"], "properties": {"same_site": {"pattern": NONE_PAT}}}},
+     "then": {"required": ["secure"], "properties": {"secure": {"enum": [True, "auto"]}}}},
   ],
   "description": "The session cookie's name and attributes.",
 }
