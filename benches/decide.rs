@@ -19,9 +19,10 @@
 
 use std::hint::black_box;
 use std::time::Instant;
-use sticky_canary::decide::Header;
+use sticky_canary::pipeline::{self, Upstream};
+use sticky_canary::request::Header;
 use sticky_canary::session::NONCE_LEN;
-use sticky_canary::{compile_json, decide, on_response, setcookie, Entropy, Plugin, Request};
+use sticky_canary::{compile_json, decide, Entropy, Plugin, Request};
 
 /// Fixed clock: the same instant for priming and the timed loop.
 const NOW: u64 = 1_800_000_000;
@@ -41,7 +42,9 @@ impl Entropy for XorShift {
     }
 }
 
-/// One request through the core; returns something to keep the optimiser honest.
+/// One request through the core, the adapter's own steps
+/// (`sticky_canary::pipeline`); returns something to keep the optimiser
+/// honest.
 fn one(plugin: &Plugin, headers: &[Header], rng: &mut XorShift) -> usize {
     let req = Request {
         headers,
@@ -50,19 +53,19 @@ fn one(plugin: &Plugin, headers: &[Header], rng: &mut XorShift) -> usize {
         client_address: None,
         now: NOW,
     };
-    let Some(policy) = plugin.select(&req) else {
-        return 0;
-    };
-    let mut d = decide(policy, &req, rng);
-    let mut n = d.version + usize::from(d.hash[0]);
-    if on_response(policy, &mut d, None) {
-        let mut nonce = [0u8; NONCE_LEN];
-        if !policy.keys.is_empty() {
-            rng.fill(&mut nonce);
+    let plan = pipeline::on_request(plugin, &req, rng);
+    let mut n = plan.set.len() + plan.count.len();
+    if let Some(mut ex) = plan.exchange {
+        n += ex.decision.version + usize::from(ex.decision.hash.0[0]);
+        if ex.upstream_answered(&Upstream::default()) {
+            let mut nonce = [0u8; NONCE_LEN];
+            if ex.needs_nonce() {
+                rng.fill(&mut nonce);
+            }
+            if let Some(c) = ex.set_cookie([], &nonce) {
+                n += c.header.len();
+            }
         }
-        let value = d.session.encode(&policy.cookie.name, &policy.keys, &nonce);
-        let header = setcookie::render(&policy.cookie, &value, NOW, None);
-        n += header.len();
     }
     n
 }
@@ -86,7 +89,8 @@ fn prime(plugin: &Plugin, headers: &[Header]) -> String {
     format!(
         "{}={}",
         policy.cookie.name,
-        d.session.encode(&policy.cookie.name, &policy.keys, &nonce)
+        d.session
+            .encode(&policy.cookie.name, &policy.seal_keys, &nonce)
     )
 }
 
@@ -298,10 +302,12 @@ fn main() {
             now: NOW,
         };
         let got = plugin.select(&req).map(|policy| {
-            let mut d = decide(policy, &req, &mut XorShift(1));
+            let d = decide(policy, &req, &mut XorShift(1));
+            let label = d.reason.label();
+            let mut ex = pipeline::Exchange::new(std::rc::Rc::clone(policy), d, &req);
             (
-                d.reason.label(),
-                on_response(policy, &mut d, None),
+                label,
+                ex.upstream_answered(&Upstream::default()),
                 policy.scope.as_str(),
             )
         });

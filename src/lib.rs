@@ -1,20 +1,37 @@
 //! # sticky-canary
 //!
-//! Canary releases with sticky sessions, as a proxy-wasm filter for Envoy and
-//! Istio. For every request the filter picks a version (explicit rules
-//! first, then the remembered version, then a per-user weighted bucket),
-//! computes a sticky key that pins the user to one pod inside the version,
-//! writes the route-override headers Envoy routes on, and keeps the session
-//! in a cookie.
+//! Canary releases with sticky sessions, as a proxy-wasm filter for Envoy,
+//! Istio and Envoy Gateway. For every request the filter picks a version
+//! (explicit rules first, then the remembered version, then a per-user
+//! weighted bucket), computes a sticky key that pins the user to one pod
+//! inside the version, writes the route-override headers Envoy routes on,
+//! and keeps the session in a cookie.
 //!
-//! The crate is two layers:
-//! - a host-free core ([`compile`], [`mod@decide`], [`session`], [`setcookie`],
-//!   [`hash`]) with no `proxy_wasm` import, tested natively and on wasm32;
-//! - a thin adapter (`filter`, wasm32-wasip1 only) that copies request data into a
-//!   [`Request`], calls [`decide()`] and applies the [`Decision`].
+//! The crate is two layers. The host-free core, tested natively and on
+//! wasm32, with no `proxy_wasm` import (the SDK is a dependency of the
+//! wasm32-wasip1 build only):
+//!
+//! | module | responsibility |
+//! |---|---|
+//! | [`config`] | the plugin config as users write it (serde types) |
+//! | [`compile`] | parse, validate and compile it, one file per section |
+//! | [`policy`] | the compiled model, and which policy covers a request |
+//! | [`request`] | the request view: headers as bytes, cookies, query, client IP |
+//! | [`decide`] | the decision: version, pod, session |
+//! | [`pipeline`] | the per-request steps: headers to set, counters, the response phase |
+//! | [`session`] | the session cookie's value: wire format, sealing |
+//! | [`cookies`] | the `Cookie` header parsed, the `Set-Cookie` rendered |
+//! | [`browsers`] | user agents that mishandle `SameSite=None` |
+//! | [`hash`] | FNV-1a: buckets, sticky hashes, version ids |
+//! | [`metrics`] | counter names and labels |
+//! | [`headermap`] | the proxy-wasm serialised header map |
+//!
+//! and the adapter (`filter` and `host`, wasm32-wasip1 only), which makes
+//! the host calls: it reads the request into a [`Request`], calls
+//! [`pipeline::on_request`] and applies the plan.
 //!
 //! ```
-//! use sticky_canary::{compile_json, decide, Entropy, Request};
+//! use sticky_canary::{compile_json, pipeline, Entropy, Request};
 //!
 //! let plugin = compile_json(r#"{
 //!     "versions": [{"name": "v1"}, {"name": "v2", "weight": 0}],
@@ -22,31 +39,36 @@
 //! }"#).unwrap();
 //! let headers = vec![(b":path".to_vec(), b"/".to_vec()), (b"cookie".to_vec(), b"canary=v2".to_vec())];
 //! let req = Request { headers: &headers, route_name: None, virtual_host: None, client_address: None, now: 1_800_000_000 };
-//! struct Zero;
-//! impl Entropy for Zero { fn fill(&mut self, b: &mut [u8]) -> bool { b.fill(7); true } }
-//! let policy = plugin.select(&req).unwrap();
-//! let d = decide(policy, &req, &mut Zero);
-//! assert_eq!(policy.versions[d.version].name, "v2");
-//! assert!(d.write_cookie);
+//! struct Seven;
+//! impl Entropy for Seven { fn fill(&mut self, b: &mut [u8]) -> bool { b.fill(7); true } }
+//! let plan = pipeline::on_request(&plugin, &req, &mut Seven);
+//! assert_eq!(plan.set[0], ("x-canary-version", b"v2".to_vec()));
+//! let mut exchange = plan.exchange.unwrap();
+//! assert!(exchange.upstream_answered(&pipeline::Upstream::default()));
+//! let cookie = exchange.set_cookie([], &[0; 24]).unwrap();
+//! assert!(cookie.header.starts_with("sticky-canary=1"));
 //! ```
 
 #![warn(missing_docs)]
 
-pub mod b64;
+pub mod browsers;
 pub mod compile;
 pub mod config;
+pub mod cookies;
 pub mod decide;
 pub mod hash;
 pub mod headermap;
+pub mod metrics;
+pub mod pipeline;
+pub mod policy;
+pub mod request;
 pub mod session;
-pub mod setcookie;
-pub mod time;
 
-pub use compile::{compile_json, ConfigError, Plugin, Policy};
-pub use decide::{
-    decide, on_response, on_upstream_response, CookieState, Decision, Entropy, Reason, Request,
-    Upstream,
-};
+pub use compile::{compile_json, invalid_plan, ConfigError, InvalidPlan};
+pub use decide::{decide, CookieState, Decision, Entropy, Reason};
+pub use pipeline::{on_request, Exchange, RequestPlan, Upstream};
+pub use policy::{Plugin, Policy};
+pub use request::{Header, Request};
 
 // The adapter only exists where Envoy loads the filter: wasm32-wasip1.
 // Elsewhere (native tests, wasm32-unknown-unknown for wasm-bindgen-test)

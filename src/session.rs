@@ -25,8 +25,10 @@
 //! byte or a past expiry makes the cookie absent, and a new one replaces it.
 //! A later format takes a new marker, so this one stays readable.
 
-use crate::b64;
 use crate::hash::fnv64;
+use crate::metrics::Rejection;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 
@@ -172,7 +174,7 @@ impl Session {
                 let mut body = payload;
                 body.extend_from_slice(&check.to_be_bytes());
                 let mut out = String::from("1");
-                out.push_str(&b64::encode_url(&body));
+                URL_SAFE_NO_PAD.encode_string(&body, &mut out);
                 out
             }
             Some(key) => {
@@ -193,7 +195,7 @@ impl Session {
                 body.extend_from_slice(nonce);
                 body.extend_from_slice(&sealed);
                 let mut out = String::from("2");
-                out.push_str(&b64::encode_url(&body));
+                URL_SAFE_NO_PAD.encode_string(&body, &mut out);
                 out
             }
         }
@@ -203,51 +205,82 @@ impl Session {
     /// accepted; with keys only sealed ones (any key opens, the first is
     /// current). Expired sessions (`expiry <= now`) are invalid.
     pub fn open(value: &str, cookie_name: &str, keys: &[SealKey], now: u64) -> Opened {
-        match Self::open_inner(value, cookie_name, keys) {
-            Some((session, stale_key)) if u64::from(session.expiry) > now => {
-                Opened::Valid { session, stale_key }
-            }
-            _ => Opened::Invalid,
+        match Self::open_why(value, cookie_name, keys, now) {
+            Ok((session, stale_key)) => Opened::Valid { session, stale_key },
+            Err(_) => Opened::Invalid,
         }
     }
 
-    fn open_inner(value: &str, cookie_name: &str, keys: &[SealKey]) -> Option<(Session, bool)> {
+    /// Like [`Session::open`], saying why a cookie is not usable.
+    pub fn open_why(
+        value: &str,
+        cookie_name: &str,
+        keys: &[SealKey],
+        now: u64,
+    ) -> Result<(Session, bool), Rejection> {
+        let (session, stale_key) = Self::open_inner(value, cookie_name, keys)?;
+        if u64::from(session.expiry) <= now {
+            return Err(Rejection::Expired);
+        }
+        Ok((session, stale_key))
+    }
+
+    fn open_inner(
+        value: &str,
+        cookie_name: &str,
+        keys: &[SealKey],
+    ) -> Result<(Session, bool), Rejection> {
         if value.len() > MAX_COOKIE_VALUE || value.len() < 2 {
-            return None;
+            return Err(Rejection::Garbled);
         }
         let (marker, body) = value.split_at(1);
-        let body = b64::decode_url(body)?;
+        let body = match marker {
+            "1" | "2" => URL_SAFE_NO_PAD
+                .decode(body)
+                .map_err(|_| Rejection::Garbled)?,
+            _ => return Err(Rejection::Garbled),
+        };
         match (marker, keys.is_empty()) {
             ("1", true) => {
-                let split = body.len().checked_sub(CHECK)?;
+                let split = body.len().checked_sub(CHECK).ok_or(Rejection::Garbled)?;
+                if split < FIXED {
+                    return Err(Rejection::Garbled);
+                }
                 let (payload, check) = body.split_at(split);
                 let want = fnv64(&[AAD_PREFIX, cookie_name.as_bytes(), b"\0", payload]);
                 if check != want.to_be_bytes() {
-                    return None;
+                    return Err(Rejection::Forged);
                 }
-                Some((Self::from_payload(payload)?, false))
+                Ok((
+                    Self::from_payload(payload).ok_or(Rejection::Garbled)?,
+                    false,
+                ))
             }
             ("2", false) => {
                 if body.len() < NONCE + TAG + FIXED {
-                    return None;
+                    return Err(Rejection::Garbled);
                 }
                 let (nonce, sealed) = body.split_at(NONCE);
                 let aad = aad(cookie_name);
-                keys.iter().enumerate().find_map(|(i, key)| {
-                    let cipher = XChaCha20Poly1305::new((&key.0).into());
-                    let payload = cipher
-                        .decrypt(
-                            XNonce::from_slice(nonce),
-                            Payload {
-                                msg: sealed,
-                                aad: &aad,
-                            },
-                        )
-                        .ok()?;
-                    Some((Self::from_payload(&payload)?, i > 0))
-                })
+                keys.iter()
+                    .enumerate()
+                    .find_map(|(i, key)| {
+                        let cipher = XChaCha20Poly1305::new((&key.0).into());
+                        let payload = cipher
+                            .decrypt(
+                                XNonce::from_slice(nonce),
+                                Payload {
+                                    msg: sealed,
+                                    aad: &aad,
+                                },
+                            )
+                            .ok()?;
+                        Some((Self::from_payload(&payload)?, i > 0))
+                    })
+                    .ok_or(Rejection::Forged)
             }
-            _ => None,
+            // Plain where sealing is on, or sealed where it is off.
+            _ => Err(Rejection::Forged),
         }
     }
 }
@@ -309,7 +342,7 @@ mod tests {
         let s = sample(Some("10.0.0.7:8080"));
         let v = s.encode("c", std::slice::from_ref(&k1), &[9; 24]);
         assert!(v.starts_with('2'));
-        let raw = b64::decode_url(&v[1..]).unwrap();
+        let raw = URL_SAFE_NO_PAD.decode(&v[1..]).unwrap();
         assert!(!raw.windows(8).any(|w| w == b"10.0.0.7"));
         assert_eq!(
             Session::open(&v, "c", std::slice::from_ref(&k1), NOW),
@@ -369,6 +402,31 @@ mod tests {
                 "{v}"
             );
         }
+    }
+
+    #[test]
+    fn rejections_say_why() {
+        let k = SealKey([1; 32]);
+        let plain = sample(None).encode("c", &[], &[0; 24]);
+        let sealed = sample(None).encode("c", std::slice::from_ref(&k), &[0; 24]);
+        let why = |v: &str, keys: &[SealKey], now| Session::open_why(v, "c", keys, now).err();
+        assert_eq!(why(&plain, &[], NOW), None);
+        assert_eq!(why(&plain, &[], 2_000_000_000), Some(Rejection::Expired));
+        assert_eq!(why("1!!!", &[], NOW), Some(Rejection::Garbled));
+        assert_eq!(why("9AAAA", &[], NOW), Some(Rejection::Garbled));
+        let mut flipped = plain.clone().into_bytes();
+        flipped[5] = if flipped[5] == b'A' { b'B' } else { b'A' };
+        let flipped = String::from_utf8(flipped).unwrap();
+        assert_eq!(why(&flipped, &[], NOW), Some(Rejection::Forged));
+        assert_eq!(
+            why(&plain, std::slice::from_ref(&k), NOW),
+            Some(Rejection::Forged)
+        );
+        assert_eq!(
+            why(&sealed, &[SealKey([2; 32])], NOW),
+            Some(Rejection::Forged)
+        );
+        assert_eq!(why(&sealed, &[], NOW), Some(Rejection::Forged));
     }
 
     #[test]

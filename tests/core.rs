@@ -1,7 +1,6 @@
 //! Integration tests of the host-free core through its public API:
-//! `compile_json` -> `Plugin::select` -> `decide` -> `on_response` ->
-//! `Session::encode` -> `setcookie::render`, exactly as the proxy-wasm
-//! adapter chains them.
+//! `compile_json` -> `Plugin::select` -> `decide` -> the response steps of
+//! `sticky_canary::pipeline`, the same code the proxy-wasm adapter runs.
 //!
 //! Every test is host-free and cheap, so the same file runs natively
 //! (`cargo test`) and inside wasm (`cargo test --target wasm32-wasip1
@@ -21,10 +20,12 @@
 mod common;
 
 use common::*;
-use sticky_canary::compile::{KeySource, Weight};
-use sticky_canary::decide::Lookup;
+use sticky_canary::cookies as setcookie;
+use sticky_canary::pipeline::{Exchange, Upstream};
+use sticky_canary::policy::{KeySource, Weight};
+use sticky_canary::request::Lookup;
 use sticky_canary::session::{Opened, SealKey, Session};
-use sticky_canary::{decide, hash, on_response, setcookie, CookieState, Reason, Request};
+use sticky_canary::{decide, hash, CookieState, Reason, Request};
 
 /// Session key from the `x-user` header.
 const USER_KEY: &str = r#","session":{"key":{"from":"header","name":"x-user"}}"#;
@@ -689,7 +690,7 @@ fn without_entropy_the_key_is_derived_from_the_request() {
 fn header_key_source() {
     let p = plugin(&two_versions(50, 100, USER_KEY));
     let policy = global(&p);
-    assert_eq!(policy.key, KeySource::Header("x-user".into()));
+    assert_eq!(policy.key_source, KeySource::Header("x-user".into()));
     let alice = hash::derive_key(b"alice");
     // (request headers, expected key: Some(user) or None for a fallback)
     #[rustfmt::skip]
@@ -728,7 +729,7 @@ fn header_key_source() {
         &mut TestRng(2),
     );
     assert_eq!((a.version, a.hash), (b.version, b.hash));
-    assert_eq!(a.hash, hash::pod_hash(&alice));
+    assert_eq!(a.hash.0, hash::pod_hash(&alice));
 
     // The cookie then follows the header's identity.
     let mut c = Client::new();
@@ -758,7 +759,6 @@ fn query_key_source() {
         r#","session":{"key":{"from":"query","name":"uid"}}"#,
     ));
     let policy = global(&p);
-    assert!(policy.needs_query);
     for (path, user) in [
         ("/p?uid=u%201", Some("u 1")),
         ("/p?a=b&uid=u+1", Some("u 1")),
@@ -1013,8 +1013,8 @@ fn sealed_cookies_and_key_rotation() {
         sealed(&format!(r#"["{K2}","{K1}"]"#)),
         sealed(&format!(r#"["{K2}"]"#)),
     );
-    assert_eq!(global(&p1).keys.len(), 1);
-    assert_eq!(global(&p1).keys[0].0, [1; 32]);
+    assert_eq!(global(&p1).seal_keys.len(), 1);
+    assert_eq!(global(&p1).seal_keys[0].0, [1; 32]);
     let mut rng = TestRng(21);
     let mut c = Client::new();
     let v1 = c.visit(global(&p1), &[], NOW, &mut rng);
@@ -1035,7 +1035,7 @@ fn sealed_cookies_and_key_rotation() {
     let under_k2 = c.jar.clone().unwrap();
     assert_ne!(under_k2, under_k1);
     assert!(matches!(
-        Session::open(&under_k2, "sticky-canary", &global(&p2).keys, NOW + 3),
+        Session::open(&under_k2, "sticky-canary", &global(&p2).seal_keys, NOW + 3),
         Opened::Valid {
             stale_key: false,
             ..
@@ -1175,10 +1175,15 @@ fn balanced_mode_ignores_the_upstream() {
         "cookie",
         &format!("sticky-canary={}", c.jar.clone().unwrap()),
     )]);
-    let mut d = decide(policy, &request(&h, NOW + 1), &mut rng);
+    let req = request(&h, NOW + 1);
+    let d = decide(policy, &req, &mut rng);
     assert_eq!(d.endpoint, None);
-    assert!(!on_response(policy, &mut d, Some("10.0.0.6:8080")));
-    assert_eq!(d.session.endpoint, None);
+    let mut ex = Exchange::new(Rc::clone(policy), d, &req);
+    assert!(!ex.upstream_answered(&Upstream {
+        address: Some("10.0.0.6:8080"),
+        ..Upstream::default()
+    }));
+    assert_eq!(ex.decision.session.endpoint, None);
 }
 
 // ======================================================================
@@ -1351,7 +1356,7 @@ fn route_entries_deep_merge_over_the_global_object() {
         ("g", "api", "g")
     );
     assert!(
-        api.cookie.secure == sticky_canary::compile::Secure::Always
+        api.cookie.secure == sticky_canary::policy::Secure::Always
             && api.cookie.same_site == g.cookie.same_site
     );
     assert_eq!((api.ttl, shop.ttl), (600, 600));
@@ -1555,13 +1560,13 @@ fn route_entry_replaces_the_key_source_whole() {
     );
     let entry = p.routes[0].policy.as_ref().unwrap();
     assert_eq!(
-        entry.key,
-        sticky_canary::compile::KeySource::ClientIp { hops: 1 }
+        entry.key_source,
+        sticky_canary::policy::KeySource::ClientIp { hops: 1 }
     );
     let global = p.global.as_ref().unwrap();
     assert_eq!(
-        global.key,
-        sticky_canary::compile::KeySource::Header("x-user-id".into())
+        global.key_source,
+        sticky_canary::policy::KeySource::Header("x-user-id".into())
     );
 }
 
@@ -1575,9 +1580,9 @@ fn secrets_from_the_environment() {
             "session":{"mode":"persistent","secrets_env":"STICKY_CANARY_TEST_KEYS"}}"#,
     );
     let g = p.global.as_ref().unwrap();
-    assert_eq!(g.keys.len(), 2);
-    assert_eq!(g.keys[0].0, [1u8; 32]);
-    assert_eq!(g.keys[1].0, [2u8; 32]);
+    assert_eq!(g.seal_keys.len(), 2);
+    assert_eq!(g.seal_keys[0].0, [1u8; 32]);
+    assert_eq!(g.seal_keys[1].0, [2u8; 32]);
     std::env::set_var("STICKY_CANARY_TEST_KEYS_BAD", "not-a-key");
     let e = sticky_canary::compile_json(
         r#"{"versions":[{"name":"v1"},{"name":"v2","weight":1}],

@@ -30,7 +30,7 @@ mod common;
 
 use common::*;
 use proptest::prelude::*;
-use sticky_canary::compile::{Policy, Weight};
+use sticky_canary::policy::{Policy, Weight};
 use sticky_canary::session::{Opened, Origin, SealKey, Session};
 use sticky_canary::{compile_json, hash, Plugin, Reason};
 
@@ -64,7 +64,7 @@ struct User {
     version: String,
 }
 
-fn population(seed: u64, n: usize, policy: &Policy, extra: &[(&str, &str)]) -> Vec<User> {
+fn population(seed: u64, n: usize, policy: &Rc<Policy>, extra: &[(&str, &str)]) -> Vec<User> {
     (0..n as u64)
         .map(|i| {
             let mut rng = TestRng(seed.wrapping_mul(0x1_0000_0001).wrapping_add(i));

@@ -8,13 +8,12 @@
 // allow-*-in-tests settings only cover #[test] functions, not this module.
 #![allow(clippy::panic, clippy::expect_used, clippy::unwrap_used)]
 
-use sticky_canary::compile::Policy;
+pub use std::rc::Rc;
 use sticky_canary::decide::Decision;
-pub use sticky_canary::decide::Header;
+use sticky_canary::pipeline::{Exchange, Upstream};
+pub use sticky_canary::request::Header;
 use sticky_canary::session::NONCE_LEN;
-use sticky_canary::{
-    compile_json, decide, on_response, setcookie, CookieState, Entropy, Plugin, Reason, Request,
-};
+use sticky_canary::{compile_json, decide, CookieState, Entropy, Plugin, Policy, Reason, Request};
 
 /// A fixed "now" for tests: 2027-01-15T08:00:00Z.
 pub const NOW: u64 = 1_800_000_000;
@@ -96,8 +95,13 @@ pub fn plugin(json: &str) -> Plugin {
 }
 
 /// The global policy of a config that must have one.
-pub fn global(p: &Plugin) -> &Policy {
+pub fn global(p: &Plugin) -> &Rc<Policy> {
     p.global.as_ref().expect("config has a global policy")
+}
+
+/// The policy of route entry `i` (which must be enabled).
+pub fn entry(p: &Plugin, i: usize) -> &Rc<Policy> {
+    p.routes[i].policy.as_ref().expect("an enabled route entry")
 }
 
 /// The compile error text of a config that must fail.
@@ -133,8 +137,8 @@ pub struct Visit {
 }
 
 /// A browser with a jar for the session cookie. Every visit goes through
-/// the same steps as the proxy-wasm adapter: decide, the response phase,
-/// then encode + render the cookie when one is due.
+/// the adapter's own steps (`sticky_canary::pipeline`): decide, the
+/// response phase, then the Set-Cookie when one is due.
 #[derive(Debug, Clone, Default)]
 pub struct Client {
     /// The session cookie value the browser holds.
@@ -149,7 +153,7 @@ impl Client {
     /// A visit with extra request headers at `now`.
     pub fn visit(
         &mut self,
-        policy: &Policy,
+        policy: &Rc<Policy>,
         extra: &[(&str, &str)],
         now: u64,
         rng: &mut dyn Entropy,
@@ -161,7 +165,7 @@ impl Client {
     /// upstream address the response came from (persistent mode).
     pub fn visit_full(
         &mut self,
-        policy: &Policy,
+        policy: &Rc<Policy>,
         extra: &[(&str, &str)],
         client_address: Option<&str>,
         upstream: Option<&str>,
@@ -183,26 +187,30 @@ impl Client {
             client_address,
             now,
         };
-        let mut d = decide(policy, &req, rng);
-        let hash = String::from_utf8(d.hash.to_vec()).expect("hex");
+        let d = decide(policy, &req, rng);
+        let hash = d.hash.as_str().to_owned();
         let endpoint = d.endpoint.clone();
-        let write = on_response(policy, &mut d, upstream);
+        let mut ex = Exchange::new(Rc::clone(policy), d, &req);
+        let write = ex.upstream_answered(&Upstream {
+            address: upstream,
+            ..Upstream::default()
+        });
         let set_cookie = if write {
             let mut nonce = [0u8; NONCE_LEN];
-            if !policy.keys.is_empty() {
+            if ex.needs_nonce() {
                 assert!(
                     rng.fill(&mut nonce),
                     "tests need entropy for sealed cookies"
                 );
             }
-            let value = d.session.encode(&policy.cookie.name, &policy.keys, &nonce);
-            let ua = req.header("user-agent").one();
-            let header = setcookie::render(&policy.cookie, &value, now, ua);
-            self.jar = Some(value);
-            Some(header)
+            let cookie = ex.set_cookie([], &nonce).expect("a Set-Cookie");
+            let value = cookie.header.split_once('=').expect("name=value").1;
+            self.jar = Some(value.split(';').next().unwrap_or(value).to_owned());
+            Some(cookie.header)
         } else {
             None
         };
+        let d = ex.decision;
         Visit {
             version: vname(policy, &d),
             reason: d.reason,

@@ -1,8 +1,10 @@
-//! Rendering the session `Set-Cookie` header.
+//! Cookies on the wire: parsing the request's `Cookie` header (the `cookie`
+//! crate) and rendering the session's `Set-Cookie`.
 
-use crate::compile::{CookieSpec, SameSite, Secure};
-use crate::time::http_date;
+use crate::browsers::rejects_same_site_none;
+use crate::policy::{CookieSpec, SameSite, Secure};
 use std::fmt::Write;
+use std::time::{Duration, UNIX_EPOCH};
 
 /// The `Set-Cookie` value for `value` under `spec` at Unix time `now`, for
 /// a request that did not come over HTTPS (see [`render_for`]).
@@ -53,22 +55,23 @@ pub fn render_for(
     c
 }
 
-/// The cookies of a `Cookie` header, as `(name, value)` pairs, borrowed.
+/// The cookies of a `Cookie` header, as `(name, value)` pairs borrowed
+/// from it, in order (`cookie::Cookie::split_parse`).
 ///
-/// Pairs are split on `;` and the first `=`, trimmed of spaces, and a value
-/// wrapped in double quotes is unwrapped (RFC 6265 `cookie-value`). Pieces
-/// without `=` or with an empty name are skipped.
+/// Pieces are split on `;` and the first `=` and trimmed; a value wrapped
+/// in double quotes is unwrapped (RFC 6265 `cookie-value`). Pieces without
+/// `=` or with an empty name are skipped.
 pub fn parse_cookie_header(header: &str) -> impl Iterator<Item = (&str, &str)> {
-    header.split(';').filter_map(|pair| {
-        let (name, value) = pair.split_once('=')?;
-        let name = name.trim();
-        let value = value.trim();
-        let value = value
-            .strip_prefix('"')
-            .and_then(|v| v.strip_suffix('"'))
-            .unwrap_or(value);
-        (!name.is_empty()).then_some((name, value))
+    cookie::Cookie::split_parse(header).filter_map(|c| {
+        let c = c.ok()?;
+        Some((c.name_raw()?, unquote(c.value_raw()?)))
     })
+}
+
+fn unquote(v: &str) -> &str {
+    v.strip_prefix('"')
+        .and_then(|v| v.strip_suffix('"'))
+        .unwrap_or(v)
 }
 
 /// The cookies of a `Cookie` header given as bytes: each `;`-separated
@@ -81,68 +84,10 @@ pub fn parse_cookie_bytes(header: &[u8]) -> impl Iterator<Item = (&str, &str)> {
         .flat_map(parse_cookie_header)
 }
 
-/// Browsers that reject or mishandle `SameSite=None` (the list Chromium
-/// published for the 2020 SameSite change, as ingress-nginx uses it):
-/// iOS 12 and macOS 10.14 Safari or web views, Chrome and Chromium 51-66,
-/// and UC Browser before 12.13.2.
-pub fn rejects_same_site_none(ua: &str) -> bool {
-    is_ios12(ua)
-        || (is_macos_10_14(ua) && is_safari_or_webview(ua))
-        || is_chromium_51_to_66(ua)
-        || is_old_uc(ua)
-}
-
-fn after<'a>(ua: &'a str, marker: &str) -> Option<&'a str> {
-    ua.find(marker).map(|i| &ua[i + marker.len()..])
-}
-
-fn leading_num(s: &str) -> Option<u32> {
-    let end = s.bytes().take_while(u8::is_ascii_digit).count();
-    s[..end].parse().ok()
-}
-
-fn is_ios12(ua: &str) -> bool {
-    // "(iPhone; CPU iPhone OS 12_4 like Mac OS X)", "(iPad; CPU OS 12_1 ...)"
-    ["iPhone OS ", "CPU OS "]
-        .iter()
-        .any(|m| after(ua, m).is_some_and(|r| r.starts_with("12_") && ua.contains("like Mac OS X")))
-}
-
-fn is_macos_10_14(ua: &str) -> bool {
-    after(ua, "Macintosh; Intel Mac OS X 10_14").is_some()
-}
-
-fn is_safari_or_webview(ua: &str) -> bool {
-    let safari = ua.contains("Version/")
-        && ua.contains("Safari")
-        && !ua.contains("Chrome")
-        && !ua.contains("Chromium");
-    let webview = ua.ends_with("(KHTML, like Gecko)")
-        || (ua.contains("AppleWebKit/") && !ua.contains("Safari"));
-    safari || webview
-}
-
-fn is_chromium_51_to_66(ua: &str) -> bool {
-    ["Chrome/", "Chromium/"].iter().any(|m| {
-        after(ua, m)
-            .and_then(leading_num)
-            .is_some_and(|v| (51..=66).contains(&v))
-    })
-}
-
-fn is_old_uc(ua: &str) -> bool {
-    let Some(v) = after(ua, "UCBrowser/") else {
-        return false;
-    };
-    let mut parts = v
-        .split(|c: char| !c.is_ascii_digit())
-        .map(|p| p.parse::<u32>().unwrap_or(0));
-    let (major, minor, build) = (
-        parts.next().unwrap_or(0),
-        parts.next().unwrap_or(0),
-        parts.next().unwrap_or(0),
-    );
-    (major, minor, build) < (12, 13, 2)
+/// IMF-fixdate (RFC 9110), as in `Expires=Sat, 21 Nov 2026 10:01:00 GMT`;
+/// capped at the end of year 9999.
+pub fn http_date(unix: u64) -> String {
+    httpdate::fmt_http_date(UNIX_EPOCH + Duration::from_secs(unix.min(253_402_300_799)))
 }
 
 #[cfg(test)]
@@ -200,6 +145,15 @@ mod tests {
     }
 
     #[test]
+    fn http_dates() {
+        assert_eq!(http_date(0), "Thu, 01 Jan 1970 00:00:00 GMT");
+        assert_eq!(http_date(784_111_777), "Sun, 06 Nov 1994 08:49:37 GMT");
+        assert_eq!(http_date(1_795_255_260), "Sat, 21 Nov 2026 10:01:00 GMT");
+        assert_eq!(http_date(1_709_164_800), "Thu, 29 Feb 2024 00:00:00 GMT");
+        assert_eq!(http_date(u64::MAX), "Fri, 31 Dec 9999 23:59:59 GMT");
+    }
+
+    #[test]
     fn parses_cookie_headers() {
         let got: Vec<_> = parse_cookie_header("a=1; b = 2 ;c=\"3\";bad; =x; d=e=f;").collect();
         assert_eq!(got, [("a", "1"), ("b", "2"), ("c", "3"), ("d", "e=f")]);
@@ -246,26 +200,5 @@ mod tests {
         assert!(!render(&s, "v", 0, Some(old_chrome)).contains("SameSite"));
         assert!(render(&s, "v", 0, Some(new_chrome)).contains("SameSite=None"));
         assert!(render(&s, "v", 0, None).contains("SameSite=None"));
-    }
-
-    #[test]
-    fn incompatible_user_agents() {
-        for ua in [
-            "Mozilla/5.0 (iPhone; CPU iPhone OS 12_4 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/12.1.2 Mobile/15E148 Safari/604.1",
-            "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_14_6) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/12.1.2 Safari/605.1.15",
-            "Mozilla/5.0 (Linux; U; Android 8.0.0; en-US; Pixel XL Build/OPR3.170623.007) AppleWebKit/534.30 (KHTML, like Gecko) Version/4.0 UCBrowser/12.10.8.1172 Mobile Safari/534.30",
-            "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/51.0.2704.103 Safari/537.36",
-        ] {
-            assert!(rejects_same_site_none(ua), "{ua}");
-        }
-        for ua in [
-            "Mozilla/5.0 (iPhone; CPU iPhone OS 13_1 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/13.0.1 Mobile/15E148 Safari/604.1",
-            "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_14_6) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/80.0.3987.87 Safari/537.36",
-            "Mozilla/5.0 (Linux; U; Android 8.0.0; en-US) AppleWebKit/534.30 (KHTML, like Gecko) Version/4.0 UCBrowser/12.13.2.1200 Mobile Safari/534.30",
-            "curl/8.5.0",
-            "",
-        ] {
-            assert!(!rejects_same_site_none(ua), "{ua}");
-        }
     }
 }

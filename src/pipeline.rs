@@ -1,0 +1,249 @@
+//! The filter's steps for one request, as plans the adapter carries out.
+//!
+//! Request phase: [`on_request`] picks the policy ([`Plugin::select`]),
+//! decides ([`crate::decide()`]) and returns a [`RequestPlan`]: the request
+//! headers to set and remove, the counters to move, and the [`Exchange`]
+//! the response phase continues with. A request no policy covers passes
+//! through, losing only clients' copies of the override headers.
+//!
+//! Response phase, on the [`Exchange`]: in persistent mode the adapter
+//! reads which endpoint answered ([`Exchange::wants_upstream`],
+//! [`Exchange::wants_attempts`]); [`Exchange::upstream_answered`] pins or
+//! re-pins and says whether a `Set-Cookie` is due; [`Exchange::set_cookie`]
+//! renders it (unless the response already sets the session cookie) and
+//! names the session counter to move.
+//!
+//! The adapter only makes the host calls; the tests, the benchmarks and the
+//! command-line tool run these same steps.
+
+use crate::cookies;
+use crate::decide::{decide, CookieState, Decision, Entropy};
+use crate::metrics::{Counter, SessionEvent};
+use crate::policy::{PinMode, Plugin, Policy};
+use crate::request::Request;
+use crate::session::{MAX_ENDPOINT, NONCE_LEN};
+use std::rc::Rc;
+
+/// What the adapter does to the request.
+#[derive(Debug)]
+pub struct RequestPlan<'p> {
+    /// Request headers to set, replacing any copy the client sent.
+    pub set: Vec<(&'p str, Vec<u8>)>,
+    /// Request headers to remove (clients' copies of ours).
+    pub remove: Vec<&'p str>,
+    /// Counters to add 1 to.
+    pub count: Vec<Counter>,
+    /// The response phase's state; `None` when the request passed through.
+    pub exchange: Option<Exchange>,
+}
+
+/// What the response phase needs from the request phase.
+#[derive(Debug, Clone)]
+pub struct Exchange {
+    /// The policy that decided (the handle the response phase keeps).
+    pub policy: Rc<Policy>,
+    /// The decision.
+    pub decision: Decision,
+    /// The request's time, Unix seconds.
+    pub now: u64,
+    /// The User-Agent, kept only for `same_site_none_compat`.
+    pub user_agent: Option<String>,
+    /// The request came over HTTPS (for `"secure": "auto"`).
+    pub https: bool,
+}
+
+/// The request phase: select the policy, decide, and plan the header
+/// changes and counters.
+pub fn on_request<'p>(
+    plugin: &'p Plugin,
+    req: &Request<'_>,
+    rng: &mut dyn Entropy,
+) -> RequestPlan<'p> {
+    let Some(policy) = plugin.select(req) else {
+        // Untouched, except that a client's copy of our headers goes:
+        // nothing a client sends may steer a route to a version.
+        return RequestPlan {
+            set: Vec::new(),
+            remove: plugin
+                .override_headers
+                .iter()
+                .map(String::as_str)
+                .filter(|h| req.header_present(h))
+                .collect(),
+            count: vec![plugin.passthrough],
+            exchange: None,
+        };
+    };
+    let p: &'p Policy = policy;
+    let decision = decide(p, req, rng);
+    let version = p
+        .versions
+        .get(decision.version)
+        .map_or("", |v| v.name.as_str());
+    let mut set = vec![
+        (p.headers.version.as_str(), version.as_bytes().to_vec()),
+        (p.headers.hash.as_str(), decision.hash.as_bytes().to_vec()),
+    ];
+    let mut remove = Vec::new();
+    // The endpoint header is ours alone: never let a client's copy
+    // through. (`decide` only pins in persistent mode.)
+    match decision.endpoint.as_deref() {
+        Some(ep) => set.push((p.headers.endpoint.as_str(), ep.as_bytes().to_vec())),
+        None if req.header_present(&p.headers.endpoint) => remove.push(p.headers.endpoint.as_str()),
+        None => {}
+    }
+    let c = &p.counters;
+    let count = [
+        c.decision(decision.version, decision.outcome),
+        decision.rejected.and_then(|r| c.rejection(r)),
+        c.key_fallback.filter(|_| decision.key_fallback),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    RequestPlan {
+        set,
+        remove,
+        count,
+        exchange: Some(Exchange::new(Rc::clone(policy), decision, req)),
+    }
+}
+
+/// What the adapter read from the host about the upstream that answered.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Upstream<'a> {
+    /// `upstream.address`: the endpoint (`ip:port`) that served the request.
+    pub address: Option<&'a str>,
+    /// `upstream.request_attempt_count`: upstream attempts Envoy made (1
+    /// when nothing was retried).
+    pub attempts: Option<u64>,
+    /// The response status.
+    pub status: Option<u16>,
+}
+
+/// A `Set-Cookie` to add to the response, and the counter it moves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SetCookie {
+    /// The header value.
+    pub header: String,
+    /// What it did to the session.
+    pub event: SessionEvent,
+    /// The `sticky_canary_sessions_total` counter to add 1 to.
+    pub count: Option<Counter>,
+}
+
+impl Exchange {
+    /// The response phase's state for `decision`, made under `policy` for
+    /// `req`: keeps what rendering the cookie needs from the request.
+    pub fn new(policy: Rc<Policy>, decision: Decision, req: &Request<'_>) -> Exchange {
+        let user_agent = policy
+            .cookie
+            .same_site_none_compat
+            .then(|| req.header("user-agent").one().map(str::to_owned))
+            .flatten();
+        let https = policy.cookie.secure == crate::policy::Secure::Auto && req.is_https();
+        Exchange {
+            policy,
+            decision,
+            now: req.now,
+            user_agent,
+            https,
+        }
+    }
+
+    /// Persistent mode: the response phase needs `upstream.address`.
+    pub fn wants_upstream(&self) -> bool {
+        self.policy.mode == PinMode::Persistent
+    }
+
+    /// Given the address that answered, are the attempt count and status
+    /// needed too? Not when the pinned pod itself answered (the usual
+    /// case): they could change nothing (2 host calls saved).
+    pub fn wants_attempts(&self, address: Option<&str>) -> bool {
+        address.is_none() || address != self.decision.session.endpoint.as_deref()
+    }
+
+    /// Record the upstream that answered (persistent mode) and say whether
+    /// a `Set-Cookie` is due.
+    ///
+    /// - No pin yet: pin the endpoint that answered.
+    /// - Answered by another endpoint in a **single** attempt: Envoy's
+    ///   `override_host` did not find the pinned endpoint in the version's
+    ///   cluster (the pod is gone), so its fallback picked one: re-pin,
+    ///   whatever `change_on_failure` says (ingress-nginx also re-picks a
+    ///   pod that left the endpoint list).
+    /// - Answered by another endpoint after a retry (or the attempt count
+    ///   is unknown): the pinned pod failed; re-pin only with
+    ///   `change_on_failure`.
+    /// - A 5xx answer never moves or sets the pin: it says nothing good
+    ///   about the pod that gave it.
+    /// - Conflicting session copies: no pin either (see
+    ///   [`CookieState::Conflicting`]).
+    pub fn upstream_answered(&mut self, up: &Upstream<'_>) -> bool {
+        let policy = &self.policy;
+        let d = &mut self.decision;
+        let conflicting = d.cookie_state == CookieState::Conflicting;
+        if policy.mode == PinMode::Persistent && !conflicting && up.status.is_none_or(|s| s < 500) {
+            if let Some(addr) = up
+                .address
+                .filter(|a| !a.is_empty() && a.len() <= MAX_ENDPOINT)
+            {
+                let pinned = d.session.endpoint.as_deref();
+                let pin_gone = up.attempts == Some(1);
+                if pinned != Some(addr)
+                    && (pinned.is_none() || pin_gone || policy.change_on_failure)
+                {
+                    d.session.endpoint = Some(addr.to_owned());
+                    d.write_cookie = true;
+                }
+            }
+        }
+        d.write_cookie
+    }
+
+    /// Does [`Exchange::set_cookie`] need a nonce (sealed cookies)?
+    pub fn needs_nonce(&self) -> bool {
+        !self.policy.seal_keys.is_empty()
+    }
+
+    /// The `Set-Cookie` to add, once [`Exchange::upstream_answered`] said
+    /// one is due. `existing` are the response's own `Set-Cookie` values:
+    /// a response that already sets the session cookie is left alone (never
+    /// a duplicate). `nonce` must be fresh random bytes when
+    /// [`Exchange::needs_nonce`].
+    pub fn set_cookie<'v>(
+        &self,
+        existing: impl IntoIterator<Item = &'v [u8]>,
+        nonce: &[u8; NONCE_LEN],
+    ) -> Option<SetCookie> {
+        let p = &self.policy;
+        let name = p.cookie.name.as_bytes();
+        let ours = |v: &[u8]| {
+            let v = v.trim_ascii_start();
+            v.len() > name.len() && v.starts_with(name) && v.get(name.len()) == Some(&b'=')
+        };
+        if existing.into_iter().any(ours) {
+            return None;
+        }
+        let d = &self.decision;
+        let value = d.session.encode(&p.cookie.name, &p.seal_keys, nonce);
+        let header = cookies::render_for(
+            &p.cookie,
+            &value,
+            self.now,
+            self.user_agent.as_deref(),
+            self.https,
+        );
+        let event = match &d.previous {
+            None => SessionEvent::Issued,
+            Some((version_id, _)) if *version_id != d.session.version_id => SessionEvent::Switched,
+            Some((_, pin)) if *pin != d.session.endpoint => SessionEvent::Repinned,
+            Some(_) => SessionEvent::Renewed,
+        };
+        Some(SetCookie {
+            header,
+            event,
+            count: p.counters.session(d.version, event),
+        })
+    }
+}
