@@ -243,7 +243,9 @@ pub fn decide(policy: &Policy, req: &Request<'_>, rng: &mut dyn Entropy) -> Deci
     };
     let outcome = match (reason, &incoming) {
         (Reason::Rule(_), _) => Outcome::Rule,
-        (Reason::Remembered, _) if draining => Outcome::Drain,
+        // A rule-placed user is returning whatever the weights say; only a
+        // weight-placed user kept on a canary at weight 0 is draining.
+        (Reason::Remembered, _) if draining && origin == Origin::Weight => Outcome::Drain,
         (Reason::Remembered, _) => Outcome::Returning,
         (Reason::Weight, None) => Outcome::New,
         (Reason::Weight, Some(_)) if rolled_back => Outcome::Rollback,

@@ -79,7 +79,11 @@ Envoy processes
     ``.config`` (the rewritten dict), ``.config_path``, ``.log_path``,
     ``.log()``, ``.client()``, ``.admin(path) -> (status, text)``,
     ``.counters(prefix="") -> {name: int}`` (``wasmcustom.`` stripped:
-    ``sticky_canary.global.cookie_issued``), ``.alive()``, ``.stop()``.
+    ``sticky_canary_config_total.result=.=accepted;.;``),
+    ``.metric(name, **labels)`` (the sum of the filter's labelled counters
+    ``name`` whose labels include ``labels``), ``.metrics(name)`` (every
+    label set of ``name`` -> value), ``.alive()``, ``.stop()``.
+    ``parse_metric(full_name) -> (name, labels)``.
 
     ``run_envoy_expect_failure(config, workdir, *, plugin=None,
     timeout=START_TIMEOUT) -> EnvoyExit``: starts Envoy and waits for it to
@@ -685,8 +689,45 @@ class Envoy:
                     pass
         return out
 
+    def metric(self, name: str, **labels: str) -> int:
+        """The sum of the filter's labelled counters named `name` whose
+        labels include `labels`: ``metric("sticky_canary_decisions_total",
+        route="global", version="canary-v2")`` adds up every reason."""
+        total = 0
+        for full, value in self.counters(name).items():
+            metric, got = parse_metric(full)
+            if metric == name and all(got.get(k) == v for k, v in labels.items()):
+                total += value
+        return total
+
+    def metrics(self, name: str) -> dict[tuple[tuple[str, str], ...], int]:
+        """Every labelled counter named `name`, keyed by its sorted label
+        pairs."""
+        out = {}
+        for full, value in self.counters(name).items():
+            metric, got = parse_metric(full)
+            if metric == name:
+                out[tuple(sorted(got.items()))] = value
+        return out
+
     def stop(self) -> int | None:
         return self.proc.stop(grace=10.0)
+
+
+def parse_metric(full: str) -> tuple[str, dict[str, str]]:
+    """Split a labelled counter name (Istio's tag format, as the filter
+    defines them) into its metric name and labels:
+    ``sticky_canary_decisions_total.route=.=global;.;reason=.=new;.;`` ->
+    ``("sticky_canary_decisions_total", {"route": "global", "reason": "new"})``."""
+    name, _, rest = full.partition(".")
+    if "=.=" not in rest:
+        return full, {}
+    labels = {}
+    for part in rest.split(";.;"):
+        if part:
+            k, _, v = part.partition("=.=")
+            labels[k] = v
+    return name, labels
 
 
 def start_envoy(

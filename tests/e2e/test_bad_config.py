@@ -146,8 +146,8 @@ def test_bad_config_serves_pass_through(started, case):
     assert counters.get(REFUSED, 0) >= 1, counters
     assert counters.get(ACCEPTED, 0) == 0
     assert counters.get(INVALID) == 1
-    assert counters.get("sticky_canary.passthrough") == 3
-    assert not any(k.startswith("sticky_canary.global.") for k in counters)
+    assert counters.get("sticky_canary_passthrough_total") == 3
+    assert not any(k.startswith("sticky_canary_decisions_total") for k in counters)
 
 
 @pytest.fixture(scope="module")

@@ -114,10 +114,10 @@ def test_tampered_cookie_is_treated_as_absent(env, where):
     index = {"nonce": 3, "ciphertext": 24, "middle": len(decode_cookie(value)) // 2, "tag": -1}[where]
     u.value = flip_bit(value, index)
     n = u.issued
-    before = env.envoys["old"].counters("sticky_canary.global.cookie_invalid").get("sticky_canary.global.cookie_invalid", 0)
+    before = env.envoys["old"].metric("sticky_canary_cookie_rejected_total", route="global")
     r = env.get("old", u)
     assert_treated_as_absent(r, u, n)
-    after = env.envoys["old"].counters("sticky_canary.global.cookie_invalid")["sticky_canary.global.cookie_invalid"]
+    after = env.envoys["old"].metric("sticky_canary_cookie_rejected_total", route="global")
     assert after == before + 1
     # The untouched cookie still works (the flip, not the setup, made the difference).
     u.value = value

@@ -114,7 +114,7 @@ def test_same_client_ip_through_any_chain(envoys, setting):
             assert (seen[i].version, seen[i].pod, seen[i].hash) == (first[i].version, first[i].pod, first[i].hash), (setting, name, ip)
     canary = sum(s.version == V2 for s in first)
     assert_binomial(canary, len(CLIENTS), WEIGHT / 100, "canary share by client IP")
-    fallback = e.counters("sticky_canary.global.key_fallback").get("sticky_canary.global.key_fallback", 0)
+    fallback = e.metric("sticky_canary_key_fallback_total", route="global")
     assert fallback == 0
     report(f"client IP, {setting}: {len(CLIENTS)} IPs x {len(results)} chains: 100% same version and pod, "
            f"keyed on the client IP; {canary} on the canary at weight {WEIGHT}")
@@ -129,9 +129,9 @@ def test_too_few_xff_entries(envoys, setting):
     e = envoys[setting]
     envoy_decides = ALL[setting][1] == 0
     for xff in (None, "203.0.113.250"):
-        before = e.counters("sticky_canary.global.key_fallback").get("sticky_canary.global.key_fallback", 0)
+        before = e.metric("sticky_canary_key_fallback_total", route="global")
         seen = xff_visits(e, lambda ip, xff=xff: xff)
-        after = e.counters("sticky_canary.global.key_fallback").get("sticky_canary.global.key_fallback", 0)
+        after = e.metric("sticky_canary_key_fallback_total", route="global")
         if envoy_decides:
             assert {s.hash for s in seen} == {pod_hash(derive_key(PEER))}
             assert after == before

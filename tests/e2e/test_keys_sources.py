@@ -7,7 +7,7 @@ so the same user gets the same version and the same pod from any browser,
 any device, any Envoy replica, with or without cookies. The same value
 through a query parameter (`{"from": "query", "name": "uid"}`) gives the
 same key. Without the header, the filter falls back to a generated cookie
-and counts `sticky_canary.<scope>.key_fallback`.
+and counts `sticky_canary_key_fallback_total{route}`.
 
 Setup and tolerances as in test_rollouts.py (real Envoy replicas, real
 whoami pods, the documented bucket recomputed from the user id).
@@ -109,7 +109,7 @@ def test_missing_header_falls_back_to_a_generated_cookie(replicas):
     requests too (the configured source is still missing). Once the user
     sends its id, the decision and the cookie follow the id."""
     e = replicas[0]
-    before = e.counters("sticky_canary.global.key_fallback").get("sticky_canary.global.key_fallback", 0)
+    before = e.metric("sticky_canary_key_fallback_total", route="global")
     users = [User(f"anon{i}") for i in range(200)]
     first = visit_all([e], users)
     assert all(s.issued for s in first)
@@ -121,7 +121,7 @@ def test_missing_header_falls_back_to_a_generated_cookie(replicas):
     again = visit_all([e], users)
     for a, b in zip(first, again):
         assert (b.version, b.pod, b.issued) == (a.version, a.pod, False)
-    after = e.counters("sticky_canary.global.key_fallback")["sticky_canary.global.key_fallback"]
+    after = e.metric("sticky_canary_key_fallback_total", route="global")
     assert after - before == 2 * len(users)
     canary = sum(s.version == V2 for s in first)
     assert_binomial(canary, len(users), WEIGHT / 100, "canary share of fallback sessions")
@@ -137,12 +137,11 @@ def test_missing_header_falls_back_to_a_generated_cookie(replicas):
 def test_empty_or_duplicated_header_is_missing(replicas):
     """An empty x-user-id, or two of them, count as missing (fallback)."""
     e = replicas[1]
-    counter = "sticky_canary.global.key_fallback"
-    before = e.counters(counter).get(counter, 0)
+    before = e.metric("sticky_canary_key_fallback_total", route="global")
     with e.client() as c:
         for headers in ({"x-user-id": ""}, [("x-user-id", "alice"), ("x-user-id", "bob")]):
             r = c.get("/", headers=headers)
             assert r.status == 200
             assert len(r.cookies_named(COOKIE)) == 1  # a generated session
             assert r.whoami.header_values("X-Sticky-Hash") != [pod_hash(derive_key("alice"))]
-    assert e.counters(counter)[counter] - before == 2
+    assert e.metric("sticky_canary_key_fallback_total", route="global") - before == 2

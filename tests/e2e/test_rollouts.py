@@ -403,7 +403,7 @@ def test_weight_steps_move_only_the_new_buckets(fleet):
     }
     def rule_or_memory() -> dict[str, int]:
         return {f"{e.port}:{k}": v for w in set(STEPS) for e in replicas(fleet, w)
-                for k, v in e.counters("sticky_canary.").items() if k.endswith((".rule", ".remembered"))}
+                for k, v in e.metrics("sticky_canary_decisions_total").items() if dict(k)["reason"] in ("rule", "drain")}
 
     counted_before = rule_or_memory()
     history: dict[str, list[list[Seen]]] = {k: [] for k in pops}
@@ -463,7 +463,9 @@ def test_three_versions_shares_and_stickiness(fleet):
         for a, b in zip(first[:: 4 ** rnd], seen):
             assert (b.version, b.pod, b.hash, b.issued) == (a.version, a.pod, a.hash, False)
         again = users[::4]
-    assert not any(v for k, v in e[0].counters("sticky_canary.global.").items() if k.endswith(".remembered"))
+    # Returning users placed by weight count as returning, never reassigned.
+    for reason in ("reassigned", "rule", "drain", "rollback"):
+        assert e[0].metric("sticky_canary_decisions_total", route="global", reason=reason) == 0, reason
     report(f"60/30/10: {N} users came back once and {len(again)} twice: 100% same version and same pod, no cookie re-issued")
 
 
@@ -547,8 +549,8 @@ def test_rollback_drain_and_removed_version(fleet):
     assert all(s.version == V1 and not s.issued for s in again)
     for a, b in zip(after, again):
         assert a.pod == b.pod
-    counts = e.counters("sticky_canary.global.version.")
-    assert not any(v for k, v in counts.items() if V2 in k), counts
+    assert e.metric("sticky_canary_decisions_total", version=V2) == 0
+    assert e.metric("sticky_canary_decisions_total", version=V1, reason="rollback") == len(on_canary)
     report(f"rollback: weight 0 + rollback: {n} of {n} users on canary-v1 at their next request, "
            f"{len(issued)} cookies re-issued (= the {len(on_canary)} canary users), 0 on the request after")
 
@@ -560,9 +562,10 @@ def test_rollback_drain_and_removed_version(fleet):
     assert not any(s.issued for s in drained), "drain rewrites no cookie"
     new = visit_all([e], [User(f"new{i}") for i in range(n)])
     assert all(s.version == V1 for s in new)
-    counts = e.counters("sticky_canary.global.version.")
-    assert counts.get(f"sticky_canary.global.version.{V2}.remembered") == len(on_canary)
-    assert not counts.get(f"sticky_canary.global.version.{V2}.weight") and not counts.get(f"sticky_canary.global.version.{V2}.rule")
+    # Weight-placed canary users drain; rule-placed ones count as returning.
+    assert e.metric("sticky_canary_decisions_total", version=V2) == len(on_canary)
+    assert e.metric("sticky_canary_decisions_total", version=V2, reason="new") == 0
+    assert e.metric("sticky_canary_decisions_total", version=V2, reason="rule") == 0
     report(f"drain: weight 0 without rollback: {len(stay)} of {len(on_canary)} canary users stay on canary-v2 "
            f"(rule and weight alike), 0 of {n} new users get it")
 

@@ -30,12 +30,11 @@ def test_rules_first_match_wins(client):
 
 
 def test_rule_hits_are_counted(stack, client):
-    before = stack.envoy.counters("sticky_canary.global.version.")
+    count = lambda: stack.envoy.metric("sticky_canary_decisions_total", route="global", version="canary-v2", reason="rule")
+    before = count()
     assert client.get("/", headers={"x-canary": "always"}).name == "canary-v2"
     assert client.get("/", cookies={"canary": "v2"}).name == "canary-v2"
-    after = stack.envoy.counters("sticky_canary.global.version.")
-    key = "sticky_canary.global.version.canary-v2.rule"
-    assert after.get(key, 0) - before.get(key, 0) == 2
+    assert count() - before == 2
 
 
 def test_client_version_header_is_overwritten(client):
@@ -96,7 +95,7 @@ def test_pass_through_strips_forged_override_headers(workdir, backends):
         for h in ("X-Canary-Version", "X-Sticky-Hash", "X-Sticky-Endpoint"):
             assert r.whoami.header_values(h) == [], h
         assert r.set_cookies == []
-        assert envoy.counters("sticky_canary.passthrough") == {"sticky_canary.passthrough": 1}
+        assert envoy.counters("sticky_canary_passthrough_total") == {"sticky_canary_passthrough_total": 1}
         # The covered route still decides.
         r = c.get("/weighted/x", headers=forged)
         assert r.whoami.header_values("X-Canary-Version") == [r.name]

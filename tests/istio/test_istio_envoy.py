@@ -302,8 +302,7 @@ def test_new_users_are_spread_over_versions_and_pods(gateway):
     seen = {get(c).hostname for _ in range(80)}
     # 20% canary: P(no canary-v2 in 80 users) = 0.8**80 < 1e-7
     assert set(PODS["canary-v1"]) <= seen and seen & set(PODS["canary-v2"])
-    counters = gateway.counters("sticky_canary.global.version.")
-    assert counters.get("sticky_canary.global.version.canary-v2.weight", 0) > 0
+    assert gateway.metric("sticky_canary_decisions_total", route="global", version="canary-v2", reason="new") > 0
 
 
 def test_plugin_missing_fail_open_sends_everyone_to_stable(pods, tmp_path):

@@ -30,7 +30,8 @@ from schema_support import REPO_ROOT, SCHEMA_PATH, example_configs, json_files, 
 SCHEMA = load_schema()
 VALIDATOR = jsonschema.Draft202012Validator(SCHEMA, format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER)
 CONFIG_RS = (REPO_ROOT / "src" / "config.rs").read_text()
-COMPILE_RS = (REPO_ROOT / "src" / "compile.rs").read_text()
+# The compiler and the compiled model (defaults live in src/policy.rs).
+COMPILE_RS = "\n".join(p.read_text() for p in sorted((REPO_ROOT / "src" / "compile").glob("*.rs"))) + (REPO_ROOT / "src" / "policy.rs").read_text()
 
 
 def errors(instance) -> list[str]:
