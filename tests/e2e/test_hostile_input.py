@@ -108,6 +108,7 @@ C = "my-sticky-cookie"
 COOKIE_OF = {"global": C, "weighted": "my-weighted-cookie", "ipkey": "ip-cookie", "qkey": "q-cookie", "hkey": "h-cookie"}
 REQUIRED_ATTRS = {"Path=/", "Max-Age=3600", "Secure", "HttpOnly"}
 OPTIONAL_ATTRS = {"SameSite=None"}  # omitted for browsers that reject it (same_site_none_compat)
+APP_COOKIE = "app"  # a cookie the backend sets itself (X-Whoami-Set-Cookie)
 COOKIE_VALUE = re.compile(r"[12][A-Za-z0-9_-]{20,255}")
 SETTLE_TIMEOUT = 60.0  # a hang guard: how long a crashed VM may take to come back
 
@@ -163,6 +164,39 @@ def with_expiry(value: str, name: str, delta: int) -> str:
 
 # -- the stack ----------------------------------------------------------------
 
+# Between the wasm filter and the router, so it runs before the wasm filter
+# on the response: `X-Hostile-Response: <name>=<hex>` makes it add the
+# response header <name> with those bytes (as a backend could send; the
+# request itself stays plain ASCII). Without that header it does nothing.
+RESPONSE_LUA = r"""
+function envoy_on_request(h)
+  local spec = h:headers():get("x-hostile-response")
+  if spec then h:streamInfo():dynamicMetadata():set("hostile", "spec", spec) end
+end
+function envoy_on_response(h)
+  local md = h:streamInfo():dynamicMetadata():get("hostile")
+  if not md then return end
+  local name, hex = string.match(md["spec"], "^([^=]+)=(%x*)$")
+  if not name then return end
+  local value = (hex:gsub("%x%x", function(b) return string.char(tonumber(b, 16)) end))
+  h:headers():add(name, value)
+end
+"""
+
+
+def config() -> dict:
+    """envoy-local.yaml plus the RESPONSE_LUA filter before the router."""
+    cfg = copy.deepcopy(harness.load_config())
+    hcm = cfg["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    hcm["http_filters"].insert(len(hcm["http_filters"]) - 1, {
+        "name": "envoy.filters.http.lua",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua",
+            "default_source_code": {"inline_string": RESPONSE_LUA},
+        },
+    })
+    return cfg
+
 
 @dataclass
 class User:
@@ -184,7 +218,7 @@ class Env:
     """
 
     def __init__(self, workdir, backends):
-        self.envoy = harness.start_envoy(harness.load_config(), workdir, backends=backends, plugin=PLUGIN)
+        self.envoy = harness.start_envoy(config(), workdir, backends=backends, plugin=PLUGIN)
         self.users: dict[str, User] = {}
         with harness.Client(self.envoy.port) as c:
             self.users["V1"] = self._user(c.get("/"), C)
@@ -260,6 +294,8 @@ def decisions(d: dict[str, int]) -> dict[tuple[str, str, str], int]:
 def assert_set_cookies_well_formed(r: harness.Response) -> None:
     names = []
     for raw in r.set_cookies:
+        if raw.startswith(APP_COOKIE + "="):
+            continue  # the app's own cookie (tests/support/whoami.py hook), passed through
         assert all(0x20 <= ord(ch) < 0x7F for ch in raw), f"non-printable byte in Set-Cookie {raw!r}"
         first, *attrs = [p.strip() for p in raw.split(";")]
         assert first.count("=") == 1, f"not one name=value: {raw!r}"
@@ -286,7 +322,11 @@ def assert_follow_ups_served(env: Env) -> None:
     assert back.status == 200 and back.name == V2 and back.hostname == env.users["V2"].hostname, f"returning user after the case: {back!r}"
     assert back.set_cookies == [], back
     d = delta(before, env.counters())
-    assert decisions(d) == {("global", V1, "weight"): 1, ("global", V2, "remembered"): 1}, d
+    assert d == {
+        f"sticky_canary.global.version.{V1}.weight": 1,
+        f"sticky_canary.global.version.{V2}.remembered": 1,
+        "sticky_canary.global.cookie_issued": 1,
+    }, d
 
 
 @dataclass
@@ -300,6 +340,7 @@ class Case:
     invalid: int | tuple[int, ...] = 0  # allowed increases of cookie_invalid
     fallback: int = 0  # increase of key_fallback
     fresh: bool = False  # a new session cookie must be issued (and must work)
+    unchanged: bool = False  # the session is kept as it is: no Set-Cookie
     rejected: bool = False  # Envoy refuses it before the filter
     check: Callable[[Env, harness.Response], None] | None = None
 
@@ -327,6 +368,7 @@ def run(env: Env, case: Case) -> None:
         assert r.hostname == env.users[case.pod].hostname, r
     assert_set_cookies_well_formed(r)
     d = delta(before, env.counters())
+    assert all(k.startswith(f"sticky_canary.{case.scope}.") for k in d), f"counters of another scope moved: {d}"
     decided = decisions(d)
     assert sum(decided.values()) == 1 and all(s == case.scope for s, _, _ in decided), f"decision counters: {d}"
     [(_, version, reason)] = decided
@@ -336,6 +378,8 @@ def run(env: Env, case: Case) -> None:
     allowed_invalid = case.invalid if isinstance(case.invalid, tuple) else (case.invalid,)
     assert d.get(f"sticky_canary.{case.scope}.cookie_invalid", 0) in allowed_invalid, d
     assert d.get(f"sticky_canary.{case.scope}.key_fallback", 0) == case.fallback, d
+    if case.unchanged:
+        assert [c for c in r.set_cookies if not c.startswith(APP_COOKIE + "=")] == [], r
     if case.fresh:
         [fresh] = r.cookies_named(COOKIE_OF[case.scope])
         if case.scope == "global":
@@ -375,8 +419,16 @@ def cookie(v):
 
 
 def kept(id, send, **kw) -> Case:
-    """The V2 user's session is read: canary-v2, its pod, remembered."""
+    """The V2 user's session is read: canary-v2, its pod, remembered, and
+    not re-issued."""
+    kw.setdefault("unchanged", True)
     return Case(id, send, version=V2, pod="V2", reason="remembered", **kw)
+
+
+def kept_dup(id, send, **kw) -> Case:
+    """As `kept`, for duplicated copies: whether the filter re-issues the
+    cookie then is left open."""
+    return kept(id, send, unchanged=False, **kw)
 
 
 def new_user(id, send, **kw) -> Case:
@@ -443,6 +495,36 @@ def test_control_characters(env, case):
     run(env, case)
 
 
+# -- non-UTF-8 bytes in response headers (the app's) -------------------------
+
+
+def app_cookie_passed(value: bytes) -> Callable[[Env, harness.Response], None]:
+    def check(env: Env, r: harness.Response) -> None:
+        assert r.header_values("set-cookie").count(f"{APP_COOKIE}=" + value.decode("latin-1")) == 1, r.set_cookies
+    return check
+
+
+def hostile_response(name: str, value: bytes) -> tuple[str, str]:
+    return ("X-Hostile-Response", f"{name}={value.hex()}")
+
+
+def app_note_passed(env: Env, r: harness.Response) -> None:
+    assert r.header_values("x-app-note") == ["caf\xe9"], r.headers
+
+
+RESPONSE = [
+    new_user("app-header-non-utf8", h1([hostile_response("x-app-note", b"caf\xe9")]), check=app_note_passed),
+    new_user("app-set-cookie-non-utf8", h1([hostile_response("set-cookie", b"app=caf\xe9")]), check=app_cookie_passed(b"caf\xe9")),
+    kept("app-set-cookie-non-utf8-returning-user", h1([hostile_response("set-cookie", b"app=caf\xe9"), cookie(f"{C}=$V2")]),
+         check=app_cookie_passed(b"caf\xe9")),
+]
+
+
+@pytest.mark.parametrize("case", params(RESPONSE))
+def test_non_utf8_response_headers(env, case):
+    run(env, case)
+
+
 # -- limits -------------------------------------------------------------------
 
 
@@ -474,18 +556,18 @@ def test_limits(env, case):
 # -- duplicated session cookies ----------------------------------------------
 
 DUPLICATES = [
-    kept("same-value-one-line", h1([cookie(f"{C}=$V2; {C}=$V2")])),
-    kept("same-value-two-lines", h1([cookie(f"{C}=$V2"), cookie(f"{C}=$V2")])),
-    kept("same-value-three-copies", h1([cookie(f"{C}=$V2; a=1; {C}=$V2"), cookie(f"{C}=$V2")])),
-    kept("same-session-issued-earlier", h1([cookie(f"{C}=$V2; {C}=$V2OLD")])),
-    kept("same-session-issued-earlier-first", h1([cookie(f"{C}=$V2OLD"), cookie(f"{C}=$V2")])),
+    kept_dup("same-value-one-line", h1([cookie(f"{C}=$V2; {C}=$V2")])),
+    kept_dup("same-value-two-lines", h1([cookie(f"{C}=$V2"), cookie(f"{C}=$V2")])),
+    kept_dup("same-value-three-copies", h1([cookie(f"{C}=$V2; a=1; {C}=$V2"), cookie(f"{C}=$V2")])),
+    kept_dup("same-session-issued-earlier", h1([cookie(f"{C}=$V2; {C}=$V2OLD")])),
+    kept_dup("same-session-issued-earlier-first", h1([cookie(f"{C}=$V2OLD"), cookie(f"{C}=$V2")])),
     new_user("planted-canary-beside-stable-user", h1([cookie(f"{C}=$V1; {C}=$P2")]), invalid=1),
     new_user("planted-canary-first", h1([cookie(f"{C}=$P2"), cookie(f"{C}=$V1")]), invalid=1),
     new_user("conflicting-canary-and-stable", h1([cookie(f"{C}=$V2; {C}=$V1")]), invalid=1),
-    kept("valid-and-garbage", h1([cookie(f"{C}=$V2; {C}=garbage")]), invalid=1),
-    kept("garbage-and-valid", h1([cookie(f"{C}=garbage"), cookie(f"{C}=$V2")]), invalid=1),
-    kept("valid-and-empty", h1([cookie(f"{C}=$V2; {C}=")]), invalid=1),
-    kept("valid-and-expired-copy", h1([cookie(f"{C}=$V2EXPIRED; {C}=$V2")]), invalid=1),
+    kept_dup("valid-and-garbage", h1([cookie(f"{C}=$V2; {C}=garbage")]), invalid=1),
+    kept_dup("garbage-and-valid", h1([cookie(f"{C}=garbage"), cookie(f"{C}=$V2")]), invalid=1),
+    kept_dup("valid-and-empty", h1([cookie(f"{C}=$V2; {C}=")]), invalid=1),
+    kept_dup("valid-and-expired-copy", h1([cookie(f"{C}=$V2EXPIRED; {C}=$V2")]), invalid=1),
 ]
 
 
@@ -574,10 +656,10 @@ def test_injection(env, case):
 H2_CRUMBS = [
     kept("session-in-one-crumb", h2([("cookie", "a=1"), ("cookie", f"{C}=$V2"), ("cookie", "b=2")])),
     by_rule("rule-cookie-in-one-crumb", h2([("cookie", "x=1"), ("cookie", "canary=v2")])),
-    kept("same-value-two-crumbs", h2([("cookie", f"{C}=$V2"), ("cookie", f"{C}=$V2")])),
-    kept("same-session-issued-earlier", h2([("cookie", f"{C}=$V2OLD"), ("cookie", f"{C}=$V2")])),
+    kept_dup("same-value-two-crumbs", h2([("cookie", f"{C}=$V2"), ("cookie", f"{C}=$V2")])),
+    kept_dup("same-session-issued-earlier", h2([("cookie", f"{C}=$V2OLD"), ("cookie", f"{C}=$V2")])),
     new_user("planted-canary-crumb", h2([("cookie", f"{C}=$V1"), ("cookie", f"{C}=$P2")]), invalid=1),
-    kept("valid-and-garbage-crumbs", h2([("cookie", f"{C}=$V2"), ("cookie", f"{C}=garbage")]), invalid=1),
+    kept_dup("valid-and-garbage-crumbs", h2([("cookie", f"{C}=$V2"), ("cookie", f"{C}=garbage")]), invalid=1),
 ]
 
 
