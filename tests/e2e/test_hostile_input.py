@@ -44,6 +44,12 @@ non-utf8 / control (header values, names, query)
     those cases check that Envoy keeps serving afterwards. Tabs pass:
     HTTP/1.1 strips them around a value, so ``X-Canary: \\talways\\t`` is
     ``always``; inside a value they are ordinary bytes.
+response (non-UTF-8 in the app's response headers)
+    The response phase reads the response headers too (to leave an app's
+    own cookie of our name alone). A response header with non-UTF-8 bytes
+    (added by a Lua filter that runs before ours on the response, so the
+    request stays plain ASCII) is passed through untouched, and our cookie
+    is still added when due.
 limits
     Envoy's defaults are 60 KiB of request headers and 100 headers. A
     59 KiB Cookie header, 500 cookies in one header or 90 Cookie lines
@@ -59,7 +65,11 @@ duplicates
     user is placed by weight with a key derived from all copies, so the
     planted canary cookie gets nobody onto the canary (the global canary
     has weight 0), and repeated requests land on the same version and pod
-    (checked on a 50/50 route). Invalid copies beside one valid copy are
+    (checked on a 50/50 route). In persistent mode (sealed cookies that pin
+    a pod) two copies of one's own cookie keep the pin, and a planted
+    cookie pinned to another pod (of the same version or of the canary)
+    pins nothing: no ``x-sticky-endpoint`` reaches the pod, and the
+    victim stays on one pod. Invalid copies beside one valid copy are
     ignored (the session is kept). Conflicting copies and invalid copies
     are counted in ``cookie_invalid`` (the request did carry a bad or
     planted session cookie); agreeing copies are not.
@@ -291,7 +301,8 @@ def decisions(d: dict[str, int]) -> dict[tuple[str, str, str], int]:
     return out
 
 
-def assert_set_cookies_well_formed(r: harness.Response) -> None:
+def assert_set_cookies_well_formed(r: harness.Response, required=REQUIRED_ATTRS, optional=OPTIONAL_ATTRS,
+                                   names_allowed=tuple(COOKIE_OF.values())) -> None:
     names = []
     for raw in r.set_cookies:
         if raw.startswith(APP_COOKIE + "="):
@@ -300,10 +311,10 @@ def assert_set_cookies_well_formed(r: harness.Response) -> None:
         first, *attrs = [p.strip() for p in raw.split(";")]
         assert first.count("=") == 1, f"not one name=value: {raw!r}"
         name, value = first.split("=")
-        assert name in COOKIE_OF.values(), f"not our cookie: {raw!r}"
+        assert name in names_allowed, f"not our cookie: {raw!r}"
         assert COOKIE_VALUE.fullmatch(value), f"not our value format: {raw!r}"
         assert len(attrs) == len(set(attrs)), f"repeated attribute: {raw!r}"
-        assert REQUIRED_ATTRS <= set(attrs) <= REQUIRED_ATTRS | OPTIONAL_ATTRS, f"attributes: {raw!r}"
+        assert required <= set(attrs) <= required | optional, f"attributes: {raw!r}"
         names.append(name)
     assert len(names) == len(set(names)), f"two Set-Cookie for one name: {r.set_cookies!r}"
     for k, v in r.headers:
@@ -694,3 +705,116 @@ QUERY = [
 @pytest.mark.parametrize("case", params(QUERY))
 def test_query_strings(env, case):
     run(env, case)
+
+
+# -- duplicated cookies in persistent mode (pinned pods) ------------------------
+
+
+class PersistentEnv:
+    """envoy-local-persistent.yaml (sealed cookies that pin a pod) in front
+    of two pods per version. Users: ``A`` and ``B`` on canary-v1 pinned to
+    different pods, ``C2`` on canary-v2 by the cookie rule, pinned to a
+    canary-v2 pod."""
+
+    def __init__(self, workdir):
+        from test_persistent_helpers import Eds, config, plugin, start_pods, wait_hosts
+
+        self.pods = start_pods(workdir / "pods", [(V1, "hp-v1-a"), (V1, "hp-v1-b"), (V2, "hp-v2-a"), (V2, "hp-v2-b")])
+        eds = Eds(workdir / "eds")
+        eds.write(V1, [self.pods["hp-v1-a"].address, self.pods["hp-v1-b"].address])
+        eds.write(V2, [self.pods["hp-v2-a"].address, self.pods["hp-v2-b"].address])
+        self.plugin = plugin()
+        self.cookie = self.plugin["session"]["cookie"]["name"]
+        self.envoy = harness.start_envoy(config(eds), workdir / "envoy", plugin=self.plugin)
+        for cluster in (V1, V2):
+            wait_hosts(self.envoy, cluster, eds.current[cluster])
+        self.users: dict[str, tuple[str, str]] = {}  # token -> (cookie value, pinned hostname)
+        for _ in range(60):  # bounded: each new user lands on either v1 pod
+            value, host = self._pinned_user({})
+            self.users.setdefault("A", (value, host))
+            if host != self.users["A"][1]:
+                self.users["B"] = (value, host)
+                break
+        self.users["C2"] = self._pinned_user({"canary": "v2"})
+        assert "B" in self.users, self.users
+        assert [self.pods[self.users[t][1]].name for t in ("A", "B", "C2")] == [V1, V1, V2], self.users
+
+    def _pinned_user(self, extra: dict) -> tuple[str, str]:
+        """A new session (with `extra` cookies on the first request), sent
+        back once so it is pinned: (cookie value, pod hostname)."""
+        with harness.Client(self.envoy.port) as c:
+            r = c.get("/", cookies=extra or None)
+            [first] = r.cookies_named(self.cookie)
+            r = c.get("/", cookies={self.cookie: first.value})
+            value = (r.cookies_named(self.cookie) or [first])[-1].value
+            r = c.get("/", cookies={self.cookie: value})
+        assert r.status == 200 and self.pinned(r) == [self.pods[r.hostname].address], r
+        return value, r.hostname
+
+    def pinned(self, r: harness.Response) -> list[str]:
+        """The x-sticky-endpoint values the pod received (the pin used)."""
+        w = r.whoami
+        return w.header_values("x-sticky-endpoint") if w else []
+
+    def send(self, tokens: list[str], how: str) -> harness.Response:
+        pairs = [f"{self.cookie}={self.users[t][0]}" for t in tokens]
+        if how == "one-line":
+            hdrs = [cookie("; ".join(pairs))]
+            return harness.raw_http1(self.envoy.port, harness.raw_http1_bytes("GET", "/", hdrs))
+        if how == "two-lines":
+            return harness.raw_http1(self.envoy.port, harness.raw_http1_bytes("GET", "/", [cookie(p) for p in pairs]))
+        return harness.h2_request(self.envoy.port, "/", [("cookie", p) for p in pairs])
+
+    def stop(self):
+        self.envoy.stop()
+        for p in self.pods.values():
+            p.stop()
+
+
+@pytest.fixture(scope="module")
+def penv(workdir):
+    e = PersistentEnv(workdir / "hostile-persistent")
+    yield e
+    e.stop()
+
+
+PERSISTENT_ATTRS = {"Path=/", "Max-Age=3600", "HttpOnly", "SameSite=Lax"}
+HOW = ["one-line", "two-lines", "h2-crumbs"]
+
+
+@pytest.mark.parametrize("how", HOW)
+def test_persistent_own_cookie_twice_keeps_the_pin(penv, how):
+    """Two copies of the user's own sealed cookie: the pin is kept."""
+    value, host = penv.users["A"]
+    before = penv.envoy.counters("sticky_canary")
+    r = penv.send(["A", "A"], how)
+    assert r.status == 200 and r.hostname == host, r
+    assert penv.pinned(r) == [penv.pods[host].address], r
+    assert_set_cookies_well_formed(r, PERSISTENT_ATTRS, set(), (penv.cookie,))
+    d = delta(before, penv.envoy.counters("sticky_canary"))
+    assert sum(decisions(d).values()) == 1 and d.get("sticky_canary.global.cookie_invalid", 0) == 0, d
+
+
+@pytest.mark.parametrize("how", HOW)
+@pytest.mark.parametrize("planted", ["other-pod", "canary-pin"])
+def test_persistent_planted_cookie_pins_nothing(penv, how, planted):
+    """A victim on pod A with a planted sealed cookie beside it (another
+    user's, pinned to the other canary-v1 pod, or to a canary-v2 pod): no
+    pin is used, the victim stays on canary-v1 (placed by weight; the
+    canary has weight 0), and 10 requests land on one pod (a random key per
+    request would bounce between the two: all 10 alike has probability
+    2^-9)."""
+    token = {"other-pod": "B", "canary-pin": "C2"}[planted]
+    before = penv.envoy.counters("sticky_canary")
+    hosts = set()
+    for i in range(10):
+        tokens = ["A", token] if i % 2 == 0 else [token, "A"]
+        r = penv.send(tokens, how)
+        assert r.status == 200 and r.name == V1, r
+        assert penv.pinned(r) == [], f"a pin was used: {penv.pinned(r)}"
+        assert_set_cookies_well_formed(r, PERSISTENT_ATTRS, set(), (penv.cookie,))
+        hosts.add(r.hostname)
+    assert len(hosts) == 1, f"bounced: {hosts}"
+    d = delta(before, penv.envoy.counters("sticky_canary"))
+    assert decisions(d) == {("global", V1, "weight"): 10}, d
+    assert d.get("sticky_canary.global.cookie_invalid", 0) == 10, d
