@@ -121,6 +121,20 @@ HTTP client
     ``["Path=/", "Max-Age=3600", "Secure"]``), ``.attribute_set``,
     ``.pair`` (``"name=value"``, to send back).
 
+Raw clients (hostile input that ``http.client`` will not send)
+    ``raw_http1_bytes(method, target, headers, host="example.test") ->
+    bytes``: a request head byte for byte (``Host`` first, the
+    ``(name, value)`` pairs as given, str as latin-1, ``Connection:
+    close``). ``raw_http1(port, request, timeout=10) -> Response``: sends
+    it on a new connection and reads the answer (headers decoded as
+    latin-1).
+
+    ``h2_request(port, path="/", headers=(), method="GET",
+    authority="example.test", timeout=10) -> Response``: one HTTP/2
+    request (h2c, prior knowledge, PyPI ``h2``) on its own connection;
+    ``headers`` go out as given, one HPACK field each, unvalidated, so two
+    ``("cookie", ...)`` pairs are two cookie crumbs.
+
 Logs on failure
     Every process started here is registered; ``pytest_runtest_makereport``
     (a hook wrapper, re-exported by ``conftest.py``) attaches to the report
@@ -999,3 +1013,125 @@ class Client:
 
     def get(self, path: str = "/", headers=None, cookies=None) -> Response:
         return self.request("GET", path, headers=headers, cookies=cookies)
+
+
+# ---------------------------------------------------------------------------
+# Raw HTTP/1.1 and HTTP/2 clients, for hostile input that http.client refuses
+# to send (non-UTF-8 or control bytes, odd header names, repeated headers,
+# cookie crumbs).
+
+
+def _to_bytes(x: bytes | str) -> bytes:
+    return x if isinstance(x, bytes) else x.encode("latin-1")
+
+
+def raw_http1_bytes(method: str, target: bytes | str, headers: Sequence[tuple[bytes | str, bytes | str]], host: str = "example.test") -> bytes:
+    """One HTTP/1.1 request head, byte for byte: `Host` first, then every
+    `(name, value)` exactly as given (str is sent as latin-1, so only bytes
+    carry UTF-8), then `Connection: close`. No validation at all."""
+    lines = [_to_bytes(method) + b" " + _to_bytes(target) + b" HTTP/1.1", b"Host: " + _to_bytes(host)]
+    lines += [_to_bytes(k) + b": " + _to_bytes(v) for k, v in headers]
+    lines.append(b"Connection: close")
+    return b"\r\n".join(lines) + b"\r\n\r\n"
+
+
+def raw_http1(port: int, request: bytes, *, host: str = LOOPBACK, timeout: float = 10.0) -> Response:
+    """Send `request` (a whole HTTP/1.1 request, e.g. from `raw_http1_bytes`)
+    on a new connection and read the answer until Envoy closes it (the
+    request should say `Connection: close`). Header names and values are
+    decoded as latin-1, the body as UTF-8. Raises `ConnectionError` when the
+    connection closes before a status line arrives."""
+    with socket.create_connection((host, port), timeout=timeout) as s:
+        s.sendall(request)
+        data = b""
+        deadline = time.monotonic() + timeout  # a hang guard only
+        while time.monotonic() < deadline:
+            try:
+                chunk = s.recv(65536)
+            except ConnectionResetError:
+                break
+            if not chunk:
+                break
+            data += chunk
+            head, sep, body = data.partition(b"\r\n\r\n")
+            if sep:
+                length = None
+                for line in head.split(b"\r\n")[1:]:
+                    k, _, v = line.partition(b":")
+                    if k.strip().lower() == b"content-length":
+                        length = int(v.strip())
+                if length is not None and len(body) >= length:
+                    break
+    head, sep, body = data.partition(b"\r\n\r\n")
+    if not sep:
+        raise ConnectionError(f"no HTTP response (got {data[:200]!r})")
+    status_line, *lines = head.decode("latin-1").split("\r\n")
+    status = int(status_line.split(" ", 2)[1])
+    hdrs = []
+    for line in lines:
+        k, _, v = line.partition(":")
+        hdrs.append((k.strip(), v.strip()))
+    return Response(status, hdrs, body.decode("utf-8", errors="replace"))
+
+
+def h2_request(
+    port: int,
+    path: bytes | str = "/",
+    headers: Sequence[tuple[bytes | str, bytes | str]] = (),
+    *,
+    method: str = "GET",
+    authority: str = "example.test",
+    host: str = LOOPBACK,
+    timeout: float = 10.0,
+) -> Response:
+    """One HTTP/2 request over cleartext with prior knowledge (h2c, PyPI
+    `h2`), on its own connection. `headers` go out exactly as given, one
+    HPACK field each, in order, with no validation and no normalisation: two
+    `("cookie", ...)` pairs are two cookie crumbs. Response header names and
+    values are decoded as latin-1. Raises `ConnectionError` on a stream reset
+    or GOAWAY before the response ends."""
+    import h2.config
+    import h2.connection
+    import h2.events
+
+    cfg = h2.config.H2Configuration(
+        client_side=True, header_encoding=None, validate_outbound_headers=False,
+        normalize_outbound_headers=False, validate_inbound_headers=False,
+    )
+    conn = h2.connection.H2Connection(config=cfg)
+    request_headers = [
+        (b":method", _to_bytes(method)), (b":scheme", b"http"),
+        (b":authority", _to_bytes(authority)), (b":path", _to_bytes(path)),
+    ] + [(_to_bytes(k), _to_bytes(v)) for k, v in headers]
+    with socket.create_connection((host, port), timeout=timeout) as s:
+        conn.initiate_connection()
+        stream = conn.get_next_available_stream_id()
+        conn.send_headers(stream, request_headers, end_stream=True)
+        s.sendall(conn.data_to_send())
+        status, hdrs, body, done = None, [], b"", False
+        deadline = time.monotonic() + timeout  # a hang guard only
+        while not done and time.monotonic() < deadline:
+            data = s.recv(65536)
+            if not data:
+                break
+            for ev in conn.receive_data(data):
+                if isinstance(ev, h2.events.ResponseReceived) and ev.stream_id == stream:
+                    for k, v in ev.headers:
+                        k, v = k.decode("latin-1"), v.decode("latin-1")
+                        if k == ":status":
+                            status = int(v)
+                        else:
+                            hdrs.append((k, v))
+                elif isinstance(ev, h2.events.DataReceived) and ev.stream_id == stream:
+                    body += ev.data
+                    conn.acknowledge_received_data(ev.flow_controlled_length, stream)
+                elif isinstance(ev, h2.events.StreamEnded) and ev.stream_id == stream:
+                    done = True
+                elif isinstance(ev, (h2.events.StreamReset, h2.events.ConnectionTerminated)):
+                    raise ConnectionError(f"HTTP/2 request ended early: {ev!r}")
+            out = conn.data_to_send()
+            if out:
+                s.sendall(out)
+    if not done or status is None:
+        raise ConnectionError("HTTP/2 response did not end")
+    return Response(status, hdrs, body.decode("utf-8", errors="replace"))
