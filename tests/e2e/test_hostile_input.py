@@ -15,9 +15,9 @@ Every case sends one hostile request through Envoy and checks:
    Nothing a client sent (``Domain=evil.example``, a CR/LF) shows up in any
    response header.
 3. **The counters move**: exactly one decision counter
-   (``sticky_canary.<scope>.version.<v>.<reason>``) of the case's scope
+   (``sticky_canary_decisions_total{route, version, reason}``) of the case's scope
    rises by 1 (the expected version and reason where given), none of another
-   scope; ``cookie_invalid`` and ``key_fallback`` rise by exactly what the
+   scope; ``sticky_canary_cookie_rejected_total`` and ``sticky_canary_key_fallback_total`` rise by exactly what the
    case says.
 4. **The next requests are served**: a new user gets canary-v1 by weight
    with a new cookie, a returning canary-v2 user keeps canary-v2 and its pod
@@ -38,7 +38,7 @@ non-utf8 / control (header values, names, query)
     session cookie sent on another line; within the same line (or joined
     HTTP/2 crumbs) the filter may keep or drop the session, but serves the
     request. A key source that is not UTF-8 (X-Forwarded-For, a key header)
-    falls back to a cookie key and counts ``key_fallback``. Envoy refuses
+    falls back to a cookie key and counts ``sticky_canary_key_fallback_total``. Envoy refuses
     non-UTF-8 header names, control bytes (0x01, 0x7F) in values and raw
     non-UTF-8 in an HTTP/1.1 target itself (see test_envoy_header_facts.py):
     those cases check that Envoy keeps serving afterwards. Tabs pass:
@@ -71,7 +71,7 @@ duplicates
     pins nothing: no ``x-sticky-endpoint`` reaches the pod, and the
     victim stays on one pod. Invalid copies beside one valid copy are
     ignored (the session is kept). Conflicting copies and invalid copies
-    are counted in ``cookie_invalid`` (the request did carry a bad or
+    are counted in ``sticky_canary_cookie_rejected_total`` (the request did carry a bad or
     planted session cookie); agreeing copies are not.
 cookie-syntax
     RFC 6265 values may be quoted: ``name="value"`` reads as ``value``.
@@ -292,13 +292,28 @@ def delta(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
 
 
 def decisions(d: dict[str, int]) -> dict[tuple[str, str, str], int]:
-    """{(scope, version, reason): increase} from a counter delta."""
+    """{(route, version, reason): increase} from a counter delta."""
     out = {}
     for k, n in d.items():
-        m = re.fullmatch(r"sticky_canary\.([^.]+)\.version\.(.+)\.(rule|remembered|weight)", k)
-        if m:
-            out[m.groups()] = n
+        name, labels = harness.parse_metric(k)
+        if name == "sticky_canary_decisions_total":
+            out[(labels["route"], labels["version"], labels["reason"])] = n
     return out
+
+
+def moved(d: dict[str, int], metric: str, **labels: str) -> int:
+    """The increase of a labelled counter (summed over unnamed labels)."""
+    total = 0
+    for k, n in d.items():
+        name, got = harness.parse_metric(k)
+        if name == metric and all(got.get(a) == b for a, b in labels.items()):
+            total += n
+    return total
+
+
+def routes_moved(d: dict[str, int]) -> set[str]:
+    """The route labels of the counters that moved."""
+    return {harness.parse_metric(k)[1]["route"] for k in d if "route" in harness.parse_metric(k)[1]}
 
 
 def assert_set_cookies_well_formed(r: harness.Response, required=REQUIRED_ATTRS, optional=OPTIONAL_ATTRS,
@@ -333,11 +348,9 @@ def assert_follow_ups_served(env: Env) -> None:
     assert back.status == 200 and back.name == V2 and back.hostname == env.users["V2"].hostname, f"returning user after the case: {back!r}"
     assert back.set_cookies == [], back
     d = delta(before, env.counters())
-    assert d == {
-        f"sticky_canary.global.version.{V1}.weight": 1,
-        f"sticky_canary.global.version.{V2}.remembered": 1,
-        "sticky_canary.global.cookie_issued": 1,
-    }, d
+    assert decisions(d) == {("global", V1, "new"): 1, ("global", V2, "returning"): 1}, d
+    assert moved(d, "sticky_canary_sessions_total") == moved(d, "sticky_canary_sessions_total", event="issued") == 1, d
+    assert moved(d, "sticky_canary_cookie_rejected_total") == 0, d
 
 
 @dataclass
@@ -346,10 +359,10 @@ class Case:
     send: Callable[[Env], harness.Response]  # may raise ConnectionError (HTTP/2 refused)
     version: str | None = V1  # None: any allowed version
     pod: str | None = None  # a user token: served by that user's pod
-    reason: str | None = None  # rule / remembered / weight
+    reason: str | None = None  # rule / returning / new
     scope: str = "global"
-    invalid: int | tuple[int, ...] = 0  # allowed increases of cookie_invalid
-    fallback: int = 0  # increase of key_fallback
+    invalid: int | tuple[int, ...] = 0  # allowed increases of sticky_canary_cookie_rejected_total
+    fallback: int = 0  # increase of sticky_canary_key_fallback_total
     fresh: bool = False  # a new session cookie must be issued (and must work)
     unchanged: bool = False  # the session is kept as it is: no Set-Cookie
     rejected: bool = False  # Envoy refuses it before the filter
@@ -379,7 +392,7 @@ def run(env: Env, case: Case) -> None:
         assert r.hostname == env.users[case.pod].hostname, r
     assert_set_cookies_well_formed(r)
     d = delta(before, env.counters())
-    assert all(k.startswith(f"sticky_canary.{case.scope}.") for k in d), f"counters of another scope moved: {d}"
+    assert routes_moved(d) <= {case.scope}, f"counters of another route moved: {d}"
     decided = decisions(d)
     assert sum(decided.values()) == 1 and all(s == case.scope for s, _, _ in decided), f"decision counters: {d}"
     [(_, version, reason)] = decided
@@ -387,8 +400,8 @@ def run(env: Env, case: Case) -> None:
     if case.reason:
         assert reason == case.reason, d
     allowed_invalid = case.invalid if isinstance(case.invalid, tuple) else (case.invalid,)
-    assert d.get(f"sticky_canary.{case.scope}.cookie_invalid", 0) in allowed_invalid, d
-    assert d.get(f"sticky_canary.{case.scope}.key_fallback", 0) == case.fallback, d
+    assert moved(d, "sticky_canary_cookie_rejected_total", route=case.scope) in allowed_invalid, d
+    assert moved(d, "sticky_canary_key_fallback_total", route=case.scope) == case.fallback, d
     if case.unchanged:
         assert [c for c in r.set_cookies if not c.startswith(APP_COOKIE + "=")] == [], r
     if case.fresh:
@@ -433,7 +446,7 @@ def kept(id, send, **kw) -> Case:
     """The V2 user's session is read: canary-v2, its pod, remembered, and
     not re-issued."""
     kw.setdefault("unchanged", True)
-    return Case(id, send, version=V2, pod="V2", reason="remembered", **kw)
+    return Case(id, send, version=V2, pod="V2", reason="returning", **kw)
 
 
 def kept_dup(id, send, **kw) -> Case:
@@ -443,9 +456,10 @@ def kept_dup(id, send, **kw) -> Case:
 
 
 def new_user(id, send, **kw) -> Case:
-    """No usable session: canary-v1 by weight, a new working cookie."""
+    """No usable session: canary-v1 by weight, a new working cookie (for
+    conflicting copies: no cookie, so the placement stays stable)."""
     kw.setdefault("fresh", True)
-    return Case(id, send, version=V1, reason="weight", **kw)
+    return Case(id, send, version=V1, reason="new", **kw)
 
 
 def by_rule(id, send, **kw) -> Case:
@@ -572,9 +586,9 @@ DUPLICATES = [
     kept_dup("same-value-three-copies", h1([cookie(f"{C}=$V2; a=1; {C}=$V2"), cookie(f"{C}=$V2")])),
     kept_dup("same-session-issued-earlier", h1([cookie(f"{C}=$V2; {C}=$V2OLD")])),
     kept_dup("same-session-issued-earlier-first", h1([cookie(f"{C}=$V2OLD"), cookie(f"{C}=$V2")])),
-    new_user("planted-canary-beside-stable-user", h1([cookie(f"{C}=$V1; {C}=$P2")]), invalid=1),
-    new_user("planted-canary-first", h1([cookie(f"{C}=$P2"), cookie(f"{C}=$V1")]), invalid=1),
-    new_user("conflicting-canary-and-stable", h1([cookie(f"{C}=$V2; {C}=$V1")]), invalid=1),
+    new_user("planted-canary-beside-stable-user", h1([cookie(f"{C}=$V1; {C}=$P2")]), invalid=1, fresh=False, unchanged=True),
+    new_user("planted-canary-first", h1([cookie(f"{C}=$P2"), cookie(f"{C}=$V1")]), invalid=1, fresh=False, unchanged=True),
+    new_user("conflicting-canary-and-stable", h1([cookie(f"{C}=$V2; {C}=$V1")]), invalid=1, fresh=False, unchanged=True),
     kept_dup("valid-and-garbage", h1([cookie(f"{C}=$V2; {C}=garbage")]), invalid=1),
     kept_dup("garbage-and-valid", h1([cookie(f"{C}=garbage"), cookie(f"{C}=$V2")]), invalid=1),
     kept_dup("valid-and-empty", h1([cookie(f"{C}=$V2; {C}=")]), invalid=1),
@@ -612,8 +626,8 @@ def test_planted_cookie_places_by_weight_and_is_stable(env, how):
     d = delta(before, env.counters())
     assert len(answers) == 1, f"bounced: {answers}"
     [(version, _)] = answers
-    assert decisions(d) == {("weighted", version, "weight"): 8}, d
-    assert d.get("sticky_canary.weighted.cookie_invalid", 0) == 8, d
+    assert decisions(d) == {("weighted", version, "new"): 8}, d
+    assert moved(d, "sticky_canary_cookie_rejected_total", route="weighted", cause="duplicated") == 8, d
     assert_follow_ups_served(env)
 
 
@@ -669,7 +683,7 @@ H2_CRUMBS = [
     by_rule("rule-cookie-in-one-crumb", h2([("cookie", "x=1"), ("cookie", "canary=v2")])),
     kept_dup("same-value-two-crumbs", h2([("cookie", f"{C}=$V2"), ("cookie", f"{C}=$V2")])),
     kept_dup("same-session-issued-earlier", h2([("cookie", f"{C}=$V2OLD"), ("cookie", f"{C}=$V2")])),
-    new_user("planted-canary-crumb", h2([("cookie", f"{C}=$V1"), ("cookie", f"{C}=$P2")]), invalid=1),
+    new_user("planted-canary-crumb", h2([("cookie", f"{C}=$V1"), ("cookie", f"{C}=$P2")]), invalid=1, fresh=False, unchanged=True),
     kept_dup("valid-and-garbage-crumbs", h2([("cookie", f"{C}=$V2"), ("cookie", f"{C}=garbage")]), invalid=1),
 ]
 
@@ -792,7 +806,7 @@ def test_persistent_own_cookie_twice_keeps_the_pin(penv, how):
     assert penv.pinned(r) == [penv.pods[host].address], r
     assert_set_cookies_well_formed(r, PERSISTENT_ATTRS, set(), (penv.cookie,))
     d = delta(before, penv.envoy.counters("sticky_canary"))
-    assert sum(decisions(d).values()) == 1 and d.get("sticky_canary.global.cookie_invalid", 0) == 0, d
+    assert sum(decisions(d).values()) == 1 and moved(d, "sticky_canary_cookie_rejected_total") == 0, d
 
 
 @pytest.mark.parametrize("how", HOW)
@@ -815,5 +829,5 @@ def test_persistent_planted_cookie_pins_nothing(penv, how, planted):
         hosts.add(r.hostname)
     assert len(hosts) == 1, f"bounced: {hosts}"
     d = delta(before, penv.envoy.counters("sticky_canary"))
-    assert decisions(d) == {("global", V1, "weight"): 10}, d
-    assert d.get("sticky_canary.global.cookie_invalid", 0) == 10, d
+    assert decisions(d) == {("global", V1, "new"): 10}, d
+    assert moved(d, "sticky_canary_cookie_rejected_total", route="global", cause="duplicated") == 10, d
