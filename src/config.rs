@@ -35,6 +35,12 @@ pub struct RawConfig {
     pub headers: Option<RawHeaders>,
     /// Per-route overrides, first match wins.
     pub routes: Option<Vec<serde_json::Value>>,
+    /// Record the decision in Envoy's filter state (`wasm.sticky_canary.*`)
+    /// for access logs and Istio's Telemetry CEL (default false).
+    pub filter_state: Option<bool>,
+    /// Name of a response header that explains the decision (default:
+    /// none). For debugging; it never carries secrets or endpoints.
+    pub debug_header: Option<String>,
     /// What the filter does when this config is invalid: `pass_through`
     /// (default: keep the last good config of this plugin, else pass every
     /// request through) or `refuse` (Envoy rejects the filter config).

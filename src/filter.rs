@@ -216,6 +216,9 @@ impl HttpContext for Http {
         for c in &plan.count {
             active.bump(*c);
         }
+        for (path, value) in &plan.properties {
+            host::set_property(path, value);
+        }
         self.exchange = plan.exchange;
         Action::Continue
     }
@@ -241,31 +244,35 @@ impl HttpContext for Http {
             attempts,
             status,
         };
-        if !ex.upstream_answered(&upstream) {
-            return Action::Continue;
-        }
-        let mut nonce = [0u8; NONCE_LEN];
-        if ex.needs_nonce() && !WasiEntropy.fill(&mut nonce) {
-            host::log(
-                Level::Warn,
-                "sticky-canary: no randomness for the cookie nonce; cookie not renewed",
-            );
-            return Action::Continue;
-        }
-        let response = host::header_pairs(map::RESPONSE_HEADERS).unwrap_or_default();
-        let existing = response
-            .iter()
-            .filter(|(k, _)| k.as_slice() == b"set-cookie")
-            .map(|(_, v)| v.as_slice());
-        if let Some(cookie) = ex.set_cookie(existing, &nonce) {
-            host::add_header(
-                map::RESPONSE_HEADERS,
-                "set-cookie",
-                cookie.header.as_bytes(),
-            );
-            if let Some(c) = cookie.count {
-                active.bump(c);
+        let mut cookie = None;
+        if ex.upstream_answered(&upstream) {
+            let mut nonce = [0u8; NONCE_LEN];
+            if ex.needs_nonce() && !WasiEntropy.fill(&mut nonce) {
+                host::log(
+                    Level::Warn,
+                    "sticky-canary: no randomness for the cookie nonce; cookie not renewed",
+                );
+            } else {
+                let response = host::header_pairs(map::RESPONSE_HEADERS).unwrap_or_default();
+                let existing = response
+                    .iter()
+                    .filter(|(k, _)| k.as_slice() == b"set-cookie")
+                    .map(|(_, v)| v.as_slice());
+                cookie = ex.set_cookie(existing, &nonce);
             }
+        }
+        if let Some(c) = &cookie {
+            host::add_header(map::RESPONSE_HEADERS, "set-cookie", c.header.as_bytes());
+            if let Some(id) = c.count {
+                active.bump(id);
+            }
+        }
+        let extras = ex.extras(cookie.as_ref());
+        for (name, value) in &extras.headers {
+            host::add_header(map::RESPONSE_HEADERS, name, value.as_bytes());
+        }
+        for (path, value) in &extras.properties {
+            host::set_property(path, value);
         }
         Action::Continue
     }

@@ -95,6 +95,12 @@ extern "C" {
         return_value_data: *mut *mut u8,
         return_value_size: *mut usize,
     ) -> u32;
+    fn proxy_set_property(
+        path_data: *const u8,
+        path_size: usize,
+        value_data: *const u8,
+        value_size: usize,
+    ) -> u32;
     fn proxy_define_metric(
         metric_type: u32,
         name_data: *const u8,
@@ -242,6 +248,16 @@ pub fn property(path: &[&str]) -> Option<Vec<u8>> {
             OK if !data.is_null() => Some(take(data, size)),
             _ => None,
         }
+    }
+}
+
+/// Set a property: in Envoy, filter state `wasm.<path>` of the stream
+/// (printable in access logs with `%FILTER_STATE(wasm.<path>:PLAIN)%`).
+/// Errors are ignored.
+pub fn set_property(path: &str, value: &[u8]) {
+    // SAFETY: valid slices for the duration of the call.
+    unsafe {
+        let _ = proxy_set_property(path.as_ptr(), path.len(), value.as_ptr(), value.len());
     }
 }
 

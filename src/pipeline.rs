@@ -33,8 +33,34 @@ pub struct RequestPlan<'p> {
     pub remove: Vec<&'p str>,
     /// Counters to add 1 to.
     pub count: Vec<Counter>,
+    /// Filter state to set (`"filter_state": true`), as property paths
+    /// under Envoy's `wasm.` prefix and values.
+    pub properties: Vec<(&'static str, Vec<u8>)>,
     /// The response phase's state; `None` when the request passed through.
     pub exchange: Option<Exchange>,
+}
+
+/// Filter state keys (Envoy stores them as `wasm.<key>`: print them with
+/// `%FILTER_STATE(wasm.sticky_canary.version:PLAIN)%`).
+pub mod state {
+    /// The decided version.
+    pub const VERSION: &str = "sticky_canary.version";
+    /// Why (the `reason` label of the decision counter).
+    pub const REASON: &str = "sticky_canary.reason";
+    /// What the response did to the session: issued, renewed, switched,
+    /// repinned, or none.
+    pub const SESSION: &str = "sticky_canary.session";
+    /// The endpoint the session is pinned to (persistent mode), or none.
+    pub const ENDPOINT: &str = "sticky_canary.endpoint";
+}
+
+/// What the adapter adds on the response besides the cookie.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct ResponseExtras {
+    /// Response headers to add (the debug header).
+    pub headers: Vec<(String, String)>,
+    /// Filter state to set.
+    pub properties: Vec<(&'static str, Vec<u8>)>,
 }
 
 /// What the response phase needs from the request phase.
@@ -71,6 +97,7 @@ pub fn on_request<'p>(
                 .filter(|h| req.header_present(h))
                 .collect(),
             count: vec![plugin.passthrough],
+            properties: Vec::new(),
             exchange: None,
         };
     };
@@ -101,10 +128,19 @@ pub fn on_request<'p>(
     .into_iter()
     .flatten()
     .collect();
+    let properties = if p.filter_state {
+        vec![
+            (state::VERSION, version.as_bytes().to_vec()),
+            (state::REASON, decision.outcome.label().as_bytes().to_vec()),
+        ]
+    } else {
+        Vec::new()
+    };
     RequestPlan {
         set,
         remove,
         count,
+        properties,
         exchange: Some(Exchange::new(Rc::clone(policy), decision, req)),
     }
 }
@@ -199,6 +235,61 @@ impl Exchange {
             }
         }
         d.write_cookie
+    }
+
+    /// What to add on the response besides the cookie, once the cookie
+    /// step is done (`cookie`: what [`Exchange::set_cookie`] gave, if it
+    /// ran): the session event and pin in filter state, and the debug
+    /// header. Empty unless the policy asks for them.
+    pub fn extras(&self, cookie: Option<&SetCookie>) -> ResponseExtras {
+        let p = &self.policy;
+        let d = &self.decision;
+        let event = cookie.map_or("none", |c| c.event.label());
+        let mut out = ResponseExtras::default();
+        if p.filter_state {
+            out.properties
+                .push((state::SESSION, event.as_bytes().to_vec()));
+            if p.mode == PinMode::Persistent {
+                let pin = d.session.endpoint.as_deref().unwrap_or("none");
+                out.properties
+                    .push((state::ENDPOINT, pin.as_bytes().to_vec()));
+            }
+        }
+        if let Some(name) = &p.debug_header {
+            let cookie_state = match d.cookie_state {
+                CookieState::Absent => "absent",
+                CookieState::Valid => "valid",
+                CookieState::Invalid => "invalid",
+                CookieState::Conflicting => "conflicting",
+            };
+            let mut v = format!(
+                "route={}; version={}; reason={}",
+                p.scope,
+                p.versions.get(d.version).map_or("", |v| v.name.as_str()),
+                d.outcome.label()
+            );
+            if let crate::decide::Reason::Rule(i) = d.reason {
+                v.push_str(&format!("; rule={i}"));
+            }
+            v.push_str(&format!("; cookie={cookie_state}"));
+            if let Some(r) = d.rejected {
+                v.push_str(&format!("; rejected={}", r.label()));
+            }
+            v.push_str(&format!("; session={event}"));
+            if p.mode == PinMode::Persistent {
+                let pinned = if d.session.endpoint.is_some() {
+                    "yes"
+                } else {
+                    "no"
+                };
+                v.push_str(&format!("; pinned={pinned}"));
+            }
+            if d.key_fallback {
+                v.push_str("; key=fallback");
+            }
+            out.headers.push((name.clone(), v));
+        }
+        out
     }
 
     /// Does [`Exchange::set_cookie`] need a nonce (sealed cookies)?

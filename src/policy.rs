@@ -299,6 +299,10 @@ pub struct Policy {
     pub change_on_failure: bool,
     /// Header names.
     pub headers: HeaderNames,
+    /// Record the decision in filter state (`wasm.sticky_canary.*`).
+    pub filter_state: bool,
+    /// The response header that explains the decision, if configured.
+    pub debug_header: Option<String>,
     /// The counters this policy's requests move.
     pub counters: PolicyCounters,
 }

@@ -38,7 +38,7 @@ const CASES: &[(&str, &str, &str)] = &[
      "invalid plugin config: $ = null: the plugin config must be a JSON object"),
     // ---- unknown keys, top level and nested ------------------------------
     ("unknown top-level key", r#"{"versions":[{"name":"v1"},{"name":"v2","weight":10}],"bogus":1}"#,
-     "invalid plugin config: bogus = 1: unknown field `bogus`, expected one of `versions`, `weight_total`, `rules`, `stickiness`, `rollback`, `seed`, `session`, `headers`, `routes`, `on_invalid_config`"),
+     "invalid plugin config: bogus = 1: unknown field `bogus`, expected one of `versions`, `weight_total`, `rules`, `stickiness`, `rollback`, `seed`, `session`, `headers`, `routes`, `filter_state`, `debug_header`, `on_invalid_config`"),
     ("unknown key in session.cookie", r#"{"versions":[{"name":"v1"},{"name":"v2","weight":10}],"session":{"cookie":{"nmae":"x"}}}"#,
      "invalid plugin config: session.cookie.nmae = \"x\": unknown field `nmae`, expected one of `name`, `path`, `domain`, `max_age`, `expires`, `secure`, `http_only`, `same_site`, `same_site_none_compat`"),
     ("unknown key in a version", r#"{"versions":[{"name":"v1"},{"name":"v2","wieght":10}]}"#,
@@ -63,8 +63,10 @@ const CASES: &[(&str, &str, &str)] = &[
      "invalid plugin config: routes[0].match.authority = \"shop.example.com:8080\": authority patterns match the host without its port: drop the port"),
     ("ramp before 1970", r#"{"versions":[{"name":"v1"},{"name":"v2","ramp":{"start":"1969-12-31T00:00:00Z","duration":60,"to":10}}]}"#,
      "invalid plugin config: versions[1].ramp.start = \"1969-12-31T00:00:00Z\": before 1970: ramps start after 1970-01-01T00:00:00Z"),
+    ("debug header that is set-cookie", r#"{"versions":[{"name":"v1"},{"name":"v2","weight":10}],"debug_header":"Set-Cookie"}"#,
+     "invalid plugin config: debug_header = \"Set-Cookie\": not a usable response header name"),
     ("unknown key in a route entry", r#"{"versions":[{"name":"v1"},{"name":"v2","weight":10}],"routes":[{"match":{"path_prefix":"/a"},"verisons":[]}]}"#,
-     "invalid plugin config: routes[0].verisons = []: unknown field `verisons`, expected one of `versions`, `weight_total`, `rules`, `stickiness`, `rollback`, `seed`, `session`, `headers`, `routes`, `on_invalid_config`"),
+     "invalid plugin config: routes[0].verisons = []: unknown field `verisons`, expected one of `versions`, `weight_total`, `rules`, `stickiness`, `rollback`, `seed`, `session`, `headers`, `routes`, `filter_state`, `debug_header`, `on_invalid_config`"),
     ("unknown key nested in a route entry", r#"{"versions":[{"name":"v1"},{"name":"v2","weight":10}],"routes":[{"match":{"path_prefix":"/a"},"session":{"bogus":1}}]}"#,
      "invalid plugin config: routes[0].session.bogus = 1: unknown field `bogus`, expected one of `cookie`, `key`, `ttl`, `mode`, `secrets`, `secrets_env`, `change_on_failure`"),
     // ---- types -----------------------------------------------------------

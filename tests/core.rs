@@ -1756,3 +1756,49 @@ fn ingress_nginx_cookie_defaults() {
         assert_eq!(request(&h, NOW).is_https(), https, "{h:?}");
     }
 }
+
+/// The debug header and filter state explain the decision without secrets
+/// or endpoint addresses; both are off unless configured.
+#[test]
+fn decision_extras_never_carry_secrets_or_endpoints() {
+    let p = plugin(
+        r#"{"versions":[{"name":"a"},{"name":"b","weight":0}],"filter_state":true,"debug_header":"x-debug",
+            "session":{"mode":"persistent","secrets":["AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE="]}}"#,
+    );
+    let policy = global(&p);
+    let mut c = Client::new();
+    let mut rng = TestRng(3);
+    c.visit_full(policy, &[], None, Some("10.0.0.5:8080"), NOW, &mut rng);
+    let h = headers(&[(
+        "cookie",
+        &format!("sticky-canary={}", c.jar.clone().unwrap()),
+    )]);
+    let req = request(&h, NOW + 1);
+    let d = decide(policy, &req, &mut rng);
+    let ex = Exchange::new(Rc::clone(policy), d, &req);
+    let extras = ex.extras(None);
+    let [(name, value)] = extras.headers.as_slice() else {
+        panic!("{extras:?}")
+    };
+    assert_eq!(name, "x-debug");
+    assert_eq!(
+        value,
+        "route=global; version=a; reason=returning; cookie=valid; session=none; pinned=yes"
+    );
+    // The pin goes to filter state (for the operator's access log), never
+    // into the client-visible header.
+    assert_eq!(
+        extras.properties,
+        [
+            ("sticky_canary.session", b"none".to_vec()),
+            ("sticky_canary.endpoint", b"10.0.0.5:8080".to_vec())
+        ]
+    );
+    let off = plugin(&two_versions(0, 100, ""));
+    let req = request(&h, NOW);
+    let d = decide(global(&off), &req, &mut rng);
+    assert_eq!(
+        Exchange::new(Rc::clone(global(&off)), d, &req).extras(None),
+        Default::default()
+    );
+}

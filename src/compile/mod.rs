@@ -386,6 +386,25 @@ fn compile_policy(
             "at most 256 characters",
         ));
     }
+    let debug_header = match &raw.debug_header {
+        None => None,
+        Some(h) => {
+            let name = h.to_ascii_lowercase();
+            if !is_token(&name)
+                || matches!(
+                    name.as_str(),
+                    "set-cookie" | "content-length" | "transfer-encoding" | "connection"
+                )
+            {
+                return Err(err(
+                    format!("{p}debug_header"),
+                    quoted(h),
+                    "not a usable response header name",
+                ));
+            }
+            Some(name)
+        }
+    };
     let names: Vec<&str> = versions.iter().map(|v| v.name.as_str()).collect();
     let counters = counters.policy(scope, &names, shared.key_source != KeySource::Cookie);
     Ok(Policy {
@@ -403,6 +422,8 @@ fn compile_policy(
         seal_keys: shared.seal_keys,
         change_on_failure: shared.change_on_failure,
         headers: shared.headers,
+        filter_state: raw.filter_state.unwrap_or(false),
+        debug_header,
         counters,
     })
 }

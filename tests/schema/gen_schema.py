@@ -244,6 +244,10 @@ common = {
   "seed": {"type": "string", "maxLength": 256, "default": "",
            "description": "Mixed into the bucket hash (at most 256 characters); change it to reshuffle who goes first."},
   "headers": {"$ref": "#/$defs/headers"},
+  "filter_state": {"type": "boolean", "default": False,
+                   "description": "Record the decision in Envoy's filter state for access logs and Istio's Telemetry CEL: `wasm.sticky_canary.version`, `.reason`, `.session`, and `.endpoint` in persistent mode (default false; two host calls per request)."},
+  "debug_header": {"$ref": "#/$defs/token",
+                   "description": "Name of a response header that explains the decision (route, version, reason, rule, cookie state, session event). Off unless set; it never carries secrets or endpoint addresses."},
 }
 top = dict(common)
 top["session"] = {"$ref": "#/$defs/session"}
