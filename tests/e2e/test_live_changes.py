@@ -10,8 +10,10 @@ Two ways of delivering a new plugin config to a running Envoy:
   with `--drain-strategy immediate`, so an old connection answers the
   request it has with the old config, adds `Connection: close`, and the
   client's next request (on a new connection) sees the new config. With
-  Envoy's default (gradual over `--drain-time-s`, 600 s) an open
-  keep-alive connection keeps the old config for up to 10 minutes.
+  Envoy's default drain (gradual over `--drain-time-s`, 600 s) an open
+  keep-alive connection kept the old config (5 of 5 requests right after
+  the update, also with `--drain-time-s 2`) until Envoy closes it, at the
+  latest at the end of the drain time.
   Every response carries `x-config-gen` (a route `response_headers_to_add`
   in each listener version), so each answer is checked against the exact
   config that served it.
@@ -19,8 +21,9 @@ Two ways of delivering a new plugin config to a running Envoy:
   `config_discovery` (no default config) and its
   `envoy.config.core.v3.TypedExtensionConfig` comes from a watched file
   (`harness.use_ecds` / `harness.write_ecds`). The new config applies to
-  every new stream, on existing connections too; a request in flight
-  finishes with the config it started with. A request sent after the main
+  new requests on existing connections too (the probe's keep-alive
+  connection sees every generation); requests in flight at the update are
+  answered by the old or the new config. A request sent after the main
   thread saw the new generation answer (a probe route entry whose cookie
   name carries the generation) must be served by it; one sent earlier may
   be served by the old or the new one, and is checked against both.
