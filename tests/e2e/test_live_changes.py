@@ -41,14 +41,17 @@ threshold (counts, not durations):
    `/shop/` requests go to canary-v2, nothing else changes.
 
 Every request must be a 200; every answer must be the version its config
-gives that user; every user keeps one pod per version. Envoy is started
-from the test thread; threads are used for clients only.
+gives that user; every user keeps one pod per version. A second test
+holds one request open across an update (headers before, body after):
+the old config decides and answers it, as described above. Envoy is
+started from the test thread; threads are used for clients only.
 """
 
 from __future__ import annotations
 
 import copy
 import os
+import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -68,6 +71,11 @@ N_CLIENTS = 16
 USERS_PER_CLIENT = 12
 REQUESTS_PER_CLIENT = 400
 THRESHOLDS = (1000, 2000, 3000, 4000)  # total requests before generation 1, 2, 3, 4
+# Each client's last TAIL requests wait until the last change serves, so
+# every client sends under the last generation however slow the main
+# thread is (the thresholds stay below N_CLIENTS * (REQUESTS - TAIL)).
+TAIL = 100
+assert THRESHOLDS[-1] < N_CLIENTS * (REQUESTS_PER_CLIENT - TAIL)
 HANG_GUARD = 120.0
 LISTENER_TYPE = "type.googleapis.com/envoy.config.listener.v3.Listener"
 
@@ -127,6 +135,7 @@ class Gens:
         self.written = 0
         self.confirmed = 0
         self.done = 0
+        self.all_applied = threading.Event()
 
 
 def counter(envoy: harness.Envoy, name: str) -> int:
@@ -281,6 +290,8 @@ def run_live(workdir: Path, backends: harness.BackendSet, delivery) -> dict:
             cl = harness.Client(envoy.port, timeout=30)
             try:
                 for i in range(REQUESTS_PER_CLIENT):
+                    if i == REQUESTS_PER_CLIENT - TAIL:
+                        gens.all_applied.wait(HANG_GUARD)
                     u = group[i % len(group)]
                     path = "/shop/item" if i % 5 == 4 else "/"
                     with gens.lock:
@@ -312,16 +323,19 @@ def run_live(workdir: Path, backends: harness.BackendSet, delivery) -> dict:
         for t in threads:
             t.start()
         applied_at = []
-        for gen, threshold in enumerate(THRESHOLDS, start=1):
-            wait_until(lambda: gens.done >= threshold or not any(t.is_alive() for t in threads),
-                       f"{threshold} requests", HANG_GUARD)
-            with gens.lock:
-                gens.written = gen
-                at = gens.done
-            mech.apply(gen)
-            with gens.lock:
-                gens.confirmed = gen
-                applied_at.append((at, gens.done))
+        try:
+            for gen, threshold in enumerate(THRESHOLDS, start=1):
+                wait_until(lambda: gens.done >= threshold or not any(t.is_alive() for t in threads),
+                           f"{threshold} requests", HANG_GUARD)
+                with gens.lock:
+                    gens.written = gen
+                    at = gens.done
+                mech.apply(gen)
+                with gens.lock:
+                    gens.confirmed = gen
+                    applied_at.append((at, gens.done))
+        finally:
+            gens.all_applied.set()
         for t in threads:
             t.join(HANG_GUARD)
         assert not any(t.is_alive() for t in threads), "a client hung"
@@ -392,3 +406,57 @@ def test_config_changes_under_load(workdir, backends, delivery):
         f"changes applied at requests {out['applied_at']}; answers from the old config after the new one "
         f"served a probe: {out['old_after_confirm']}; Connection: close answers {out['closes']}"
     )
+
+
+def _read_head(sock) -> list[str]:
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    return data.split(b"\r\n\r\n")[0].decode(errors="replace").split("\r\n")
+
+
+def _probe_cookie(head: list[str]) -> str | None:
+    for line in head:
+        name, _, value = line.partition(":")
+        if name.lower() == "set-cookie":
+            cookie = value.strip().split("=", 1)[0]
+            if cookie.startswith("probe-gen-"):
+                return cookie
+    return None
+
+
+@pytest.mark.parametrize("delivery", [Lds, Ecds], ids=["lds", "ecds"])
+def test_a_request_in_flight_keeps_the_config_it_started_with(workdir, backends, delivery):
+    """A request whose headers arrived before the update and whose body
+    after it is decided and answered by the old config (its Set-Cookie is
+    the old generation's). The next request: with ECDS on the same
+    connection, the new config; with LDS the old connection is closed
+    after that answer (Connection: close) and a new one gets the new
+    config."""
+    mech = delivery(workdir / f"inflight-{delivery.name.lower()}", backends)
+    try:
+        with socket.create_connection(("127.0.0.1", mech.envoy.port), timeout=30) as s:
+            s.sendall(b"POST /probe/ HTTP/1.1\r\nHost: shop.example\r\nContent-Length: 5\r\n\r\n")
+            # The stream exists once Envoy counts it; then the update.
+            wait_until(lambda: counter(mech.envoy, "http.ingress_http.downstream_rq_total") >= (2 if delivery is Ecds else 1),
+                       "the request to reach Envoy")
+            mech.apply(1)
+            s.sendall(b"hello")
+            head = _read_head(s)
+            assert head[0] == "HTTP/1.1 200 OK", head
+            assert _probe_cookie(head) == "probe-gen-0", head
+            lower = [h.lower() for h in head]
+            if delivery is Lds:
+                assert "x-config-gen: 0" in lower and "connection: close" in lower, head
+            else:
+                assert "connection: close" not in lower, head
+                s.sendall(b"GET /probe/ HTTP/1.1\r\nHost: shop.example\r\n\r\n")
+                nxt = _read_head(s)
+                assert nxt[0] == "HTTP/1.1 200 OK" and _probe_cookie(nxt) == "probe-gen-1", nxt
+        with harness.Client(mech.envoy.port) as c:
+            assert probe_gen(c) == 1
+    finally:
+        mech.envoy.stop()
