@@ -98,6 +98,10 @@ def run_failover(workdir, *, budget: bool) -> dict:
         assert "retry_budget" in str(c.get("circuit_breakers")), "the shipped config sets a retry budget"
         if not budget:
             del c["circuit_breakers"]
+        # A stopped pod refuses connections at once; this only keeps a busy
+        # machine's slow accept() on a live pod (a Python server with a
+        # listen backlog of 5) from turning into a 503 after the shipped 1 s.
+        c["connect_timeout"] = "15s"
     envoy = harness.start_envoy(cfg, workdir, plugin=plugin())
     victim = pods["fo-a"]
     try:

@@ -104,6 +104,17 @@ def plugin(gen: int) -> dict:
 LAST_GEN = 4
 
 
+def base_config() -> dict:
+    """envoy-config/envoy-local.yaml with a generous connect timeout: on a
+    busy machine a whoami pod (a Python server with a listen backlog of 5)
+    can leave a new connection's SYN unanswered for a second, which the
+    shipped 1 s turns into a 503 that has nothing to do with the update."""
+    cfg = harness.load_config()
+    for c in cfg["static_resources"]["clusters"]:
+        c["connect_timeout"] = "15s"
+    return cfg
+
+
 @dataclass
 class LiveUser:
     beta: bool
@@ -170,7 +181,7 @@ class Lds:
     name = "LDS"
 
     def __init__(self, workdir: Path, backends: harness.BackendSet):
-        base = harness.load_config()
+        base = base_config()
         self.listener = copy.deepcopy(base["static_resources"]["listeners"][0])
         self.dir = workdir / "lds"
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -232,7 +243,7 @@ class Ecds:
     name = "ECDS"
 
     def __init__(self, workdir: Path, backends: harness.BackendSet):
-        cfg, self.path = harness.use_ecds(harness.load_config(), workdir / "ecds", plugin=plugin(0))
+        cfg, self.path = harness.use_ecds(base_config(), workdir / "ecds", plugin=plugin(0))
         self.envoy = harness.start_envoy(cfg, workdir, backends=backends)
         # One keep-alive connection for every probe: the new config is
         # seen on a connection opened before the update.
@@ -256,7 +267,7 @@ class Ecds:
 def oracle_v1(workdir: Path, backends: harness.BackendSet, users: list[LiveUser]) -> None:
     """Ask a separate Envoy running generation 1's config where each user's
     generation-0 cookie goes: that is where generation 1 must send them."""
-    envoy = harness.start_envoy(harness.load_config(), workdir / "oracle", backends=backends, plugin=plugin(1))
+    envoy = harness.start_envoy(base_config(), workdir / "oracle", backends=backends, plugin=plugin(1))
     try:
         c = envoy.client()
         for u in users:
