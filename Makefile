@@ -5,6 +5,7 @@
 #   make run      the demo: 4 whoami backends + Envoy on http://127.0.0.1:10000
 #   make test     Rust tests (native and wasm32-wasip1) + end-to-end tests with Envoy
 #   make bench    benchmarks (tests/bench/run.py)
+#   make soak     1,000,000 requests through Envoy: errors, RSS, stickiness (tests/bench/soak.py)
 #   make oci      the OCI image for Istio (istio/oci.py)
 #   make fmt / clippy / clean
 
@@ -63,6 +64,11 @@ test: test-rust test-e2e
 
 bench: build venv
 	$(VENV_PY) tests/bench/run.py
+
+# Needs wrk (apt-get install wrk). A benchmark, not a test: it prints figures.
+.PHONY: soak
+soak: build venv
+	$(VENV_PY) tests/bench/soak.py
 
 oci: build venv
 	$(VENV_PY) istio/oci.py

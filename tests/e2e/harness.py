@@ -95,6 +95,16 @@ Envoy processes
     ``validate_config(path, *, timeout=60) -> (returncode, output)``:
     ``envoy --mode validate -c path`` (run from ``REPO_ROOT``).
 
+Plugin config by ECDS (as Istio delivers a WasmPlugin)
+    ``use_ecds(config, directory, *, plugin=None, name="sticky-canary")
+    -> (config, ecds_path)``: a copy of the config whose Wasm HTTP filter
+    is fetched by ECDS from a watched file (``config_discovery`` with a
+    ``path_config_source``, no ``default_config``, like Istio); writes the
+    first version of that file. ``write_ecds(ecds_path, plugin)``: deliver
+    a new plugin JSON (dict, or str verbatim) by atomic rename; returns the
+    new ``version_info``. Envoy counts applied updates in
+    ``extension_config_discovery.http_filter.<name>.config_reload``.
+
 HTTP client
     ``Client(port, host="127.0.0.1", timeout=10)``: one keep-alive
     connection (reconnects once if the server closed it).
@@ -576,7 +586,14 @@ def rewrite_config(
             _walk(la, remap)
     if plugin is not None:
         set_plugin_config(cfg, plugin)
-    for p in wasm_plugins(cfg):
+    _absolute_wasm_paths(cfg, wasm_path)
+    return cfg
+
+
+def _absolute_wasm_paths(node, wasm_path: Path | str = WASM_PATH) -> None:
+    """Every local .wasm filename under `node` made absolute (relative ones
+    against REPO_ROOT; absolute ones that do not exist here: `wasm_path`)."""
+    for p in wasm_plugins(node):
         local = p["vm_config"].get("code", {}).get("local")
         if isinstance(local, dict) and "filename" in local:
             f = Path(local["filename"])
@@ -585,7 +602,6 @@ def rewrite_config(
             elif not f.exists():
                 f = Path(wasm_path)
             local["filename"] = str(f)
-    return cfg
 
 
 # ---------------------------------------------------------------------------
@@ -850,6 +866,101 @@ def validate_config(path: Path | str, *, timeout: float = 60.0) -> tuple[int | N
         out = (e.stdout or b"") + (e.stderr or b"")
         return None, out.decode(errors="replace")
     return r.returncode, (r.stdout + r.stderr).decode(errors="replace")
+
+
+# ---------------------------------------------------------------------------
+# ECDS: the plugin config delivered the way Istio delivers it
+
+WASM_FILTER_TYPE = "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm"
+ECDS_RESOURCE_TYPE = "type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig"
+
+
+def use_ecds(config: dict, directory: Path | str, *, plugin: dict | str | None = None,
+             name: str = "sticky-canary") -> tuple[dict, Path]:
+    """A copy of `config` whose first Wasm HTTP filter comes from ECDS, as
+    Istio delivers a WasmPlugin: the filter entry becomes `name` with
+    `config_discovery` (a `path_config_source` on `directory/<name>.yaml`,
+    `watched_directory` `directory`, type URL of the Wasm filter) and **no
+    default_config**, so the listener does not serve until the resource is
+    there. Writes that file (``write_ecds``) with the original filter and
+    its plugin JSON (or `plugin`), .wasm paths made absolute. Returns
+    `(config, ecds_path)`. Adds a `node` (id and cluster) if the config
+    has none: file subscriptions need one. Update it later with ``write_ecds(ecds_path,
+    plugin)``: Envoy applies a new file when one is renamed into
+    `directory`, which write_ecds does."""
+    cfg = copy.deepcopy(config)
+    # A file-based xDS subscription needs a node id and cluster (any will do).
+    cfg.setdefault("node", {"id": "sticky-canary-e2e", "cluster": "sticky-canary"})
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{name}.yaml"
+    found = []
+
+    def visit(node):
+        if isinstance(node, dict) and isinstance(node.get("http_filters"), list):
+            for i, f in enumerate(node["http_filters"]):
+                tc = f.get("typed_config", {}) if isinstance(f, dict) else {}
+                if tc.get("@type") == WASM_FILTER_TYPE:
+                    found.append((node["http_filters"], i))
+
+    _walk(cfg, visit)
+    if not found:
+        raise ValueError("no Wasm HTTP filter in the config")
+    filters, i = found[0]
+    wasm = copy.deepcopy(filters[i]["typed_config"])
+    filters[i] = {
+        "name": name,
+        "config_discovery": {
+            "config_source": {
+                "resource_api_version": "V3",
+                "path_config_source": {"path": str(path), "watched_directory": {"path": str(directory)}},
+            },
+            "type_urls": [WASM_FILTER_TYPE],
+        },
+    }
+    write_ecds(path, plugin if plugin is not None else wasm["config"]["configuration"]["value"], wasm_filter=wasm, name=name)
+    return cfg, path
+
+
+def write_ecds(path: Path | str, plugin: dict | str, *, wasm_filter: dict | None = None,
+               name: str | None = None) -> int:
+    """Atomically replace the ECDS file `path` (see ``use_ecds``) with the
+    same Wasm filter carrying `plugin` (a dict is dumped as JSON; a str is
+    used verbatim, so invalid configs can be delivered). The filter and the
+    resource name come from the file already there, or from `wasm_filter`
+    (a Wasm filter `typed_config`) and `name` for a new file. The resource
+    is an `envoy.config.core.v3.TypedExtensionConfig`; `version_info` goes
+    up by one on every write. Written to a temporary file in the same
+    directory, then renamed over `path`: Envoy watches the directory for
+    moves. Returns the new version. Envoy counts an applied update in
+    ``extension_config_discovery.http_filter.<name>.config_reload`` and a
+    rejected one in ``...config_fail`` (``Envoy.counters``)."""
+    path = Path(path)
+    version = 1
+    if wasm_filter is None or name is None:
+        with open(path) as f:
+            old = yaml.safe_load(f)
+        res = old["resources"][0]
+        wasm_filter = wasm_filter or res["typed_config"]
+        name = name or res["name"]
+        version = int(old.get("version_info", "0")) + 1
+    elif path.exists():
+        with open(path) as f:
+            version = int((yaml.safe_load(f) or {}).get("version_info", "0")) + 1
+    wasm = copy.deepcopy(wasm_filter)
+    wasm["@type"] = WASM_FILTER_TYPE
+    _absolute_wasm_paths(wasm)
+    wasm["config"]["configuration"] = {
+        "@type": "type.googleapis.com/google.protobuf.StringValue",
+        "value": plugin if isinstance(plugin, str) else json.dumps(plugin),
+    }
+    doc = {"version_info": str(version),
+           "resources": [{"@type": ECDS_RESOURCE_TYPE, "name": name, "typed_config": wasm}]}
+    tmp = path.with_name(f".{path.name}.{version}.tmp")
+    with open(tmp, "w") as f:
+        yaml.safe_dump(doc, f, sort_keys=False)
+    os.rename(tmp, path)
+    return version
 
 
 # ---------------------------------------------------------------------------
