@@ -144,6 +144,9 @@ class WhoamiHandler(http.server.BaseHTTPRequestHandler):
 
 
 class Server(http.server.ThreadingHTTPServer):
+    # socketserver's default backlog of 5 makes a new connection wait on a
+    # busy machine, which Envoy's 1 s connect_timeout turns into a 503.
+    request_queue_size = 128
     daemon_threads = True  # keep-alive connections must not block exit
     allow_reuse_address = True
 
