@@ -28,8 +28,11 @@ help:
 target:
 	@rustup target list --installed 2>/dev/null | grep -qx '$(TARGET)' || rustup target add $(TARGET)
 
+# The release build, then wasm-opt -Oz when binaryen is installed
+# (scripts/wasm-opt.sh; cargo's own output stays beside it as .raw.wasm).
 build: target
 	$(CARGO) build --release --target $(TARGET)
+	scripts/wasm-opt.sh $(WASM)
 
 # Re-run only when tests/requirements.txt changes (or .venv is gone).
 $(VENV_STAMP): tests/requirements.txt
@@ -48,6 +51,7 @@ run: build venv
 # once, about 5 minutes on 2 cores).
 test-rust: target
 	$(CARGO) test
+	$(CARGO) test -p sticky-canary-cli
 	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --no-deps --quiet
 	$(CARGO) test --target $(TARGET) --tests
 	tests/support/wasm-bindgen-test.sh
