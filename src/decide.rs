@@ -5,7 +5,7 @@
 use crate::hash;
 use crate::metrics::{Outcome, Rejection};
 use crate::policy::{version_for_bucket, KeySource, Matcher, PinMode, Policy, RuleSource};
-use crate::request::{client_ip, Request, MAX_VALUE};
+use crate::request::{client_ip, Lookup, Request, MAX_VALUE};
 use crate::session::{Origin, Session};
 
 /// Most copies of the session cookie the filter will look at; a request
@@ -103,12 +103,25 @@ pub trait Entropy {
     fn fill(&mut self, buf: &mut [u8]) -> bool;
 }
 
-fn rule_hits(policy: &Policy, req: &Request<'_>) -> Option<(usize, usize)> {
+/// The values of cookie `name` among the cookies a request was read for.
+fn cookie_lookup<'a>(cookies: &[(&'a str, &'a str)], name: &str) -> Lookup<'a> {
+    let mut it = cookies.iter().filter(|(n, _)| *n == name);
+    match (it.next(), it.next()) {
+        (None, _) => Lookup::Absent,
+        (Some((_, v)), None) => Lookup::One(v),
+        _ => Lookup::Many,
+    }
+}
+
+fn rule_hits(
+    policy: &Policy,
+    req: &Request<'_>,
+    cookies: &[(&str, &str)],
+) -> Option<(usize, usize)> {
     for (i, rule) in policy.rules.iter().enumerate() {
         let value: Option<std::borrow::Cow<'_, str>> = match &rule.source {
             RuleSource::Header(h) => req.header(h).one().map(Into::into),
-            RuleSource::Cookie(c) => req
-                .cookie(c)
+            RuleSource::Cookie(c) => cookie_lookup(cookies, c)
                 .one()
                 .filter(|v| v.len() <= MAX_VALUE)
                 .map(Into::into),
@@ -151,7 +164,9 @@ pub fn decide(policy: &Policy, req: &Request<'_>, rng: &mut dyn Entropy) -> Deci
         }
     };
     let key_fallback = policy.key_source != KeySource::Cookie && external.is_none();
-    let read = read_session(policy, req, external);
+    // Every cookie the decision reads, from one pass over the headers.
+    let cookies = req.cookies_named(&policy.cookie_names());
+    let read = read_session(policy, req, &cookies, external);
     let rejected = read.rejected;
     let (incoming, cookie_state, stale_key) = (read.session, read.state, read.stale_key);
     let key = match (external, &incoming, read.conflict_key) {
@@ -186,7 +201,7 @@ pub fn decide(policy: &Policy, req: &Request<'_>, rng: &mut dyn Entropy) -> Deci
         }
     });
 
-    let (version, reason, origin) = if let Some((i, v)) = rule_hits(policy, req) {
+    let (version, reason, origin) = if let Some((i, v)) = rule_hits(policy, req, &cookies) {
         (v, Reason::Rule(i), Origin::Rule)
     } else if let Some((v, origin)) = remembered {
         (v, Reason::Remembered, origin)
@@ -293,12 +308,17 @@ struct SessionRead {
 ///   [`CookieState::Conflicting`]).
 /// - With a key source, a copy made for another identity does not count.
 /// - More than [`MAX_SESSION_COPIES`] copies: invalid, none is opened.
-fn read_session(policy: &Policy, req: &Request<'_>, external: Option<[u8; 16]>) -> SessionRead {
+fn read_session(
+    policy: &Policy,
+    req: &Request<'_>,
+    cookies: &[(&str, &str)],
+    external: Option<[u8; 16]>,
+) -> SessionRead {
     let name = policy.cookie.name.as_str();
     let mut seen = 0usize;
     let mut valid: Vec<(Session, bool)> = Vec::new();
     let mut rejected = None;
-    for value in req.cookie_values(name) {
+    for value in cookies.iter().filter(|(n, _)| *n == name).map(|(_, v)| *v) {
         seen += 1;
         if seen > MAX_SESSION_COPIES {
             return SessionRead {
@@ -309,7 +329,7 @@ fn read_session(policy: &Policy, req: &Request<'_>, external: Option<[u8; 16]>) 
                 rejected: Some(Rejection::Duplicated),
             };
         }
-        match Session::open_why(value, name, &policy.seal_keys, req.now) {
+        match policy.opened.open(value, name, &policy.seal_keys, req.now) {
             Ok((session, stale_key)) if external.is_none_or(|k| k == session.key) => {
                 valid.push((session, stale_key));
             }

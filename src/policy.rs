@@ -6,7 +6,7 @@
 
 use crate::metrics::{Counter, PolicyCounters};
 use crate::request::Request;
-use crate::session::SealKey;
+use crate::session::{OpenedCache, SealKey};
 use regex_lite::Regex;
 use std::rc::Rc;
 
@@ -305,6 +305,9 @@ pub struct Policy {
     pub debug_header: Option<String>,
     /// The counters this policy's requests move.
     pub counters: PolicyCounters,
+    /// Sealed session cookies that opened recently (saves the AEAD for
+    /// returning users).
+    pub opened: OpenedCache,
 }
 
 impl Policy {
@@ -322,6 +325,20 @@ impl Policy {
     /// Index of the version with this cookie id.
     pub fn version_by_id(&self, id: u32) -> Option<usize> {
         self.versions.iter().position(|v| v.id == id)
+    }
+
+    /// The cookies a decision under this policy reads: the session cookie
+    /// and every cookie rule's.
+    pub fn cookie_names(&self) -> Vec<&str> {
+        let mut names = vec![self.cookie.name.as_str()];
+        for r in &self.rules {
+            if let RuleSource::Cookie(c) = &r.source {
+                if !names.contains(&c.as_str()) {
+                    names.push(c.as_str());
+                }
+            }
+        }
+        names
     }
 
     /// Does this policy need the client address property?

@@ -105,6 +105,16 @@ impl<'a> Request<'a> {
             .map(|(_, v)| v)
     }
 
+    /// The cookies named in `names`, across every `cookie` header, in
+    /// order: one pass over the headers for everything a decision reads.
+    pub fn cookies_named(&self, names: &[&str]) -> Vec<(&'a str, &'a str)> {
+        self.headers
+            .iter()
+            .filter(|(k, _)| name_is(k, "cookie"))
+            .flat_map(|(_, v)| crate::cookies::find_cookies(v, names))
+            .collect()
+    }
+
     /// A cookie by name, across every `cookie` header (any length).
     pub fn cookie(&self, name: &str) -> Lookup<'a> {
         // No length limit here: a rule compares with a short value, and an

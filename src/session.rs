@@ -285,6 +285,63 @@ impl Session {
     }
 }
 
+/// Sealed cookie values that opened recently, for one policy (a bounded,
+/// per-VM cache). A returning user sends the same value on every request
+/// until it is renewed, and opening it costs an AEAD decryption; a hit
+/// costs a hash lookup. Only values that opened are stored, so a client
+/// cannot fill it with garbage, and the expiry is still checked on every
+/// hit. When full it is emptied.
+#[derive(Debug, Default, Clone)]
+pub struct OpenedCache {
+    map: std::cell::RefCell<fnv::FnvHashMap<Box<str>, (Session, bool)>>,
+}
+
+impl OpenedCache {
+    /// How many opened values one policy keeps.
+    pub const CAPACITY: usize = 1024;
+
+    /// [`Session::open_why`], through the cache when `keys` seal (plain
+    /// cookies are cheap to check and are not cached).
+    pub fn open(
+        &self,
+        value: &str,
+        cookie_name: &str,
+        keys: &[SealKey],
+        now: u64,
+    ) -> Result<(Session, bool), Rejection> {
+        if keys.is_empty() {
+            return Session::open_why(value, cookie_name, keys, now);
+        }
+        if let Ok(map) = self.map.try_borrow() {
+            if let Some((session, stale)) = map.get(value) {
+                return if u64::from(session.expiry) > now {
+                    Ok((session.clone(), *stale))
+                } else {
+                    Err(Rejection::Expired)
+                };
+            }
+        }
+        let opened = Session::open_why(value, cookie_name, keys, now)?;
+        if let Ok(mut map) = self.map.try_borrow_mut() {
+            if map.len() >= Self::CAPACITY {
+                map.clear();
+            }
+            map.insert(value.into(), opened.clone());
+        }
+        Ok(opened)
+    }
+
+    /// How many values are cached.
+    pub fn len(&self) -> usize {
+        self.map.try_borrow().map_or(0, |m| m.len())
+    }
+
+    /// Is the cache empty?
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 fn aad(cookie_name: &str) -> Vec<u8> {
     let mut aad = Vec::with_capacity(AAD_PREFIX.len() + cookie_name.len());
     aad.extend_from_slice(AAD_PREFIX);
@@ -427,6 +484,40 @@ mod tests {
             Some(Rejection::Forged)
         );
         assert_eq!(why(&sealed, &[], NOW), Some(Rejection::Forged));
+    }
+
+    #[test]
+    fn the_cache_opens_like_open_and_checks_expiry() {
+        let k = SealKey([1; 32]);
+        let keys = std::slice::from_ref(&k);
+        let v = sample(Some("10.0.0.1:80")).encode("c", keys, &[3; 24]);
+        let cache = OpenedCache::default();
+        for _ in 0..2 {
+            assert_eq!(
+                cache.open(&v, "c", keys, NOW),
+                Session::open_why(&v, "c", keys, NOW)
+            );
+        }
+        assert_eq!(cache.len(), 1);
+        assert_eq!(
+            cache.open(&v, "c", keys, 2_000_000_000),
+            Err(Rejection::Expired)
+        );
+        assert_eq!(
+            cache.open("2garbage", "c", keys, NOW),
+            Err(Rejection::Garbled)
+        );
+        assert_eq!(cache.len(), 1, "only values that opened are kept");
+        for i in 0..OpenedCache::CAPACITY + 1 {
+            let mut s = sample(None);
+            s.key[0] = i as u8;
+            s.key[1] = (i >> 8) as u8;
+            let v = s.encode("c", keys, &[4; 24]);
+            assert!(cache.open(&v, "c", keys, NOW).is_ok());
+        }
+        assert!(cache.len() <= OpenedCache::CAPACITY);
+        let plain = sample(None).encode("c", &[], &[0; 24]);
+        assert!(cache.open(&plain, "c", &[], NOW).is_ok());
     }
 
     #[test]

@@ -425,6 +425,7 @@ fn compile_policy(
         filter_state: raw.filter_state.unwrap_or(false),
         debug_header,
         counters,
+        opened: Default::default(),
     })
 }
 
