@@ -161,14 +161,15 @@ pub fn build(ingresses: &[Ingress], prefix: &str, report: &mut Report) -> Plan {
         if ing.has_tls {
             report.note(&obj, "spec.tls", "a canary Ingress's TLS is not used by ingress-nginx either (the main Ingress's server serves it)");
         }
+        let own_affinity = if p.affinity.is_some() { p.affinity_present.as_slice() } else { &[] };
         if canary.legacy {
-            for a in &p.affinity_present {
+            for a in own_affinity {
                 if a != "affinity-canary-behavior" {
                     report.lossy(&obj, a, "a legacy canary's own affinity: here one session cookie serves both versions, with the main Ingress's attributes");
                 }
             }
         } else {
-            for a in &p.affinity_present {
+            for a in own_affinity {
                 if a != "affinity-canary-behavior" {
                     report.note(&obj, a, "ingress-nginx gives a canary the main Ingress's affinity (affinity-canary-behavior sticky): this one has no effect, here either");
                 }
