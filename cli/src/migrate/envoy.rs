@@ -28,10 +28,18 @@ pub fn path_match(l: &Location) -> Value {
     }
 }
 
-fn retry_policy() -> Value {
-    json!({
-        "retry_on": "connect-failure,refused-stream,reset-before-request,retriable-status-codes",
-        "retriable_status_codes": [503],
+/// A failed pod's request goes to another pod of the same version, as
+/// ingress-nginx's `proxy_next_upstream error timeout` (3 tries) does.
+/// Persistent mode also retries a 503 (a pinned pod that is not ready), as
+/// envoy-config/persistent/ does.
+fn retry_policy(persistent: bool) -> Value {
+    let retry_on = if persistent {
+        "connect-failure,refused-stream,reset-before-request,retriable-status-codes"
+    } else {
+        "connect-failure,refused-stream,reset-before-request"
+    };
+    let mut r = json!({
+        "retry_on": retry_on,
         "num_retries": 2,
         "retry_host_predicate": [{
             "name": "envoy.retry_host_predicates.previous_hosts",
@@ -39,7 +47,11 @@ fn retry_policy() -> Value {
         }],
         "host_selection_retry_max_attempts": 20,
         "retry_back_off": {"base_interval": "0.005s", "max_interval": "0.05s"}
-    })
+    });
+    if persistent {
+        r["retriable_status_codes"] = json!([503]);
+    }
+    r
 }
 
 fn persistent(l: &Location) -> bool {
@@ -51,10 +63,11 @@ fn route(name: String, l: &Location, version: Option<&str>, cluster: &str) -> Va
     if let Some(v) = version {
         m["headers"] = json!([{"name": "x-canary-version", "string_match": {"exact": v}}]);
     }
-    let mut r = json!({"cluster": cluster, "hash_policy": [{"header": {"header_name": "x-sticky-hash"}}]});
-    if persistent(l) {
-        r["retry_policy"] = retry_policy();
-    }
+    let r = json!({
+        "cluster": cluster,
+        "hash_policy": [{"header": {"header_name": "x-sticky-hash"}}],
+        "retry_policy": retry_policy(persistent(l))
+    });
     json!({"name": name, "match": m, "route": r})
 }
 
