@@ -161,3 +161,32 @@ def ingress(name: str, namespace: str, host: str | None, paths, annotations=None
     if anns:
         meta["annotations"] = anns
     return {"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "metadata": meta, "spec": spec}
+
+
+class HostClient(harness.Client):
+    """harness.Client that sends the caller's Host header instead of adding
+    its own (http.client adds one unless told not to)."""
+
+    def _send(self, method, path, headers, body):
+        import http.client
+
+        if self._conn is None:
+            self._conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
+        conn = self._conn
+        has_host = any(k.lower() == "host" for k, _ in headers)
+        conn.putrequest(method, path, skip_host=has_host, skip_accept_encoding=True)
+        for k, v in headers:
+            conn.putheader(k, v)
+        if body is not None:
+            conn.putheader("Content-Length", str(len(body)))
+        conn.endheaders(body)
+        r = conn.getresponse()
+        data = r.read()
+        resp = harness.Response(r.status, list(r.getheaders()), data.decode("utf-8", errors="replace"))
+        if r.will_close:
+            self.close()
+        return resp
+
+
+def client(envoy: harness.Envoy) -> HostClient:
+    return HostClient(envoy.port)

@@ -88,7 +88,8 @@ pub fn shorten(s: &str, max: usize) -> String {
 }
 
 fn path_order(a: &Location, b: &Location) -> std::cmp::Ordering {
-    let host_key = |l: &Location| (l.host.is_empty(), l.host.clone());
+    // Exact hosts, then wildcards (as nginx picks server names), then none.
+    let host_key = |l: &Location| (l.host.is_empty(), l.host.starts_with('*'), l.host.clone());
     host_key(a)
         .cmp(&host_key(b))
         .then_with(|| (a.path_type != PathType::Exact).cmp(&(b.path_type != PathType::Exact)))
