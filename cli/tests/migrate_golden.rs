@@ -23,7 +23,9 @@ const TARGETS: &[(&str, &str)] = &[
 ];
 
 fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests").join("fixtures")
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests")
+        .join("fixtures")
 }
 
 fn cases() -> Vec<PathBuf> {
@@ -53,18 +55,16 @@ fn embedded_plugin(target: &str, manifests: &str) -> serde_json::Value {
         .collect();
     match target {
         "envoy" => {
-            let filters = &docs[0]["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
-                ["typed_config"]["http_filters"];
+            let filters = &docs[0]["static_resources"]["listeners"][0]["filter_chains"][0]
+                ["filters"][0]["typed_config"]["http_filters"];
             let text = filters[0]["typed_config"]["config"]["configuration"]["value"]
                 .as_str()
                 .unwrap();
             serde_json::from_str(text).unwrap()
         }
-        "istio" => docs
-            .iter()
-            .find(|d| d["kind"] == "WasmPlugin")
-            .unwrap()["spec"]["pluginConfig"]
-            .clone(),
+        "istio" => {
+            docs.iter().find(|d| d["kind"] == "WasmPlugin").unwrap()["spec"]["pluginConfig"].clone()
+        }
         _ => docs
             .iter()
             .find(|d| d["kind"] == "EnvoyExtensionPolicy")
@@ -116,7 +116,10 @@ fn migrations_match_the_golden_files() {
 #[test]
 fn every_generated_config_compiles_and_is_the_one_in_the_manifests() {
     // Persistent mode names the keys' variable; set it for compile_json.
-    std::env::set_var("STICKY_CANARY_KEYS", "Q1lG7l18ymBfHj+aouEhmFQVKqbdmDCszs+N7gTOhAo=");
+    std::env::set_var(
+        "STICKY_CANARY_KEYS",
+        "Q1lG7l18ymBfHj+aouEhmFQVKqbdmDCszs+N7gTOhAo=",
+    );
     for case in cases() {
         for (target, manifest) in TARGETS {
             let dir = case.join("expected").join(target);
@@ -126,7 +129,12 @@ fn every_generated_config_compiles_and_is_the_one_in_the_manifests() {
             }
             let parsed: serde_json::Value = serde_json::from_str(&plugin).unwrap();
             let manifests = std::fs::read_to_string(dir.join(manifest)).unwrap();
-            assert_eq!(embedded_plugin(target, &manifests), parsed, "{}", dir.display());
+            assert_eq!(
+                embedded_plugin(target, &manifests),
+                parsed,
+                "{}",
+                dir.display()
+            );
         }
     }
 }
@@ -164,5 +172,8 @@ fn reads_stdin_and_prints_the_manifests() {
     let want = std::fs::read(fixtures().join("pair-header/expected/envoy/envoy.yaml")).unwrap();
     assert_eq!(out.stdout, want);
     let report = String::from_utf8(out.stderr).unwrap();
-    assert!(report.starts_with("# sticky-canary migrate: 0 lossy"), "{report}");
+    assert!(
+        report.starts_with("# sticky-canary migrate: 0 lossy"),
+        "{report}"
+    );
 }

@@ -166,7 +166,11 @@ fn filter_compiles_regex(pattern: &str) -> bool {
 /// used, or reported.
 pub fn parse(ing: &Ingress, prefix: &str, report: &mut Report) -> Parsed {
     let obj = ing.object();
-    let get = |n: &str| ing.annotations.get(&format!("{prefix}{n}")).map(String::as_str);
+    let get = |n: &str| {
+        ing.annotations
+            .get(&format!("{prefix}{n}"))
+            .map(String::as_str)
+    };
     let mut seen: BTreeSet<&str> = BTreeSet::new();
 
     // ---- canary ---------------------------------------------------------
@@ -181,7 +185,11 @@ pub fn parse(ing: &Ingress, prefix: &str, report: &mut Report) -> Parsed {
         },
     };
     seen.insert("canary");
-    let canary_given: Vec<&str> = CANARY[1..].iter().copied().filter(|n| get(n).is_some()).collect();
+    let canary_given: Vec<&str> = CANARY[1..]
+        .iter()
+        .copied()
+        .filter(|n| get(n).is_some())
+        .collect();
     let mut canary = None;
     if enabled {
         for n in CANARY {
@@ -204,7 +212,13 @@ pub fn parse(ing: &Ingress, prefix: &str, report: &mut Report) -> Parsed {
         let mut weight: u32 = 0;
         if let Some(v) = get("canary-weight") {
             match go_int(v) {
-                Some(w) if w < 0 => report.note(&obj, "canary-weight", format!("{w}: ingress-nginx never picks the canary by weight then; migrated as 0")),
+                Some(w) if w < 0 => report.note(
+                    &obj,
+                    "canary-weight",
+                    format!(
+                        "{w}: ingress-nginx never picks the canary by weight then; migrated as 0"
+                    ),
+                ),
                 Some(w) => {
                     let raw_total = total_raw.and_then(go_int).unwrap_or(100);
                     let w = if raw_total > 1_000_000 {
@@ -220,7 +234,13 @@ pub fn parse(ing: &Ingress, prefix: &str, report: &mut Report) -> Parsed {
                         weight = w as u32;
                     }
                 }
-                None => report.note(&obj, "canary-weight", format!("{v:?} is not an integer: ingress-nginx uses 0, and so does the migration")),
+                None => report.note(
+                    &obj,
+                    "canary-weight",
+                    format!(
+                        "{v:?} is not an integer: ingress-nginx uses 0, and so does the migration"
+                    ),
+                ),
             }
         }
         let header_name = get("canary-by-header").filter(|h| !h.is_empty());
@@ -229,13 +249,23 @@ pub fn parse(ing: &Ingress, prefix: &str, report: &mut Report) -> Parsed {
         let header = match header_name {
             None => {
                 if value.is_some() || pattern.is_some() {
-                    let which = if value.is_some() { "canary-by-header-value" } else { "canary-by-header-pattern" };
+                    let which = if value.is_some() {
+                        "canary-by-header-value"
+                    } else {
+                        "canary-by-header-pattern"
+                    };
                     report.note(&obj, which, "has no effect without canary-by-header (as in ingress-nginx): not migrated");
                 }
                 None
             }
             Some(h) if !is_token(h) => {
-                report.lossy(&obj, "canary-by-header", format!("{h:?} is not a valid header name: ingress-nginx ignores it; not migrated"));
+                report.lossy(
+                    &obj,
+                    "canary-by-header",
+                    format!(
+                        "{h:?} is not a valid header name: ingress-nginx ignores it; not migrated"
+                    ),
+                );
                 None
             }
             Some(h) => {
@@ -260,7 +290,11 @@ pub fn parse(ing: &Ingress, prefix: &str, report: &mut Report) -> Parsed {
         };
         let cookie = match get("canary-by-cookie").filter(|c| !c.is_empty()) {
             Some(c) if !is_token(c) => {
-                report.lossy(&obj, "canary-by-cookie", format!("{c:?} is not a valid cookie name: not migrated"));
+                report.lossy(
+                    &obj,
+                    "canary-by-cookie",
+                    format!("{c:?} is not a valid cookie name: not migrated"),
+                );
                 None
             }
             c => c.map(str::to_owned),
@@ -328,21 +362,38 @@ pub fn parse(ing: &Ingress, prefix: &str, report: &mut Report) -> Parsed {
             };
             let max_age = seconds("session-cookie-max-age", report);
             let expires = seconds("session-cookie-expires", report);
-            let path = get("session-cookie-path").filter(|p| !p.is_empty()).map(str::to_owned);
+            let path = get("session-cookie-path")
+                .filter(|p| !p.is_empty())
+                .map(str::to_owned);
             if let Some(p) = &path {
                 if !p.starts_with('/') {
-                    report.lossy(&obj, "session-cookie-path", format!("{p:?} does not start with /: left out (the location path is used)"));
+                    report.lossy(
+                        &obj,
+                        "session-cookie-path",
+                        format!(
+                            "{p:?} does not start with /: left out (the location path is used)"
+                        ),
+                    );
                 }
             }
             let path = path.filter(|p| p.starts_with('/'));
-            let domain = get("session-cookie-domain").filter(|d| !d.is_empty()).map(str::to_owned);
-            let same_site = match get("session-cookie-samesite").map(str::to_ascii_lowercase).as_deref() {
+            let domain = get("session-cookie-domain")
+                .filter(|d| !d.is_empty())
+                .map(str::to_owned);
+            let same_site = match get("session-cookie-samesite")
+                .map(str::to_ascii_lowercase)
+                .as_deref()
+            {
                 None | Some("") => None,
                 Some("none") => Some("None"),
                 Some("lax") => Some("Lax"),
                 Some("strict") => Some("Strict"),
                 Some(other) => {
-                    report.lossy(&obj, "session-cookie-samesite", format!("{other:?} is not None, Lax or Strict: left out"));
+                    report.lossy(
+                        &obj,
+                        "session-cookie-samesite",
+                        format!("{other:?} is not None, Lax or Strict: left out"),
+                    );
                     None
                 }
             };
@@ -377,7 +428,8 @@ pub fn parse(ing: &Ingress, prefix: &str, report: &mut Report) -> Parsed {
                     false
                 }
             };
-            let change_on_failure = flag("session-cookie-change-on-failure", report).unwrap_or(false);
+            let change_on_failure =
+                flag("session-cookie-change-on-failure", report).unwrap_or(false);
             affinity = Some(Affinity {
                 cookie_name,
                 path,
@@ -393,7 +445,13 @@ pub fn parse(ing: &Ingress, prefix: &str, report: &mut Report) -> Parsed {
         }
         Some(other) => {
             seen.insert("affinity");
-            report.lossy(&obj, "affinity", format!("{other:?}: ingress-nginx only knows cookie affinity; no affinity migrated"));
+            report.lossy(
+                &obj,
+                "affinity",
+                format!(
+                    "{other:?}: ingress-nginx only knows cookie affinity; no affinity migrated"
+                ),
+            );
         }
         None => {}
     }
@@ -401,7 +459,11 @@ pub fn parse(ing: &Ingress, prefix: &str, report: &mut Report) -> Parsed {
         for n in AFFINITY {
             if *n != "affinity" && *n != "affinity-canary-behavior" && get(n).is_some() {
                 seen.insert(n);
-                report.note(&obj, n, "has no effect without affinity: cookie (as in ingress-nginx): not migrated");
+                report.note(
+                    &obj,
+                    n,
+                    "has no effect without affinity: cookie (as in ingress-nginx): not migrated",
+                );
             }
         }
     }
@@ -413,9 +475,15 @@ pub fn parse(ing: &Ingress, prefix: &str, report: &mut Report) -> Parsed {
         let v = v.trim();
         key = if v == "$remote_addr" || v == "$binary_remote_addr" {
             Some(Key::ClientIp)
-        } else if let Some(h) = v.strip_prefix("$http_").filter(|h| is_token(h) && !h.contains('$')) {
+        } else if let Some(h) = v
+            .strip_prefix("$http_")
+            .filter(|h| is_token(h) && !h.contains('$'))
+        {
             Some(Key::Header(h.replace('_', "-").to_ascii_lowercase()))
-        } else if let Some(q) = v.strip_prefix("$arg_").filter(|q| is_token(q) && !q.contains('$')) {
+        } else if let Some(q) = v
+            .strip_prefix("$arg_")
+            .filter(|q| is_token(q) && !q.contains('$'))
+        {
             Some(Key::Query(q.to_owned()))
         } else {
             report.lossy(&obj, "upstream-hash-by", format!("{v:?}: only $http_<name>, $arg_<name>, $remote_addr and $binary_remote_addr map to a key source; the default cookie key is used"));
@@ -428,18 +496,30 @@ pub fn parse(ing: &Ingress, prefix: &str, report: &mut Report) -> Parsed {
     for n in ["upstream-hash-by-subset", "upstream-hash-by-subset-size"] {
         if get(n).is_some() {
             seen.insert(n);
-            report.lossy(&obj, n, "hashing onto a subset of pods has no equivalent: each user gets one pod");
+            report.lossy(
+                &obj,
+                n,
+                "hashing onto a subset of pods has no equivalent: each user gets one pod",
+            );
         }
     }
     if get("session-cookie-hash").is_some() {
         seen.insert("session-cookie-hash");
-        report.note(&obj, "session-cookie-hash", "removed from ingress-nginx in 0.24 (no effect there): not migrated");
+        report.note(
+            &obj,
+            "session-cookie-hash",
+            "removed from ingress-nginx in 0.24 (no effect there): not migrated",
+        );
     }
 
     let use_regex = get("use-regex").and_then(go_bool).unwrap_or(false);
     if use_regex {
         seen.insert("use-regex");
-        report.lossy(&obj, "use-regex", "paths are migrated as literal prefixes, not regexes");
+        report.lossy(
+            &obj,
+            "use-regex",
+            "paths are migrated as literal prefixes, not regexes",
+        );
         if affinity.as_ref().is_some_and(|a| a.path.is_none()) {
             report.lossy(&obj, "session-cookie-path", "not set with use-regex: ingress-nginx then uses the regex as cookie Path; the migrated cookie gets the literal path");
         }
@@ -449,7 +529,11 @@ pub fn parse(ing: &Ingress, prefix: &str, report: &mut Report) -> Parsed {
     for k in ing.annotations.keys() {
         if let Some(short) = k.strip_prefix(prefix) {
             if !seen.contains(short) {
-                report.lossy(&obj, short, "not a canary or affinity annotation: not carried over");
+                report.lossy(
+                    &obj,
+                    short,
+                    "not a canary or affinity annotation: not carried over",
+                );
             }
         }
     }

@@ -76,25 +76,34 @@ pub fn build(plan: &Plan, plugin: &Value, opts: &Options, report: &mut Report) -
     // Virtual hosts in plan order (hosts sorted, host-less last).
     let mut vhosts: Vec<(String, Vec<Value>)> = Vec::new();
     let mut clusters: Vec<(String, Value)> = Vec::new();
-    let mut add_cluster = |b: &super::ingress::Backend, pers: bool, report: &mut Report, obj: &str| {
-        let name = upstream_name(b);
-        if let Some((_, c)) = clusters.iter_mut().find(|(n, _)| *n == name) {
-            if pers && c.get("load_balancing_policy").is_none() {
-                *c = cluster(&name, b, true, report, obj);
+    let mut add_cluster =
+        |b: &super::ingress::Backend, pers: bool, report: &mut Report, obj: &str| {
+            let name = upstream_name(b);
+            if let Some((_, c)) = clusters.iter_mut().find(|(n, _)| *n == name) {
+                if pers && c.get("load_balancing_policy").is_none() {
+                    *c = cluster(&name, b, true, report, obj);
+                }
+                return;
             }
-            return;
-        }
-        clusters.push((name.clone(), cluster(&name, b, pers, report, obj)));
-    };
+            clusters.push((name.clone(), cluster(&name, b, pers, report, obj)));
+        };
     for l in &plan.locations {
-        let vh = if l.host.is_empty() { "*".to_owned() } else { l.host.clone() };
+        let vh = if l.host.is_empty() {
+            "*".to_owned()
+        } else {
+            l.host.clone()
+        };
         if vhosts.last().map(|(h, _)| h != &vh).unwrap_or(true) {
             vhosts.push((vh.clone(), Vec::new()));
         }
         let routes = &mut vhosts.last_mut().map(|(_, r)| r);
         let Some(routes) = routes else { continue };
         let main = main_version(l);
-        let tag = format!("{}{}", if l.host.is_empty() { "_" } else { &l.host }, l.path);
+        let tag = format!(
+            "{}{}",
+            if l.host.is_empty() { "_" } else { &l.host },
+            l.path
+        );
         if let (Some(cv), Some(c)) = (canary_version(l), &l.canary) {
             routes.push(route(format!("{tag} {cv}"), l, Some(&cv), &cv));
             add_cluster(&c.backend, persistent(l), report, &c.object);
@@ -173,7 +182,13 @@ pub fn build(plan: &Plan, plugin: &Value, opts: &Options, report: &mut Report) -
     })
 }
 
-fn cluster(name: &str, b: &super::ingress::Backend, persistent: bool, report: &mut Report, obj: &str) -> Value {
+fn cluster(
+    name: &str,
+    b: &super::ingress::Backend,
+    persistent: bool,
+    report: &mut Report,
+    obj: &str,
+) -> Value {
     let port = match &b.port {
         Port::Number(n) => *n,
         Port::Name(n) => {

@@ -96,10 +96,19 @@ pub fn parse(text: &str, source: &str, report: &mut Report) -> Result<Vec<Ingres
     Ok(out)
 }
 
-fn collect(v: &Value, source: &str, report: &mut Report, out: &mut Vec<Ingress>) -> Result<(), String> {
+fn collect(
+    v: &Value,
+    source: &str,
+    report: &mut Report,
+    out: &mut Vec<Ingress>,
+) -> Result<(), String> {
     let Value::Object(obj) = v else {
         if !v.is_null() {
-            report.lossy(source, "-", "a document that is not a Kubernetes object: skipped");
+            report.lossy(
+                source,
+                "-",
+                "a document that is not a Kubernetes object: skipped",
+            );
         }
         return Ok(());
     };
@@ -114,14 +123,21 @@ fn collect(v: &Value, source: &str, report: &mut Report, out: &mut Vec<Ingress>)
         return Ok(());
     }
     let meta = obj.get("metadata");
-    let name = meta.and_then(|m| m.get("name")).and_then(Value::as_str).unwrap_or("");
+    let name = meta
+        .and_then(|m| m.get("name"))
+        .and_then(Value::as_str)
+        .unwrap_or("");
     let namespace = meta
         .and_then(|m| m.get("namespace"))
         .and_then(Value::as_str)
         .unwrap_or("default");
     if kind != "Ingress" {
         let what = if kind.is_empty() { "(no kind)" } else { kind };
-        report.note(&format!("{what} {namespace}/{name}"), "-", "not an Ingress: ignored");
+        report.note(
+            &format!("{what} {namespace}/{name}"),
+            "-",
+            "not an Ingress: ignored",
+        );
         return Ok(());
     }
     let object = format!("Ingress {namespace}/{name}");
@@ -169,12 +185,20 @@ fn collect(v: &Value, source: &str, report: &mut Report, out: &mut Vec<Ingress>)
     };
     let default_backend = spec.and_then(|s| s.get("defaultBackend"));
     if default_backend.is_some() && backend(default_backend).is_none() {
-        report.lossy(&object, "spec.defaultBackend", "not a Service backend: not migrated");
+        report.lossy(
+            &object,
+            "spec.defaultBackend",
+            "not a Service backend: not migrated",
+        );
     }
     let mut rules = Vec::new();
     if let Some(Value::Array(rs)) = spec.and_then(|s| s.get("rules")) {
         for r in rs {
-            let host = r.get("host").and_then(Value::as_str).unwrap_or("").to_ascii_lowercase();
+            let host = r
+                .get("host")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_ascii_lowercase();
             let mut paths = Vec::new();
             if let Some(Value::Array(ps)) = r.get("http").and_then(|h| h.get("paths")) {
                 for p in ps {

@@ -73,7 +73,11 @@ fn destination(b: &super::ingress::Backend, report: &mut Report, obj: &str) -> V
 pub fn build(plan: &Plan, plugin: &Value, opts: &Options, report: &mut Report) -> Vec<Value> {
     let mut docs = Vec::new();
     // Gateways: one per namespace, with that namespace's hosts.
-    let mut namespaces: Vec<String> = plan.locations.iter().map(|l| l.main.namespace.clone()).collect();
+    let mut namespaces: Vec<String> = plan
+        .locations
+        .iter()
+        .map(|l| l.main.namespace.clone())
+        .collect();
     namespaces.sort();
     namespaces.dedup();
     for ns in &namespaces {
@@ -81,7 +85,13 @@ pub fn build(plan: &Plan, plugin: &Value, opts: &Options, report: &mut Report) -
             .locations
             .iter()
             .filter(|l| &l.main.namespace == ns)
-            .map(|l| if l.host.is_empty() { "*".to_owned() } else { l.host.clone() })
+            .map(|l| {
+                if l.host.is_empty() {
+                    "*".to_owned()
+                } else {
+                    l.host.clone()
+                }
+            })
             .collect();
         hosts.dedup();
         docs.push(json!({

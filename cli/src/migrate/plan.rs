@@ -68,7 +68,13 @@ pub fn upstream_name(b: &Backend) -> String {
     let raw = format!("{}-{}-{}", b.namespace, b.service, port);
     let clean: String = raw
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || "._-".contains(c) { c } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "._-".contains(c) {
+                c
+            } else {
+                '-'
+            }
+        })
         .collect();
     shorten(&clean, 64)
 }
@@ -162,7 +168,11 @@ pub fn build(ingresses: &[Ingress], prefix: &str, report: &mut Report) -> Plan {
         if ing.has_tls {
             report.note(&obj, "spec.tls", "a canary Ingress's TLS is not used by ingress-nginx either (the main Ingress's server serves it)");
         }
-        let own_affinity = if p.affinity.is_some() { p.affinity_present.as_slice() } else { &[] };
+        let own_affinity = if p.affinity.is_some() {
+            p.affinity_present.as_slice()
+        } else {
+            &[]
+        };
         if canary.legacy {
             for a in own_affinity {
                 if a != "affinity-canary-behavior" {
@@ -177,7 +187,11 @@ pub fn build(ingresses: &[Ingress], prefix: &str, report: &mut Report) -> Plan {
             }
         }
         if p.key.is_some() {
-            report.lossy(&obj, "upstream-hash-by", "on a canary Ingress: the main Ingress's key source is used for both versions");
+            report.lossy(
+                &obj,
+                "upstream-hash-by",
+                "on a canary Ingress: the main Ingress's key source is used for both versions",
+            );
         }
         let mut matched_any = false;
         for (host, path, path_type, backend) in paths_of(ing) {

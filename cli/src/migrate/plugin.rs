@@ -56,7 +56,12 @@ pub fn build(plan: &Plan, report: &mut Report) -> Value {
     let mut routes = Vec::new();
     let mut taken = Vec::new();
     let hosts: Vec<&str> = {
-        let mut h: Vec<&str> = plan.locations.iter().map(|l| l.host.as_str()).filter(|h| !h.is_empty()).collect();
+        let mut h: Vec<&str> = plan
+            .locations
+            .iter()
+            .map(|l| l.host.as_str())
+            .filter(|h| !h.is_empty())
+            .collect();
         h.dedup();
         h
     };
@@ -67,7 +72,9 @@ pub fn build(plan: &Plan, report: &mut Report) -> Value {
             // host-less rules (ingress-nginx's default server `_`).
             fenced = true;
             taken.push("known-hosts".to_owned());
-            routes.push(json!({"name": "known-hosts", "match": {"authority": hosts}, "enabled": false}));
+            routes.push(
+                json!({"name": "known-hosts", "match": {"authority": hosts}, "enabled": false}),
+            );
         }
         let name = entry_name(l, &mut taken);
         if !l.active() {
@@ -95,7 +102,9 @@ pub fn build(plan: &Plan, report: &mut Report) -> Value {
                         HeaderMatch::Value(v) => json!({"header": h, "value": v, "version": cv}),
                         HeaderMatch::Regex(r) => json!({"header": h, "regex": r, "version": cv}),
                         // Any value of the header keeps the request on the main.
-                        HeaderMatch::Broken(_) => json!({"header": h, "regex": "^", "version": main}),
+                        HeaderMatch::Broken(_) => {
+                            json!({"header": h, "regex": "^", "version": main})
+                        }
                     });
                 }
                 if let Some(ck) = &c.canary.cookie {
@@ -166,7 +175,13 @@ pub fn build(plan: &Plan, report: &mut Report) -> Value {
             None => {
                 // ingress-nginx without affinity sets no cookie and draws the
                 // canary per request; the filter keeps a per-user session.
-                let cname = shorten(&format!("sticky-{}", canary_version(l).unwrap_or_else(|| main.clone())), 128);
+                let cname = shorten(
+                    &format!(
+                        "sticky-{}",
+                        canary_version(l).unwrap_or_else(|| main.clone())
+                    ),
+                    128,
+                );
                 cookie.insert("name".into(), json!(cname));
                 cookie.insert("secure".into(), json!("auto"));
                 report.note(&l.object, "affinity", format!("not set: ingress-nginx drew the canary per request and set no cookie; the filter keeps each user on one version with the session cookie {cname:?}"));

@@ -69,7 +69,11 @@ impl Report {
     /// `LOSSY  Ingress shop/web  canary-by-header-pattern  reason`.
     pub fn render(&self) -> String {
         let mut out = String::new();
-        let lossy = self.findings.iter().filter(|f| f.severity == Severity::Lossy).count();
+        let lossy = self
+            .findings
+            .iter()
+            .filter(|f| f.severity == Severity::Lossy)
+            .count();
         let notes = self.findings.len() - lossy;
         let _ = writeln!(out, "# sticky-canary migrate: {lossy} lossy, {notes} notes");
         for sev in [Severity::Lossy, Severity::Note] {
