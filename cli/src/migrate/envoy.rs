@@ -79,13 +79,14 @@ pub fn build(plan: &Plan, plugin: &Value, opts: &Options, report: &mut Report) -
     let mut add_cluster =
         |b: &super::ingress::Backend, pers: bool, report: &mut Report, obj: &str| {
             let name = upstream_name(b);
+            let given = opts.endpoints_of(&b.namespace, &b.service);
             if let Some((_, c)) = clusters.iter_mut().find(|(n, _)| *n == name) {
                 if pers && c.get("load_balancing_policy").is_none() {
-                    *c = cluster(&name, b, true, report, obj);
+                    *c = cluster(&name, b, &given, true, report, obj);
                 }
                 return;
             }
-            clusters.push((name.clone(), cluster(&name, b, pers, report, obj)));
+            clusters.push((name.clone(), cluster(&name, b, &given, pers, report, obj)));
         };
     for l in &plan.locations {
         let vh = if l.host.is_empty() {
@@ -185,18 +186,30 @@ pub fn build(plan: &Plan, plugin: &Value, opts: &Options, report: &mut Report) -
 fn cluster(
     name: &str,
     b: &super::ingress::Backend,
+    given: &[(String, u32)],
     persistent: bool,
     report: &mut Report,
     obj: &str,
 ) -> Value {
-    let port = match &b.port {
-        Port::Number(n) => *n,
-        Port::Name(n) => {
-            report.lossy(obj, &format!("service {} port {n:?}", b.service), "a named Service port: plain Envoy needs a number; port 80 was written, correct the cluster");
-            80
-        }
+    let endpoints: Vec<(String, u32)> = if given.is_empty() {
+        let port = match &b.port {
+            Port::Number(n) => *n,
+            Port::Name(n) => {
+                report.lossy(obj, &format!("service {} port {n:?}", b.service), "a named Service port: plain Envoy needs a number; port 80 was written, correct the cluster (or give --endpoint)");
+                80
+            }
+        };
+        vec![(
+            format!("{}.{}.svc.cluster.local", b.service, b.namespace),
+            port,
+        )]
+    } else {
+        given.to_vec()
     };
-    let address = format!("{}.{}.svc.cluster.local", b.service, b.namespace);
+    let lb_endpoints: Vec<Value> = endpoints
+        .iter()
+        .map(|(address, port)| json!({"endpoint": {"address": {"socket_address": {"address": address, "port_value": port}}}}))
+        .collect();
     let mut c = json!({
         "name": name,
         "type": "STRICT_DNS",
@@ -204,7 +217,7 @@ fn cluster(
         "connect_timeout": "1s",
         "load_assignment": {
             "cluster_name": name,
-            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {"socket_address": {"address": address, "port_value": port}}}}]}]
+            "endpoints": [{"lb_endpoints": lb_endpoints}]
         }
     });
     if persistent {

@@ -57,6 +57,11 @@ pub struct MigrateArgs {
     /// Envoy: the listener address.
     #[arg(long, default_value = "0.0.0.0:8080")]
     pub listen: String,
+    /// Envoy: the endpoints of a Service's cluster instead of its cluster
+    /// DNS name, e.g. `shop/web=10.0.0.7:8080` (repeat for more pods or
+    /// Services).
+    #[arg(long = "endpoint", value_name = "NS/SERVICE=HOST:PORT")]
+    pub endpoints: Vec<String>,
     /// Istio: the WasmPlugin url.
     #[arg(long, default_value = "oci://ghcr.io/example/sticky-canary:0.1.0")]
     pub wasm_url: String,
@@ -74,6 +79,21 @@ pub struct MigrateArgs {
     /// (`--annotations-prefix`).
     #[arg(long, default_value = annotations::DEFAULT_PREFIX)]
     pub annotation_prefix: String,
+}
+
+impl MigrateArgs {
+    /// The `--endpoint` addresses given for `namespace/service`.
+    pub fn endpoints_of(&self, namespace: &str, service: &str) -> Vec<(String, u32)> {
+        let want = format!("{namespace}/{service}=");
+        self.endpoints
+            .iter()
+            .filter_map(|e| e.strip_prefix(&want))
+            .filter_map(|a| {
+                let (h, p) = a.rsplit_once(':')?;
+                Some((h.trim_matches(['[', ']']).to_owned(), p.parse().ok()?))
+            })
+            .collect()
+    }
 }
 
 /// Settings the generators read.
@@ -148,9 +168,23 @@ pub fn migrate(inputs: &[(String, String)], opts: &Options) -> Result<Output, St
     if let Err(e) = sticky_canary::compile_json(&text) {
         return Err(format!("the generated plugin config is refused by the filter (a bug in migrate, please report it): {e}"));
     }
+    for e in &opts.endpoints {
+        let ok = e
+            .split_once('=')
+            .and_then(|(svc, addr)| {
+                Some((
+                    svc.split_once('/')?,
+                    addr.rsplit_once(':')?.1.parse::<u32>().ok()?,
+                ))
+            })
+            .is_some();
+        if !ok {
+            return Err(format!("--endpoint {e:?}: expected NS/SERVICE=HOST:PORT"));
+        }
+    }
     let (manifests, file_name) = match opts.target {
         Target::Envoy => {
-            if plan.locations.iter().any(plan::Location::active) {
+            if plan.locations.iter().any(plan::Location::active) && opts.endpoints.is_empty() {
                 report.note("-", "clusters", "each cluster resolves <service>.<namespace>.svc.cluster.local: point it at the pods (a headless Service) so the consistent hash can pick one");
             }
             let v = envoy::build(&plan, &plugin, opts, &mut report);
