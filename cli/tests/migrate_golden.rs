@@ -115,6 +115,9 @@ fn migrations_match_the_golden_files() {
 
 #[test]
 fn every_generated_config_compiles_and_is_the_one_in_the_manifests() {
+    if std::env::var_os("STICKY_CANARY_REGEN").is_some() {
+        return; // the files are being rewritten; the next plain run checks them
+    }
     // Persistent mode names the keys' variable; set it for compile_json.
     std::env::set_var(
         "STICKY_CANARY_KEYS",

@@ -83,7 +83,7 @@ def test_worked_example_transcript(cli, workdir):
 
 
 def test_worked_example_plugin_is_the_golden_one():
-    (example,) = [b for b in blocks("json") if '"foo.example.com/info"' in b]
+    (example,) = [b for b in blocks("json") if '"foo.example.com_info"' in b]
     golden = json.loads((FIXTURES / "pair-header" / "expected" / "envoy" / "plugin.json").read_text())
     assert json.loads(example) == golden
 

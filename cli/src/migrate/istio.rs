@@ -69,6 +69,44 @@ fn destination(b: &super::ingress::Backend, report: &mut Report, obj: &str) -> V
     }
 }
 
+/// Persistent mode: a failed pinned pod's request is retried on another pod.
+fn with_retries(mut route: Value, persistent: bool) -> Value {
+    if persistent {
+        route["retries"] = json!({
+            "attempts": 2,
+            "perTryTimeout": "2s",
+            "retryOn": "connect-failure,refused-stream,unavailable,cancelled,reset,503",
+            "retryIgnorePreviousHosts": true
+        });
+    }
+    route
+}
+
+/// The EnvoyFilter patch giving one Service's gateway cluster the
+/// override_host load balancer (Maglev on `x-sticky-hash` behind it).
+fn override_host_patch(b: &super::ingress::Backend) -> Value {
+    let mut cluster =
+        json!({"service": format!("{}.{}.svc.cluster.local", b.service, b.namespace)});
+    if let Port::Number(n) = b.port {
+        cluster["portNumber"] = json!(n);
+    }
+    json!({
+        "applyTo": "CLUSTER",
+        "match": {"context": "GATEWAY", "cluster": cluster},
+        "patch": {"operation": "MERGE", "value": {"load_balancing_policy": {"policies": [{"typed_extension_config": {
+            "name": "envoy.load_balancing_policies.override_host",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.load_balancing_policies.override_host.v3.OverrideHost",
+                "override_host_sources": [{"header": "x-sticky-endpoint"}],
+                "fallback_policy": {"policies": [{"typed_extension_config": {
+                    "name": "envoy.load_balancing_policies.maglev",
+                    "typed_config": {"@type": "type.googleapis.com/envoy.extensions.load_balancing_policies.maglev.v3.Maglev"}
+                }}]}
+            }
+        }}]}}}
+    })
+}
+
 /// Every Istio document, in apply order.
 pub fn build(plan: &Plan, plugin: &Value, opts: &Options, report: &mut Report) -> Vec<Value> {
     let mut docs = Vec::new();
@@ -114,28 +152,42 @@ pub fn build(plan: &Plan, plugin: &Value, opts: &Options, report: &mut Report) -
         }
     }
     let mut services: Vec<super::ingress::Backend> = Vec::new();
+    let mut pinned: Vec<super::ingress::Backend> = Vec::new();
     for ((ns, host), locs) in &groups {
         let mut http = Vec::new();
         for l in locs {
             let uri = uri_match(l);
+            let pers = l.affinity.as_ref().is_some_and(|a| a.persistent);
             let tag = format!("{}{}", host_label(host), l.path.replace('/', "-"));
             if let (Some(cv), Some(c)) = (canary_version(l), &l.canary) {
-                http.push(json!({
-                    "name": super::plan::shorten(&format!("{tag}-canary"), 63),
-                    "match": [{"uri": uri, "headers": {"x-canary-version": {"exact": cv}}}],
-                    "route": [{"destination": destination(&c.backend, report, &c.object)}]
-                }));
+                http.push(with_retries(
+                    json!({
+                        "name": super::plan::shorten(&format!("{tag}-canary"), 63),
+                        "match": [{"uri": uri, "headers": {"x-canary-version": {"exact": cv}}}],
+                        "route": [{"destination": destination(&c.backend, report, &c.object)}]
+                    }),
+                    pers,
+                ));
                 if !services.contains(&c.backend) {
                     services.push(c.backend.clone());
                 }
+                if pers && !pinned.contains(&c.backend) {
+                    pinned.push(c.backend.clone());
+                }
             }
-            http.push(json!({
-                "name": super::plan::shorten(&format!("{tag}-main"), 63),
-                "match": [{"uri": uri}],
-                "route": [{"destination": destination(&l.main, report, &l.object)}]
-            }));
+            http.push(with_retries(
+                json!({
+                    "name": super::plan::shorten(&format!("{tag}-main"), 63),
+                    "match": [{"uri": uri}],
+                    "route": [{"destination": destination(&l.main, report, &l.object)}]
+                }),
+                pers,
+            ));
             if !services.contains(&l.main) {
                 services.push(l.main.clone());
+            }
+            if pers && !pinned.contains(&l.main) {
+                pinned.push(l.main.clone());
             }
             let _ = main_version(l);
         }
@@ -151,16 +203,22 @@ pub fn build(plan: &Plan, plugin: &Value, opts: &Options, report: &mut Report) -
         }));
     }
     for b in &services {
+        let mut policy = json!({"loadBalancer": {"consistentHash": {
+            "httpHeaderName": "x-sticky-hash",
+            "maglev": {"tableSize": 65537}
+        }}});
+        if pinned.contains(b) {
+            // A dead pinned pod is ejected at its first local failure, so
+            // the fallback hash stops choosing it (envoy-config/persistent/).
+            policy["outlierDetection"] = json!({"splitExternalLocalOriginErrors": true, "consecutiveLocalOriginFailures": 1});
+        }
         docs.push(json!({
             "apiVersion": "networking.istio.io/v1",
             "kind": "DestinationRule",
             "metadata": {"name": super::plan::shorten(&format!("{}-sticky", b.service), 63), "namespace": b.namespace},
             "spec": {
                 "host": format!("{}.{}.svc.cluster.local", b.service, b.namespace),
-                "trafficPolicy": {"loadBalancer": {"consistentHash": {
-                    "httpHeaderName": "x-sticky-hash",
-                    "maglev": {"tableSize": 65537}
-                }}}
+                "trafficPolicy": policy
             }
         }));
     }
@@ -177,7 +235,14 @@ pub fn build(plan: &Plan, plugin: &Value, opts: &Options, report: &mut Report) -
     });
     if any_persistent(plan) {
         spec["vmConfig"] = json!({"env": [{"name": KEYS_ENV, "valueFrom": "HOST"}]});
-        report.lossy("-", "affinity-mode", "persistent on Istio also needs the EnvoyFilter of istio/persistent/ (override_host on the clusters): not generated, so until it is applied the pod comes from the hash (balanced)");
+        let patches: Vec<Value> = pinned.iter().map(override_host_patch).collect();
+        docs.push(json!({
+            "apiVersion": "networking.istio.io/v1alpha3",
+            "kind": "EnvoyFilter",
+            "metadata": {"name": "sticky-canary-override-host", "namespace": "istio-system"},
+            "spec": {"workloadSelector": {"labels": {"istio": "ingressgateway"}}, "configPatches": patches}
+        }));
+        report.note("-", "affinity-mode", "persistent on Istio: the EnvoyFilter sticky-canary-override-host puts override_host on the pinned Services' gateway clusters and retries on another pod (Istio 1.31 or later, for retryIgnorePreviousHosts)");
     }
     docs.push(json!({
         "apiVersion": "extensions.istio.io/v1alpha1",

@@ -28,14 +28,29 @@ pub fn any_persistent(plan: &Plan) -> bool {
         .any(|l| l.active() && l.affinity.as_ref().is_some_and(|a| a.persistent))
 }
 
-/// A route entry name: `host/path` (`_` for no host), unique, ≤ 64 chars.
+/// A route entry name (it labels the metrics): the host and the path, `/`
+/// as `_`, other characters outside `[A-Za-z0-9._-]` as `-`
+/// (`shop.example.com_cart`, `default` for no host), unique, ≤ 64 chars.
 fn entry_name(l: &Location, taken: &mut Vec<String>) -> String {
-    let host = if l.host.is_empty() { "_" } else { &l.host };
-    let base = shorten(&format!("{host}{}", l.path), 60);
+    let host = if l.host.is_empty() {
+        "default"
+    } else {
+        &l.host
+    };
+    let raw = format!("{host}{}", l.path.trim_end_matches('/'));
+    let clean: String = raw
+        .chars()
+        .map(|c| match c {
+            '/' => '_',
+            c if c.is_ascii_alphanumeric() || "._-".contains(c) => c,
+            _ => '-',
+        })
+        .collect();
+    let base = shorten(&clean, 60);
     let mut name = base.clone();
     let mut n = 2;
-    while taken.contains(&name) {
-        name = format!("{base}~{n}");
+    while taken.contains(&name) || name == "global" {
+        name = format!("{base}-{n}");
         n += 1;
     }
     taken.push(name.clone());
