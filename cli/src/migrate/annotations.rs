@@ -545,3 +545,142 @@ pub fn parse(ing: &Ingress, prefix: &str, report: &mut Report) -> Parsed {
         affinity_present,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::migrate::ingress;
+
+    fn parsed(annotations: &[(&str, &str)]) -> (Parsed, Report) {
+        let mut text = String::from(
+            "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: x\n  annotations:\n",
+        );
+        for (k, v) in annotations {
+            text.push_str(&format!("    nginx.ingress.kubernetes.io/{k}: {v:?}\n"));
+        }
+        let mut report = Report::default();
+        let ings = ingress::parse(&text, "test", &mut report).unwrap();
+        let p = parse(&ings[0], DEFAULT_PREFIX, &mut report);
+        (p, report)
+    }
+
+    #[test]
+    fn go_parsers_accept_what_go_accepts() {
+        for (s, b) in [
+            ("1", true),
+            ("t", true),
+            ("True", true),
+            ("0", false),
+            ("F", false),
+            ("false", false),
+        ] {
+            assert_eq!(go_bool(s), Some(b), "{s}");
+        }
+        for s in ["yes", "on", "", "tRUE"] {
+            assert_eq!(go_bool(s), None, "{s}");
+        }
+        assert_eq!(go_int("+5"), Some(5));
+        assert_eq!(go_int("-5"), Some(-5));
+        assert_eq!(go_int("5s"), None);
+        assert_eq!(go_int(""), None);
+    }
+
+    #[test]
+    fn weight_totals_under_100_count_as_100_and_weights_over_the_total_as_the_total() {
+        let (p, r) = parsed(&[
+            ("canary", "true"),
+            ("canary-weight", "150"),
+            ("canary-weight-total", "50"),
+        ]);
+        let c = p.canary.unwrap();
+        assert_eq!((c.weight, c.weight_total), (100, 100));
+        assert!(!r.is_lossy());
+        let (p, _) = parsed(&[
+            ("canary", "true"),
+            ("canary-weight", "100"),
+            ("canary-weight-total", "200"),
+        ]);
+        let c = p.canary.unwrap();
+        assert_eq!((c.weight, c.weight_total), (100, 200));
+    }
+
+    #[test]
+    fn header_value_wins_over_pattern_with_a_note() {
+        let (p, r) = parsed(&[
+            ("canary", "true"),
+            ("canary-by-header", "X-Beta"),
+            ("canary-by-header-value", "yes"),
+            ("canary-by-header-pattern", "^y"),
+        ]);
+        assert_eq!(
+            p.canary.unwrap().header,
+            Some(("x-beta".into(), HeaderMatch::Value("yes".into())))
+        );
+        assert!(!r.is_lossy());
+        assert!(r
+            .findings
+            .iter()
+            .any(|f| f.annotation == "canary-by-header-pattern"));
+    }
+
+    #[test]
+    fn a_pattern_the_filter_cannot_compile_is_lossy() {
+        let (p, r) = parsed(&[
+            ("canary", "true"),
+            ("canary-by-header", "h"),
+            ("canary-by-header-pattern", "^(?!x)"),
+        ]);
+        assert!(matches!(
+            p.canary.unwrap().header,
+            Some((_, HeaderMatch::Broken(_)))
+        ));
+        assert!(r.is_lossy());
+    }
+
+    #[test]
+    fn upstream_hash_by_maps_to_key_sources() {
+        for (v, want) in [
+            ("$http_x_user_id", Some(Key::Header("x-user-id".into()))),
+            ("$arg_uid", Some(Key::Query("uid".into()))),
+            ("$remote_addr", Some(Key::ClientIp)),
+            ("$binary_remote_addr", Some(Key::ClientIp)),
+            ("$request_uri", None),
+            ("$http_a$http_b", None),
+        ] {
+            let (p, r) = parsed(&[("upstream-hash-by", v)]);
+            assert_eq!(p.key, want, "{v}");
+            assert_eq!(r.is_lossy(), want.is_none(), "{v}");
+        }
+    }
+
+    #[test]
+    fn cookie_defaults_are_ingress_nginx_s() {
+        let (p, _) = parsed(&[("affinity", "cookie")]);
+        let a = p.affinity.unwrap();
+        assert_eq!(a.cookie_name, "INGRESSCOOKIE");
+        assert_eq!(a.secure, Secure::Auto);
+        assert!(!a.persistent && !a.change_on_failure);
+        let (p, _) = parsed(&[("affinity", "cookie"), ("session-cookie-secure", "false")]);
+        assert_eq!(p.affinity.unwrap().secure, Secure::Auto);
+        let (p, _) = parsed(&[
+            ("affinity", "cookie"),
+            ("session-cookie-secure", "true"),
+            ("session-cookie-samesite", "none"),
+        ]);
+        let a = p.affinity.unwrap();
+        assert_eq!((a.secure, a.same_site), (Secure::Always, Some("None")));
+    }
+
+    #[test]
+    fn canary_annotations_without_canary_true_are_lossy_and_unknown_ones_reported() {
+        let (p, r) = parsed(&[("canary-weight", "20"), ("rewrite-target", "/")]);
+        assert!(p.canary.is_none());
+        let lossy: Vec<&str> = r
+            .findings
+            .iter()
+            .filter(|f| f.severity == crate::migrate::report::Severity::Lossy)
+            .map(|f| f.annotation.as_str())
+            .collect();
+        assert_eq!(lossy, ["canary-weight", "rewrite-target"]);
+    }
+}
