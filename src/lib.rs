@@ -17,7 +17,7 @@
 //! | [`compile`] | parse, validate and compile it, one file per section |
 //! | [`policy`] | the compiled model, and which policy covers a request |
 //! | [`request`] | the request view: headers as bytes, cookies, query, client IP |
-//! | [`decide`] | the decision: version, pod, session |
+//! | [`mod@decide`] | the decision: version, pod, session |
 //! | [`pipeline`] | the per-request steps: headers to set, counters, the response phase |
 //! | [`session`] | the session cookie's value: wire format, sealing |
 //! | [`cookies`] | the `Cookie` header parsed, the `Set-Cookie` rendered |
