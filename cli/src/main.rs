@@ -1,7 +1,71 @@
 //! `sticky-canary`: the command-line companion of the filter, built natively
-//! from the same host-free core.
+//! from the same host-free core, so its answers are the filter's.
+//!
+//! One module per subcommand; each has `Args` (clap derive) and
+//! `run(args) -> Result<ExitCode, Fatal>`.
+//!
+//! Exit status: 0 success; 1 a negative answer (`check`: the config is
+//! invalid; `cookie decode`: the filter would not accept the cookie); 2 the
+//! command could not do its job (bad arguments, unreadable file).
 
-fn main() {
-    eprintln!("sticky-canary: no subcommands yet");
-    std::process::exit(2);
+mod check;
+mod common;
+mod cookie;
+mod explain;
+mod keygen;
+mod simulate;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "sticky-canary",
+    version,
+    about = "Check, explain and simulate sticky-canary configs, with the filter's own code",
+    long_about = "Check, explain and simulate sticky-canary configs.\n\n\
+        Built from the same host-free core as the Envoy filter: `check` runs the \
+        filter's own compile, `explain` its own decision, `cookie decode` its own \
+        cookie format. Exit status: 0 ok, 1 a negative answer (invalid config, \
+        cookie the filter would not accept), 2 a usage or input error."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Check a plugin config (JSON, Envoy YAML, Istio or Envoy Gateway manifest) as the filter would.
+    Check(check::Args),
+    /// Explain what the filter decides for one request, and why.
+    Explain(explain::Args),
+    /// Session cookies: what one holds.
+    #[command(subcommand)]
+    Cookie(cookie::Command),
+    /// Print new cookie secrets (base64 of 32 random bytes) for session.secrets.
+    Keygen(keygen::Args),
+    /// Simulate a rollout (a weight plan or the config's ramps) over a population of users.
+    Simulate(simulate::Args),
+    // The `migrate` subcommand (cli/src/migrate/) slots in here:
+    //     /// ...
+    //     Migrate(migrate::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Check(a) => check::run(a),
+        Command::Explain(a) => explain::run(a),
+        Command::Cookie(c) => cookie::run(c),
+        Command::Keygen(a) => keygen::run(a),
+        Command::Simulate(a) => simulate::run(a),
+    };
+    match result {
+        Ok(code) => code,
+        Err(common::Fatal(msg)) => {
+            eprintln!("sticky-canary: error: {msg}");
+            ExitCode::from(2)
+        }
+    }
 }
