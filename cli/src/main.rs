@@ -52,7 +52,22 @@ enum Command {
     //     Migrate(migrate::Args),
 }
 
+// `sticky-canary ... | head` should end quietly, as Unix tools do, rather
+// than fail on the closed pipe: restore SIGPIPE's default action (Rust
+// ignores it at start-up). Declared here to avoid a libc dependency for one
+// call; 13 is SIGPIPE and 0 is SIG_DFL on Linux and macOS.
+#[cfg(unix)]
+extern "C" {
+    fn signal(signum: i32, handler: usize) -> usize;
+}
+
 fn main() -> ExitCode {
+    #[cfg(unix)]
+    // SAFETY: setting a signal's disposition to SIG_DFL at start-up, before
+    // any thread exists.
+    unsafe {
+        signal(13, 0);
+    }
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Check(a) => check::run(a),
