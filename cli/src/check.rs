@@ -2,12 +2,12 @@
 
 use crate::common::{self, describe_match, describe_rule, Embedded, Fatal, Format};
 use serde_json::{json, Value};
+use std::process::ExitCode;
 use sticky_canary::compile::{invalid_plan, KeySource, Weight};
 use sticky_canary::config::Mode;
 use sticky_canary::{compile_json, Plugin, Policy};
-use std::process::ExitCode;
 
-/// Check a plugin config as the filter compiles it.
+/// Check a plugin config (JSON, Envoy YAML, Istio or Envoy Gateway manifest) as the filter would.
 #[derive(clap::Args)]
 #[command(long_about = "Check a plugin config as the filter compiles it.\n\n\
     CONFIG is the plugin JSON, an Envoy YAML (every sticky-canary Wasm plugin in it), \
@@ -43,7 +43,11 @@ pub fn run(args: Args) -> Result<ExitCode, Fatal> {
             args.config
         )));
     }
-    let results: Vec<(&Embedded, String, Result<Plugin, sticky_canary::ConfigError>)> = found
+    let results: Vec<(
+        &Embedded,
+        String,
+        Result<Plugin, sticky_canary::ConfigError>,
+    )> = found
         .iter()
         .map(|e| {
             let text = e.text.clone().unwrap_or_default();
@@ -206,9 +210,7 @@ pub fn summary_lines(plugin: &Plugin, now: u64) -> Vec<String> {
     }
     match &plugin.global {
         Some(p) => push_policy(&mut out, "global".into(), p),
-        None => out.push(
-            "global: none (requests no route entry matches pass through)".into(),
-        ),
+        None => out.push("global: none (requests no route entry matches pass through)".into()),
     }
     out
 }

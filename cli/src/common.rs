@@ -3,9 +3,9 @@
 //! durations, hex, randomness.
 
 use serde_json::Value;
-use sticky_canary::{compile_json, ConfigError, Entropy, Plugin};
 use std::io::Read;
 use std::time::{SystemTime, UNIX_EPOCH};
+use sticky_canary::{compile_json, ConfigError, Entropy, Plugin};
 
 /// An error that stops a subcommand before it could do its job (a missing
 /// file, a bad argument): printed as `sticky-canary: error: ...`, exit 2.
@@ -102,7 +102,9 @@ pub fn extract(bytes: &[u8]) -> Vec<Embedded> {
                 }
             }
             Some("TrafficExtension") => {
-                let pc = doc.pointer("/spec/wasm/pluginConfig").unwrap_or(&Value::Null);
+                let pc = doc
+                    .pointer("/spec/wasm/pluginConfig")
+                    .unwrap_or(&Value::Null);
                 found.push(embedded(doc_label.clone(), pc));
             }
             Some("EnvoyExtensionPolicy") => {
@@ -168,10 +170,12 @@ fn embedded(label: String, v: &Value) -> Embedded {
 fn k8s_label(doc: &Value) -> Option<String> {
     let kind = doc.get("kind")?.as_str()?;
     let name = doc.pointer("/metadata/name")?.as_str()?;
-    Some(match doc.pointer("/metadata/namespace").and_then(Value::as_str) {
-        Some(ns) => format!("{kind} {ns}/{name}"),
-        None => format!("{kind} {name}"),
-    })
+    Some(
+        match doc.pointer("/metadata/namespace").and_then(Value::as_str) {
+            Some(ns) => format!("{kind} {ns}/{name}"),
+            None => format!("{kind} {name}"),
+        },
+    )
 }
 
 /// Every Envoy Wasm `PluginConfig` (a mapping with `vm_config` and
@@ -219,7 +223,9 @@ pub fn load(path: &str) -> Result<Loaded, Fatal> {
     let bytes = read_source(path)?;
     let all = extract(&bytes);
     let Some(first) = all.first() else {
-        return Err(Fatal(format!("{path}: no sticky-canary plugin config found")));
+        return Err(Fatal(format!(
+            "{path}: no sticky-canary plugin config found"
+        )));
     };
     if all.len() > 1 {
         eprintln!(
@@ -228,7 +234,10 @@ pub fn load(path: &str) -> Result<Loaded, Fatal> {
             first.label.as_deref().unwrap_or("")
         );
     }
-    let text = first.text.clone().map_err(|e| Fatal(format!("{path}: {e}")))?;
+    let text = first
+        .text
+        .clone()
+        .map_err(|e| Fatal(format!("{path}: {e}")))?;
     let plugin = compile_json(&text).map_err(|e| Fatal(format!("{path}: {e}")))?;
     Ok(Loaded { plugin })
 }
@@ -410,41 +419,6 @@ impl Entropy for AnyEntropy {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn rfc3339_round_trips() {
-        for t in [0u64, 1_800_000_000, 1_795_255_200, 951_782_400, 4_102_444_800] {
-            let s = rfc3339(t);
-            assert_eq!(sticky_canary::time::parse_rfc3339(&s), Some(t), "{s}");
-        }
-        assert_eq!(rfc3339(1_800_000_000), "2027-01-15T08:00:00Z");
-    }
-
-    #[test]
-    fn base64_matches_the_core_decoder() {
-        for n in 0..40usize {
-            let bytes: Vec<u8> = (0..n as u8).map(|b| b.wrapping_mul(37)).collect();
-            assert_eq!(
-                sticky_canary::b64::decode_std(&base64_std(&bytes)),
-                Some(bytes)
-            );
-        }
-        assert_eq!(base64_std(b"foob"), "Zm9vYg==");
-    }
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("90").ok().map(|d| d), Some(90));
-        assert_eq!(parse_duration("15m").ok(), Some(900));
-        assert_eq!(parse_duration("2h").ok(), Some(7200));
-        assert!(parse_duration("2w").is_err());
-        assert_eq!(human_duration(3660), "1h 1m");
-    }
-}
-
 /// A rule for people: `cookie canary = "v2" -> canary-v2`.
 pub fn describe_rule(policy: &sticky_canary::Policy, i: usize) -> String {
     use sticky_canary::compile::{Matcher, Source};
@@ -501,4 +475,45 @@ pub fn bucket_ranges(weights: &[u32], total: u32) -> Vec<(u32, u32)> {
         out[0] = (upper.min(total), total);
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_round_trips() {
+        for t in [
+            0u64,
+            1_800_000_000,
+            1_795_255_200,
+            951_782_400,
+            4_102_444_800,
+        ] {
+            let s = rfc3339(t);
+            assert_eq!(sticky_canary::time::parse_rfc3339(&s), Some(t), "{s}");
+        }
+        assert_eq!(rfc3339(1_800_000_000), "2027-01-15T08:00:00Z");
+    }
+
+    #[test]
+    fn base64_matches_the_core_decoder() {
+        for n in 0..40usize {
+            let bytes: Vec<u8> = (0..n as u8).map(|b| b.wrapping_mul(37)).collect();
+            assert_eq!(
+                sticky_canary::b64::decode_std(&base64_std(&bytes)),
+                Some(bytes)
+            );
+        }
+        assert_eq!(base64_std(b"foob"), "Zm9vYg==");
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("90").ok(), Some(90));
+        assert_eq!(parse_duration("15m").ok(), Some(900));
+        assert_eq!(parse_duration("2h").ok(), Some(7200));
+        assert!(parse_duration("2w").is_err());
+        assert_eq!(human_duration(3660), "1h 1m");
+    }
 }

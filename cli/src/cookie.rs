@@ -2,27 +2,28 @@
 
 use crate::common::{self, Fatal, Format};
 use serde_json::json;
+use std::process::ExitCode;
 use sticky_canary::session::{Opened, Origin, SealKey, Session, MAX_COOKIE_VALUE};
 use sticky_canary::{b64, compile, hash, Policy};
-use std::process::ExitCode;
 
 /// Session-cookie subcommands.
 #[derive(clap::Subcommand)]
 pub enum Command {
-    /// Decode a session cookie: version, origin, expiry, session key, pinned pod.
     Decode(DecodeArgs),
 }
 
-/// Decode a session cookie.
+/// Decode a session cookie: version, origin, expiry, session key, pinned pod.
 #[derive(clap::Args)]
-#[command(long_about = "Decode a session cookie: its format, the version it remembers \
+#[command(
+    long_about = "Decode a session cookie: its format, the version it remembers \
     (the id and the version name it maps to in the config), whether a rule or the weights \
     placed the user, the expiry, the session key, the sticky hash and the pinned endpoint.\n\n\
     VALUE is the cookie value, or `name=value` as copied from a Cookie header. Sealed cookies \
     open with the config's secrets (every policy's cookie is tried) or with keys from an \
     environment variable (--keys-env, comma-separated base64, like session.secrets_env), so a \
     support ticket can be answered without the config. When it does not open, says the likely \
-    why. Exit status: 0 the filter accepts the cookie now, 1 it does not.")]
+    why. Exit status: 0 the filter accepts the cookie now, 1 it does not."
+)]
 pub struct DecodeArgs {
     /// The cookie value, or `name=value`.
     value: String,
@@ -137,10 +138,18 @@ struct Candidate<'a> {
 }
 
 fn env_keys(var: &str) -> Result<Vec<SealKey>, Fatal> {
-    let list = std::env::var(var)
-        .map_err(|_| Fatal(format!("--keys-env {var}: the environment variable is not set")))?;
+    let list = std::env::var(var).map_err(|_| {
+        Fatal(format!(
+            "--keys-env {var}: the environment variable is not set"
+        ))
+    })?;
     let mut out = Vec::new();
-    for (i, k) in list.split(',').map(str::trim).filter(|k| !k.is_empty()).enumerate() {
+    for (i, k) in list
+        .split(',')
+        .map(str::trim)
+        .filter(|k| !k.is_empty())
+        .enumerate()
+    {
         let bytes = b64::decode_std(k).or_else(|| b64::decode_url(k));
         match bytes.and_then(|b| <[u8; 32]>::try_from(b).ok()) {
             Some(k) => out.push(SealKey(k)),
@@ -220,7 +229,19 @@ fn decode(a: DecodeArgs) -> Result<ExitCode, Fatal> {
             policy: None,
         });
     }
-    let all_names: Vec<&str> = cands.iter().map(|c| c.name.as_str()).collect();
+    let mut all_names: Vec<&str> = cands.iter().map(|c| c.name.as_str()).collect();
+    if let Some(l) = &loaded {
+        let every = l
+            .plugin
+            .global
+            .iter()
+            .chain(l.plugin.routes.iter().filter_map(|r| r.policy.as_ref()));
+        for p in every {
+            if !all_names.contains(&p.cookie.name.as_str()) {
+                all_names.push(p.cookie.name.as_str());
+            }
+        }
+    }
 
     // The first candidate it opens under (ignoring expiry), with the key index.
     let mut opened: Option<(&Candidate<'_>, Session, Option<usize>)> = None;
@@ -327,7 +348,7 @@ fn decode(a: DecodeArgs) -> Result<ExitCode, Fatal> {
     };
     // Would the filter accept it? Signing mode must match the policy.
     let mode_ok = match cand.policy {
-        Some(p) => (marker == '2') == !p.keys.is_empty(),
+        Some(p) => (marker == '2') != p.keys.is_empty(),
         None => true,
     };
     let key_ok = match (cand.policy, key_index) {

@@ -7,6 +7,7 @@
 use crate::common::{self, describe_rule, AnyEntropy, Fatal, Format};
 use crate::cookie::{why_invalid, Copy as CookieCopy};
 use serde_json::{json, Value};
+use std::process::ExitCode;
 use sticky_canary::compile::KeySource;
 use sticky_canary::config::Mode;
 use sticky_canary::decide::{version_for_bucket, Header, MAX_SESSION_COPIES};
@@ -15,17 +16,18 @@ use sticky_canary::{
     decide, hash, on_upstream_response, setcookie, CookieState, Entropy, Policy, Reason, Request,
     Upstream,
 };
-use std::process::ExitCode;
 
-/// Explain the filter's decision for one request.
+/// Explain what the filter decides for one request, and why.
 #[derive(clap::Args)]
-#[command(long_about = "Explain what the filter decides for one request, and why: the policy \
+#[command(
+    long_about = "Explain what the filter decides for one request, and why: the policy \
     (global or a route entry), the version, the reason (the rule that matched, the remembered \
     version, or the weighted bucket and the version ranges), the sticky hash, the pinned \
     endpoint, the session cookie's state and the Set-Cookie the filter would send.\n\n\
     A request without a valid session cookie gets a new random session key, as in the filter \
     (give --random-seed for a repeatable one). Sealed cookies open with the config's \
-    secrets (session.secrets_env is read from this process's environment).")]
+    secrets (session.secrets_env is read from this process's environment)."
+)]
 pub struct Args {
     /// Config file (plugin JSON, Envoy YAML or manifest), or `-` for standard input.
     #[arg(long)]
@@ -71,8 +73,7 @@ fn build_headers(a: &Args) -> Result<Vec<Header>, Fatal> {
         h.push((b":authority".to_vec(), auth.as_bytes().to_vec()));
     }
     for raw in &a.headers {
-        let Some((name, value)) = raw.split_once(':').filter(|(n, _)| !n.trim().is_empty())
-        else {
+        let Some((name, value)) = raw.split_once(':').filter(|(n, _)| !n.trim().is_empty()) else {
             return Err(Fatal(format!("--header {raw:?}: give `name: value`")));
         };
         h.push((
@@ -127,7 +128,10 @@ pub fn run(a: Args) -> Result<ExitCode, Fatal> {
                     println!("removed headers: none");
                 } else {
                     let names: Vec<&str> = stripped.iter().map(|s| s.as_str()).collect();
-                    println!("removed headers: {} (a client's copy never steers a route)", names.join(", "));
+                    println!(
+                        "removed headers: {} (a client's copy never steers a route)",
+                        names.join(", ")
+                    );
                 }
             }
             Format::Json => println!(
@@ -191,16 +195,25 @@ pub fn run(a: Args) -> Result<ExitCode, Fatal> {
         Origin::Weight => "weight",
     };
     let id_name = |id: u32| {
-        policy
-            .version_by_id(id)
-            .map_or_else(|| format!("unknown version id {id:08x}"), |i| vname(i).to_owned())
+        policy.version_by_id(id).map_or_else(
+            || format!("unknown version id {id:08x}"),
+            |i| vname(i).to_owned(),
+        )
     };
     let (reason_kind, reason_text) = match d.reason {
         Reason::Rule(i) => {
-            let mut t = format!("rule {i}: {}", describe_rule(policy, i));
-            if d.version != policy.rules.get(i).map_or(usize::MAX, |r| r.version) {
-                t.push_str(" (the value \"never\": the default version)");
-            }
+            let t = match policy.rules.get(i) {
+                Some(r) if matches!(r.matcher, sticky_canary::compile::Matcher::Sentinel) => {
+                    let src = describe_rule(policy, i);
+                    let src = src.split(" = ").next().unwrap_or("");
+                    if d.version == r.version {
+                        format!("rule {i}: {src} = \"always\" -> {version}")
+                    } else {
+                        format!("rule {i}: {src} = \"never\" -> {version} (the default version)")
+                    }
+                }
+                _ => format!("rule {i}: {}", describe_rule(policy, i)),
+            };
             ("rule", t)
         }
         Reason::Remembered => {
@@ -270,10 +283,7 @@ pub fn run(a: Args) -> Result<ExitCode, Fatal> {
             incoming_copies.len()
         ),
         CookieState::Invalid => {
-            let whys: Vec<String> = incoming_copies
-                .iter()
-                .map(|c| c.why.clone())
-                .collect();
+            let whys: Vec<String> = incoming_copies.iter().map(|c| c.why.clone()).collect();
             format!("invalid: {}", whys.join("; "))
         }
         CookieState::Conflicting => format!(
@@ -363,7 +373,11 @@ pub fn run(a: Args) -> Result<ExitCode, Fatal> {
                 "version": version,
                 "reason": {"kind": reason_kind, "rule": rule, "text": reason_text},
                 "bucket": bucket,
-                "weights": policy.versions.iter().zip(&weights).map(|(v, w)| json!({"name": v.name, "weight": w, "buckets": ranges[policy.version_by_id(v.id).unwrap_or(0)]})).collect::<Vec<_>>(),
+                "weights": policy.versions.iter().zip(&weights).map(|(v, w)| {
+                    let (lo, hi) = ranges[policy.version_by_id(v.id).unwrap_or(0)];
+                    let buckets = if lo < hi { json!({"first": lo, "last": hi - 1}) } else { Value::Null };
+                    json!({"name": v.name, "weight": w, "buckets": buckets})
+                }).collect::<Vec<_>>(),
                 "hash": hash,
                 "key": key_note,
                 "endpoint": d.endpoint,
@@ -399,34 +413,36 @@ fn analyse_copies(
     let name = policy.cookie.name.as_str();
     let external = (policy.key != KeySource::Cookie && !d.key_fallback).then_some(d.session.key);
     req.cookie_values(name)
-        .map(|value| match Session::open(value, name, &policy.keys, req.now) {
-            Opened::Valid { session, stale_key } => {
-                if external.is_some_and(|k| k != session.key) {
-                    CookieCopy {
-                        usable: false,
-                        state: "other-identity",
-                        why: "made for another identity (the key source gives another key)"
-                            .into(),
-                        session: Some(session),
-                        stale_key,
-                    }
-                } else {
-                    CookieCopy {
-                        usable: true,
-                        state: "valid",
-                        why: "opens".into(),
-                        session: Some(session),
-                        stale_key,
+        .map(
+            |value| match Session::open(value, name, &policy.keys, req.now) {
+                Opened::Valid { session, stale_key } => {
+                    if external.is_some_and(|k| k != session.key) {
+                        CookieCopy {
+                            usable: false,
+                            state: "other-identity",
+                            why: "made for another identity (the key source gives another key)"
+                                .into(),
+                            session: Some(session),
+                            stale_key,
+                        }
+                    } else {
+                        CookieCopy {
+                            usable: true,
+                            state: "valid",
+                            why: "opens".into(),
+                            session: Some(session),
+                            stale_key,
+                        }
                     }
                 }
-            }
-            Opened::Invalid => CookieCopy {
-                usable: false,
-                state: "invalid",
-                why: why_invalid(value, name, &policy.keys, req.now, &[]),
-                session: None,
-                stale_key: false,
+                Opened::Invalid => CookieCopy {
+                    usable: false,
+                    state: "invalid",
+                    why: why_invalid(value, name, &policy.keys, req.now, &[]),
+                    session: None,
+                    stale_key: false,
+                },
             },
-        })
+        )
         .collect()
 }

@@ -3,12 +3,14 @@
 use crate::common::{self, Fatal, Format};
 use std::process::ExitCode;
 
-/// Print new cookie secrets.
+/// Print new cookie secrets (base64 of 32 random bytes) for session.secrets.
 #[derive(clap::Args)]
-#[command(long_about = "Print new cookie secrets: base64 of 32 random bytes from the \
+#[command(
+    long_about = "Print new cookie secrets: base64 of 32 random bytes from the \
     operating system, the format of session.secrets (and of each entry of the \
     session.secrets_env variable). To rotate, put the new secret first and keep the old \
-    one after it until the old cookies have expired: the first seals, all open.")]
+    one after it until the old cookies have expired: the first seals, all open."
+)]
 pub struct Args {
     /// How many secrets.
     #[arg(long, short = 'n', default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=8))]

@@ -36,16 +36,14 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Check a plugin config (JSON, Envoy YAML, Istio or Envoy Gateway manifest) as the filter would.
+    // Each subcommand's help text is on its Args struct (doc comment and
+    // long_about), so variants carry no doc comment of their own.
     Check(check::Args),
-    /// Explain what the filter decides for one request, and why.
     Explain(explain::Args),
     /// Session cookies: what one holds.
     #[command(subcommand)]
     Cookie(cookie::Command),
-    /// Print new cookie secrets (base64 of 32 random bytes) for session.secrets.
     Keygen(keygen::Args),
-    /// Simulate a rollout (a weight plan or the config's ramps) over a population of users.
     Simulate(simulate::Args),
     // The `migrate` subcommand (cli/src/migrate/) slots in here:
     //     /// ...

@@ -3,17 +3,18 @@
 
 use crate::common::{self, Fatal, Format, SeededEntropy};
 use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::process::ExitCode;
 use sticky_canary::compile::{KeySource, Weight};
 use sticky_canary::decide::Header;
 use sticky_canary::session::NONCE_LEN;
 use sticky_canary::{decide, on_upstream_response, Entropy, Policy, Reason, Request, Upstream};
-use std::collections::BTreeMap;
-use std::fmt::Write as _;
-use std::process::ExitCode;
 
-/// Simulate a rollout over a population of users.
+/// Simulate a rollout (a weight plan or the config's ramps) over a population of users.
 #[derive(clap::Args)]
-#[command(long_about = "Simulate a rollout: a weight plan (--steps) or the config's own timed \
+#[command(
+    long_about = "Simulate a rollout: a weight plan (--steps) or the config's own timed \
     ramps applied over time to a population of users, each a browser with a cookie jar, \
     decided by the filter's own code.\n\n\
     At every step each user visits with probability --visit-rate (a user's first visit is a \
@@ -24,7 +25,8 @@ use std::process::ExitCode;
     time (dashed: the configured weights).\n\n\
     --steps: comma-separated steps; each step is the weight of the only canary (`5,25,50,100`), \
     or `name=weight` pairs joined by `;` for several (`b=10;c=5,b=20;c=10`). Without --steps \
-    the config's ramps are stepped from the first start to the last end.")]
+    the config's ramps are stepped from the first start to the last end."
+)]
 pub struct Args {
     /// Config file (plugin JSON, Envoy YAML or manifest).
     #[arg(long)]
@@ -138,9 +140,10 @@ pub fn run(a: Args) -> Result<ExitCode, Fatal> {
     let loaded = common::load(&a.config)?;
     let plugin = loaded.plugin;
     let base = match &a.route {
-        None => plugin.global.clone().ok_or_else(|| {
-            Fatal("the config has no global policy: give --route NAME".into())
-        })?,
+        None => plugin
+            .global
+            .clone()
+            .ok_or_else(|| Fatal("the config has no global policy: give --route NAME".into()))?,
         Some(name) => plugin
             .routes
             .iter()
@@ -155,8 +158,14 @@ pub fn run(a: Args) -> Result<ExitCode, Fatal> {
     match &a.steps {
         Some(s) => {
             let sets = parse_plan(s, &base)?;
-            let every = a.every.as_deref().map_or(Ok(3600), common::parse_duration)?;
-            let start = a.start.as_deref().map_or(Ok(common::now()), common::parse_time)?;
+            let every = a
+                .every
+                .as_deref()
+                .map_or(Ok(3600), common::parse_duration)?;
+            let start = a
+                .start
+                .as_deref()
+                .map_or(Ok(common::now()), common::parse_time)?;
             let mut current = base.clone();
             for (k, set) in sets.iter().enumerate() {
                 for (i, w) in set {
@@ -261,10 +270,7 @@ pub fn run(a: Args) -> Result<ExitCode, Fatal> {
 
     match a.format {
         Format::Text => print_text(&steps, &names, plan[0].0, ever_changed, ever_visited),
-        Format::Json => println!(
-            "{}",
-            steps_json(&steps, &names, ever_changed, ever_visited)
-        ),
+        Format::Json => println!("{}", steps_json(&steps, &names, ever_changed, ever_visited)),
     }
     if let Some(path) = &a.svg {
         let title = format!(
@@ -292,10 +298,17 @@ fn visit(
     let mut client_address = None;
     match &policy.key {
         KeySource::Cookie => {}
-        KeySource::Header(h) => headers.push((h.as_bytes().to_vec(), identity.clone().into_bytes())),
+        KeySource::Header(h) => {
+            headers.push((h.as_bytes().to_vec(), identity.clone().into_bytes()))
+        }
         KeySource::Query(q) => path = format!("/?{q}={identity}"),
         KeySource::ClientIp { hops } => {
-            let ip = format!("10.{}.{}.{}", (uid >> 16) & 255, (uid >> 8) & 255, uid & 255);
+            let ip = format!(
+                "10.{}.{}.{}",
+                (uid >> 16) & 255,
+                (uid >> 8) & 255,
+                uid & 255
+            );
             if *hops == 0 {
                 client_address = Some(format!("{ip}:40000"));
             } else {
@@ -522,7 +535,10 @@ fn svg(steps: &[Step], names: &[String], total: u32, title: &str) -> String {
             pts(&share)
         );
         for (a, b) in &share {
-            let _ = writeln!(s, r#"<circle cx="{a:.1}" cy="{b:.1}" r="3" fill="{color}"/>"#);
+            let _ = writeln!(
+                s,
+                r#"<circle cx="{a:.1}" cy="{b:.1}" r="3" fill="{color}"/>"#
+            );
         }
         let ly = top + 10.0 + 20.0 * i as f64;
         let lx = left + pw + 16.0;
