@@ -210,6 +210,11 @@ pub fn run(a: Args) -> Result<ExitCode, Fatal> {
         }
     }
 
+    // The interval each step covers (visits are spread over it).
+    let every = match plan.as_slice() {
+        [a, b, ..] => b.0 - a.0,
+        _ => 1,
+    };
     let p0 = &plan[0].1;
     let names: Vec<String> = p0.versions.iter().map(|v| v.name.clone()).collect();
     let mut users: Vec<User> = (0..a.users)
@@ -238,12 +243,14 @@ pub fn run(a: Args) -> Result<ExitCode, Fatal> {
             if rng.unit() >= a.visit_rate {
                 continue;
             }
+            // Users arrive at any time within the step, not all on its first second.
+            let at = now + (rng.unit() * every as f64) as u64;
             if let Some((_, Some(exp))) = &u.jar {
-                if now >= *exp {
+                if at >= *exp {
                     u.jar = None;
                 }
             }
-            let version = visit(policy, u, uid, now, &mut rng);
+            let version = visit(policy, u, uid, at, &mut rng);
             st.visits += 1;
             if u.last.is_none() {
                 st.new += 1;
