@@ -5,6 +5,7 @@
 #   make run      the demo: 4 whoami backends + Envoy on http://127.0.0.1:10000
 #   make test     Rust tests (native and wasm32-wasip1) + end-to-end tests with Envoy
 #   make bench    benchmarks (tests/bench/run.py)
+#   make report   a rollout through Envoy as a picture: .run/report/report.svg
 #   make oci      the OCI image for Istio (istio/oci.py)
 #   make fmt / clippy / clean
 
@@ -63,6 +64,12 @@ test: test-rust test-e2e
 
 bench: build venv
 	$(VENV_PY) tests/bench/run.py
+
+# A timed canary ramp through the real Envoy with a population of users:
+# share per version, requests per pod, users who changed version or pod.
+.PHONY: report
+report: build venv
+	$(VENV_PY) tests/report/report.py
 
 oci: build venv
 	$(VENV_PY) istio/oci.py
