@@ -47,7 +47,9 @@ fn docs_cli_transcripts_are_current() {
         if let Some((cmd, want)) = exp.take() {
             let got = run(&cmd);
             if got != want {
-                fails.push(format!("$ {cmd}\n--- docs/cli.md says:\n{want}--- it prints:\n{got}"));
+                fails.push(format!(
+                    "$ {cmd}\n--- docs/cli.md says:\n{want}--- it prints:\n{got}"
+                ));
             }
             out.push_str(&got);
         }
