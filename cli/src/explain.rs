@@ -286,10 +286,26 @@ pub fn run(a: Args) -> Result<ExitCode, Fatal> {
             let whys: Vec<String> = incoming_copies.iter().map(|c| c.why.clone()).collect();
             format!("invalid: {}", whys.join("; "))
         }
-        CookieState::Conflicting => format!(
-            "conflicting: {} copies open but disagree; none is trusted",
-            incoming_copies.iter().filter(|c| c.usable).count()
-        ),
+        CookieState::Conflicting => {
+            let each: Vec<String> = incoming_copies
+                .iter()
+                .filter(|c| c.usable)
+                .filter_map(|c| c.session.as_ref())
+                .map(|s| {
+                    format!(
+                        "{} by {}, key {}..",
+                        id_name(s.version_id),
+                        origin_text(s.origin),
+                        &common::hex(&s.key)[..8]
+                    )
+                })
+                .collect();
+            format!(
+                "conflicting: {} copies open but disagree ({}); none is trusted",
+                each.len(),
+                each.join("; ")
+            )
+        }
     };
     let action = match (&set_cookie, incoming) {
         (None, _) => match d.cookie_state {

@@ -339,7 +339,64 @@ fn check_reads_secrets_env_from_the_environment() {
     );
 }
 
+#[test]
+fn check_a_plugin_config_written_in_yaml() {
+    let yaml = "versions:\n- name: v1\n- name: v2\n  weight: 5\nsession:\n  cookie: {name: c}\n";
+    let out = run_in(&["check", "-"], Some(yaml.as_bytes()), &[]);
+    assert_eq!(out.code, 0, "{}", out.stdout);
+    assert!(
+        out.stdout
+            .contains("versions v1 95 (default: the rest), v2 5 of 100"),
+        "{}",
+        out.stdout
+    );
+    let bad = "versions:\n- name: v1\n- name: v2\n  weight: -5\n";
+    let out = run_in(&["check", "-"], Some(bad.as_bytes()), &[]);
+    assert_eq!(out.code, 1);
+    let json = r#"{"versions":[{"name":"v1"},{"name":"v2","weight":-5}]}"#;
+    assert_eq!(out.stdout, format!("{}\n", compile_json(json).unwrap_err()));
+}
+
 // ---------------------------------------------------------------- explain
+
+#[test]
+fn explain_client_ip_key_and_no_global_policy() {
+    let cfg = r#"{"routes":[{"name":"shop","match":{"authority":"*.example.com"},
+        "versions":[{"name":"a"},{"name":"b","weight":50}],
+        "session":{"key":{"from":"client_ip","xff_trusted_hops":1}}}]}"#;
+    let p = file("ip.json", cfg);
+    let out = run(&[
+        "explain",
+        "--config",
+        &p,
+        "--authority",
+        "shop.example.com:8443",
+        "-H",
+        "x-forwarded-for: 203.0.113.9, 10.0.0.1",
+        "--time",
+        T,
+    ]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let key = derive_key(b"10.0.0.1");
+    let hash = String::from_utf8(pod_hash(&key).to_vec()).unwrap();
+    assert_eq!(out.lines()[0], "policy: route entry shop");
+    assert_eq!(
+        out.lines()[3],
+        format!("sticky hash: {hash} (key from X-Forwarded-For entry 1 from the right)")
+    );
+    let b = bucket(b"", &key, 100);
+    assert_eq!(
+        out.lines()[1],
+        format!("version: {}", if b < 50 { "b" } else { "a" })
+    );
+    // Another host: no route entry, no global policy.
+    let out = run(&["explain", "--config", &p, "--authority", "other.test"]);
+    assert_eq!(
+        out.lines()[0],
+        "policy: none (pass-through: no route entry matches and there is no global policy)"
+    );
+    assert_eq!(out.lines()[2], "removed headers: none");
+}
 
 #[test]
 fn explain_weight_with_a_header_key_matches_the_core() {
@@ -629,7 +686,7 @@ fn explain_says_why_a_cookie_is_invalid() {
     ]);
     assert_eq!(
         out.lines()[5],
-        "session cookie: conflicting: 2 copies open but disagree; none is trusted"
+        "session cookie: conflicting: 2 copies open but disagree (stable by weight, key 30313233..; canary by rule, key 66656463..); none is trusted"
     );
     assert_eq!(
         out.lines()[6],
@@ -887,6 +944,18 @@ fn cookie_decode_sealed_with_rotation_and_env_keys() {
     let out = run(&["cookie", "decode", &api, "--config", &p2, "--time", T]);
     assert_eq!(out.code, 0);
     assert_eq!(out.lines()[0], "cookie: sc-api (route entry api)");
+}
+
+#[test]
+fn cookie_decode_plain_cookie_under_a_sealing_config() {
+    let p = file("sealed3.json", &sealed_config(&[[1; 32]]));
+    let v = session("stable", Origin::Weight, NOW + 60, None).encode("sealed", &[], &[0; 24]);
+    let out = run(&["cookie", "decode", &v, "--config", &p, "--time", T]);
+    assert_eq!(out.code, 1);
+    assert_eq!(
+        out.lines()[1],
+        "does not open: a plain cookie, but this config seals cookies (issued before secrets were set)"
+    );
 }
 
 #[test]
