@@ -6,6 +6,7 @@
 #   make test     Rust tests (native and wasm32-wasip1) + end-to-end tests with Envoy
 #   make bench    benchmarks (tests/bench/run.py)
 #   make soak     1,000,000 requests through Envoy: errors, RSS, stickiness (tests/bench/soak.py)
+#   make report   a rollout through Envoy as a picture: .run/report/report.svg
 #   make oci      the OCI image for Istio (istio/oci.py)
 #   make fmt / clippy / clean
 
@@ -73,6 +74,11 @@ bench: build venv
 .PHONY: soak
 soak: build venv
 	$(VENV_PY) tests/bench/soak.py
+# A timed canary ramp through the real Envoy with a population of users:
+# share per version, requests per pod, users who changed version or pod.
+.PHONY: report
+report: build venv
+	$(VENV_PY) tests/report/report.py
 
 oci: build venv
 	$(VENV_PY) istio/oci.py

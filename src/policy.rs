@@ -56,6 +56,8 @@ pub struct RouteMatch {
     /// Authority patterns (`*` wildcards), compiled to anchored,
     /// case-insensitive regexes over the host without its port.
     pub authorities: Vec<Regex>,
+    /// The same patterns as the config gives them (for people).
+    pub authority_patterns: Vec<String>,
     /// Path prefixes.
     pub path_prefixes: Vec<String>,
 }

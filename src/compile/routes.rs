@@ -30,13 +30,15 @@ pub(crate) fn compile_match(v: Value, path: &str) -> Result<RouteMatch, ConfigEr
             Ok(v)
         };
     let mut authorities = Vec::new();
-    for a in list(raw.authority, "authority")? {
-        authorities.push(authority_pattern(&a, &format!("{path}.authority"))?);
+    let authority_patterns = list(raw.authority, "authority")?;
+    for a in &authority_patterns {
+        authorities.push(authority_pattern(a, &format!("{path}.authority"))?);
     }
     let m = RouteMatch {
         route_names: list(raw.route_name, "route_name")?,
         virtual_hosts: list(raw.virtual_host, "virtual_host")?,
         authorities,
+        authority_patterns,
         path_prefixes: list(raw.path_prefix, "path_prefix")?,
     };
     if let Some(p) = m.path_prefixes.iter().find(|p| !p.starts_with('/')) {

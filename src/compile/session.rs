@@ -29,6 +29,16 @@ pub(crate) struct SessionSettings {
     pub headers: HeaderNames,
 }
 
+/// A cookie secret as the config gives it: base64 (standard, padding
+/// optional, or URL-safe) of exactly 32 bytes, surrounding spaces ignored.
+pub fn decode_secret(s: &str) -> Option<SealKey> {
+    let bytes = STANDARD_ANY_PAD
+        .decode(s.trim())
+        .or_else(|_| URL_SAFE_NO_PAD.decode(s.trim()))
+        .ok()?;
+    <[u8; 32]>::try_from(bytes).ok().map(SealKey)
+}
+
 pub(crate) fn compile_session(raw: &RawConfig, p: &str) -> Result<SessionSettings, ConfigError> {
     let session = raw.session.clone().unwrap_or_default();
     let cookie = compile_cookie(
@@ -90,12 +100,8 @@ pub(crate) fn compile_session(raw: &RawConfig, p: &str) -> Result<SessionSetting
         .chain(from_env.iter().flatten())
         .enumerate()
     {
-        let bytes = STANDARD_ANY_PAD
-            .decode(s.trim())
-            .or_else(|_| URL_SAFE_NO_PAD.decode(s.trim()))
-            .ok();
-        match bytes.and_then(|b| <[u8; 32]>::try_from(b).ok()) {
-            Some(k) => keys.push(SealKey(k)),
+        match decode_secret(s) {
+            Some(k) => keys.push(k),
             None => {
                 return Err(err(
                     format!("{p}{secrets_path}[{i}]"),

@@ -111,6 +111,15 @@ pub(crate) fn compile_versions(
     Ok(out)
 }
 
+/// An RFC 3339 time (`2026-11-21T10:00:00Z`, offsets and fractions
+/// allowed; a leap second is its minute's last second) as Unix seconds;
+/// `None` if it is not one or is before 1970. How ramp times are read.
+pub fn parse_time(s: &str) -> Option<u64> {
+    use time::format_description::well_known::Rfc3339;
+    let t = time::OffsetDateTime::parse(s, &Rfc3339).ok()?;
+    u64::try_from(t.unix_timestamp()).ok()
+}
+
 fn ramp_time(v: &Value, path: String) -> Result<u64, ConfigError> {
     use time::format_description::well_known::Rfc3339;
     match v {
