@@ -151,6 +151,25 @@ def _plugin_config(doc: dict) -> dict:
     return doc["spec"]["pluginConfig"] if doc["kind"] == "WasmPlugin" else doc["spec"]["wasm"]["pluginConfig"]
 
 
+def _merge(base, over):
+    """The filter's merge of a routes[] entry over the top level: objects key
+    by key, lists and scalars replaced, session.key replaced whole."""
+    if not (isinstance(base, dict) and isinstance(over, dict)):
+        return copy.deepcopy(over)
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        out[k] = copy.deepcopy(v) if k == "key" else _merge(out.get(k), v) if k in out else copy.deepcopy(v)
+    return out
+
+
+def _app_policy(doc: dict) -> dict:
+    """The policy the app gets: its one routes[] entry merged over the top level."""
+    pc = _plugin_config(doc)
+    (entry,) = pc["routes"]
+    top = {k: v for k, v in pc.items() if k != "routes"}
+    return _merge(top, {k: v for k, v in entry.items() if k not in ("name", "match")})
+
+
 def _headers(pc: dict) -> dict:
     h = {"version": "x-canary-version", "hash": "x-sticky-hash", "endpoint": "x-sticky-endpoint"}
     h.update(pc.get("headers") or {})
@@ -182,7 +201,7 @@ def _subsets(prefix: str, host: str) -> dict[str, dict]:
 @pytest.mark.parametrize("variant", ["istio/gateway/", "istio/sidecar/", "istio/persistent/"])
 def test_virtualservice_routes_versions_to_subsets(variant):
     plugins = [d for label, d in PLUGINS if label.startswith(variant)] or [d for label, d in PLUGINS if label.startswith("istio/gateway/")]
-    pc = _plugin_config(plugins[0])
+    pc = _app_policy(plugins[0])
     versions = [v["name"] for v in pc["versions"]]
     vheader = _headers(pc)["version"]
     vss = _by_kind(variant, "VirtualService")
@@ -225,8 +244,11 @@ def test_sidecar_plugin_runs_on_the_client_side():
 
 def test_persistent_envoyfilter_reads_the_endpoint_header():
     (p,) = _by_kind("istio/persistent/", "WasmPlugin")
-    pc = _plugin_config(p)
+    pc = _app_policy(p)
     assert pc["session"]["mode"] == "persistent"
+    # the keys come from the proxy's environment (a Secret), never inline
+    assert "secrets" not in pc["session"] and pc["session"]["secrets_env"] == "STICKY_CANARY_KEYS"
+    assert {"name": "STICKY_CANARY_KEYS", "valueFrom": "HOST"} in p["spec"]["vmConfig"]["env"]
     (ef,) = _by_kind("istio/persistent/", "EnvoyFilter")
     (patch,) = ef["spec"]["configPatches"]
     assert patch["applyTo"] == "CLUSTER" and patch["patch"]["operation"] == "MERGE"
@@ -242,7 +264,7 @@ def test_gateway_api_references_resolve():
     gws = {g["metadata"]["name"] for g in _by_kind("istio/gateway-api/", "Gateway")}
     services = {s["metadata"]["name"] for s in _by_kind("istio/gateway-api/", "Service")}
     (p,) = _by_kind("istio/gateway-api/", "WasmPlugin")
-    pc = _plugin_config(p)
+    pc = _app_policy(p)
     versions = [v["name"] for v in pc["versions"]]
     assert {(t["group"], t["kind"], t["name"]) for t in p["spec"]["targetRefs"]} <= {("gateway.networking.k8s.io", "Gateway", g) for g in gws}
     (route,) = _by_kind("istio/gateway-api/", "HTTPRoute")
@@ -262,6 +284,43 @@ def test_gateway_api_references_resolve():
         assert {b["name"] for b in r["backendRefs"]} <= services
     hosts = {d["spec"]["host"] for d in _by_kind("istio/gateway-api/", "DestinationRule")}
     assert hosts == {f"{s}.default.svc.cluster.local" for s in services}
+
+
+ISTIO_PLUGINS = [(label, d) for label, d in PLUGINS if label.startswith("istio/")]
+
+
+def _app_hosts(variant: str) -> set[str]:
+    """The hosts the variant's routing serves (VirtualService hosts, or the
+    HTTPRoute hostnames)."""
+    hosts = set()
+    for vs in _by_kind(variant, "VirtualService") or _by_kind("istio/gateway/", "VirtualService"):
+        hosts |= set(vs["spec"]["hosts"])
+    for r in _by_kind(variant, "HTTPRoute"):
+        hosts |= set(r["spec"]["hostnames"])
+    return hosts
+
+
+@pytest.mark.parametrize("label,plugin", ISTIO_PLUGINS, ids=[p[0] for p in ISTIO_PLUGINS])
+def test_plugin_is_scoped_to_its_app(label, plugin):
+    """No global versions (so other hosts on a shared gateway or listener
+    pass through); one routes[] entry that matches the app's hosts by
+    authority; top-level keys are only defaults."""
+    pc = _plugin_config(plugin)
+    assert "versions" not in pc and "rules" not in pc, "app settings belong in the routes[] entry"
+    (entry,) = pc["routes"]
+    assert set(entry["match"]) == {"authority"}
+    authorities = set(entry["match"]["authority"])
+    variant = label.split("/", 2)[0] + "/" + label.split("/", 2)[1] + "/"
+    hosts = _app_hosts(variant)
+    if variant == "istio/sidecar/":
+        # in the mesh a client may use any of the Service's names
+        (host,) = hosts
+        short = host.split(".")[0]
+        assert authorities == {short, f"{short}.default", f"{short}.default.svc", host}
+    else:
+        assert authorities == hosts
+    assert not any(a.startswith("*") and a == "*" for a in authorities)
+    assert len(_app_policy(plugin)["versions"]) >= 2
 
 
 def test_plugin_configs_are_json_serialisable_as_istiod_sends_them():
