@@ -5,7 +5,7 @@
 #   make run      the demo: 4 whoami backends + Envoy on http://127.0.0.1:10000
 #   make test     Rust tests (native and wasm32-wasip1) + end-to-end tests with Envoy
 #   make bench    benchmarks (tests/bench/run.py)
-#   make oci      the OCI image for Istio (istio/oci.py)
+#   make oci      the OCI image + manifests rendered into dist/ (REGISTRY=ghcr.io/you)
 #   make fmt / clippy / clean
 
 SHELL := /bin/bash
@@ -65,7 +65,7 @@ bench: build venv
 	$(VENV_PY) tests/bench/run.py
 
 oci: build venv
-	$(VENV_PY) istio/oci.py
+	$(VENV_PY) istio/oci.py $(if $(REGISTRY),--registry $(REGISTRY))
 
 fmt:
 	$(CARGO) fmt --all
