@@ -15,8 +15,9 @@ YAML document (empty: valid). What each kind is checked against:
      re-implemented below, since neither 1 nor 2 carries them.
 - Kubernetes built-in kinds: ``kubernetes-validate`` in strict mode (unknown
   keys rejected), against Kubernetes ``K8S_VERSION``.
-- Gateway API kinds: no schema is installable here (no Python package ships
-  them), so only the apiVersion/kind pair is checked; see ``GATEWAY_API``.
+- Gateway API kinds (``GATEWAY_API``): the JSON Schemas of
+  tests/envoy_gateway/schemas/ (from the @kubernetes-models/gateway-api npm
+  package, see tests/envoy_gateway/export_schemas.py), every object closed.
 
 Strictness matches ``kubectl apply`` since kubectl 1.25 (server-side field
 validation ``Strict``): a misspelt field is an error, not silently pruned.
@@ -38,7 +39,7 @@ import pydantic
 SCHEMA_DIR = Path(__file__).resolve().parent / "schemas" / "istio-1.31"
 K8S_VERSION = "1.33"
 INSTALLED_ISTIO = (1, 24)  # cloudcoil-models-istio 1.24.2.1
-GATEWAY_API = {("gateway.networking.k8s.io/v1", "Gateway"), ("gateway.networking.k8s.io/v1", "HTTPRoute")}
+GATEWAY_API = {("gateway.networking.k8s.io/v1", "Gateway"), ("gateway.networking.k8s.io/v1", "HTTPRoute"), ("gateway.networking.k8s.io/v1", "GatewayClass")}
 MIN_ISTIO = re.compile(r"^#\s*min-istio:\s*(\d+)\.(\d+)\s*$", re.M)
 
 
@@ -225,6 +226,15 @@ def check_kubernetes(doc: dict) -> list[str]:
     return []
 
 
+def _gateway_api(doc: dict) -> list[str]:
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "envoy_gateway"))
+    import eg_validate
+
+    return eg_validate.check_schema(doc)
+
+
 def is_istio(doc: dict) -> bool:
     return str(doc.get("apiVersion", "")).split("/")[0].endswith(".istio.io")
 
@@ -244,7 +254,7 @@ def validate(doc, *, min_istio: tuple[int, int] | None = None) -> list[str]:
             errors.append(f"{key[0]} {key[1]} is not in Istio {INSTALLED_ISTIO[0]}.{INSTALLED_ISTIO[1]}: mark the file '# min-istio: X.Y'")
         return errors
     if key in GATEWAY_API:
-        return []
+        return _gateway_api(doc)
     if "." in key[0].split("/")[0]:
         return [f"no validator for {key[0]} {key[1]}"]
     return check_kubernetes(doc)
