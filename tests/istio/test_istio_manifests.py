@@ -47,7 +47,7 @@ DOCS = load_docs()
 
 def test_manifests_found():
     kinds = {d["kind"] for _, d, _ in DOCS}
-    assert {"WasmPlugin", "TrafficExtension", "DestinationRule", "VirtualService", "Gateway", "EnvoyFilter", "Deployment", "Service", "HTTPRoute"} <= kinds
+    assert {"WasmPlugin", "TrafficExtension", "DestinationRule", "VirtualService", "Gateway", "EnvoyFilter", "Deployment", "Service", "HTTPRoute", "Telemetry"} <= kinds
 
 
 @pytest.mark.parametrize("label,doc,min_istio", DOCS, ids=[d[0] for d in DOCS])
@@ -380,3 +380,34 @@ def test_persistent_keys_patch_gives_the_gateway_the_wasm_env_from_a_secret():
     broken = copy.deepcopy(merged)
     broken["spec"]["template"]["spec"]["containers"][0]["env"][-1]["valueFrom"]["secretKeyRef"]["nmae"] = "x"
     assert iv.check_kubernetes(broken) != []
+
+
+def test_misspelt_telemetry_field_fails_both_schemas():
+    doc, _ = _find("telemetry/telemetry.yaml")
+    _rename(doc["spec"]["metrics"][0]["overrides"][0], "tagOverrides", "tagOverride")
+    errors = iv.validate(doc)
+    assert any(e.startswith("istio-1.24: spec/metrics/0/overrides/0") and "tagOverride" in e for e in errors), errors
+    assert any(e.startswith("istio-1.24: $/spec/metrics/0/overrides/0/tagOverride: unknown field") for e in errors), errors
+    doc, _ = _find("telemetry/telemetry.yaml")
+    doc["spec"]["metrics"][0]["overrides"][0]["match"]["metric"] = "REQUESTS_TOTAL"
+    assert any("spec/metrics/0/overrides/0/match" in e for e in iv.validate(doc)), iv.validate(doc)
+
+
+def test_telemetry_labels_istio_requests_total_with_the_decided_version():
+    """The label reads the header the gateway's plugin writes, on the
+    gateway the plugin runs on, for istio_requests_total (REQUEST_COUNT) as
+    the gateway reports it (CLIENT)."""
+    (tel,) = _by_kind("istio/telemetry/", "Telemetry")
+    (gw_plugin,) = _by_kind("istio/gateway/", "WasmPlugin")
+    assert tel["metadata"]["namespace"] == gw_plugin["metadata"]["namespace"]
+    assert tel["spec"]["selector"] == gw_plugin["spec"]["selector"]
+    vheader = _headers(_app_policy(gw_plugin))["version"]
+    (metrics,) = tel["spec"]["metrics"]
+    assert metrics["providers"] == [{"name": "prometheus"}]
+    by_metric = {o["match"]["metric"]: o for o in metrics["overrides"]}
+    assert "REQUEST_COUNT" in by_metric
+    for o in metrics["overrides"]:
+        assert o["match"]["mode"] == "CLIENT"
+        ((label, tag),) = o["tagOverrides"].items()
+        assert re.fullmatch(r"[a-zA-Z_][a-zA-Z0-9_]*", label) and label == "canary_version"
+        assert tag == {"value": f"request.headers['{vheader}']"}
