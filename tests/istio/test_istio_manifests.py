@@ -262,8 +262,13 @@ def test_persistent_envoyfilter_reads_the_endpoint_header():
     assert policy["name"] == "envoy.load_balancing_policies.override_host"
     assert policy["typed_config"]["override_host_sources"] == [{"header": _headers(pc)["endpoint"]}]
     (vs,) = _by_kind("istio/persistent/", "VirtualService")
+    (dr,) = _by_kind("istio/persistent/", "DestinationRule")
+    eject_after = dr["spec"]["trafficPolicy"]["outlierDetection"]["consecutive5xxErrors"]
     for r in vs["spec"]["http"]:
         assert r["retries"]["retryIgnorePreviousHosts"] is True
+        # a request that failed on the dead pinned pod that many times got it
+        # ejected, so its last attempt lands on a live pod
+        assert r["retries"]["attempts"] >= eject_after
 
 
 def test_gateway_api_references_resolve():
