@@ -194,3 +194,18 @@ def test_consistent_hash_on_the_filters_hash_header():
     assert lb["type"] == "ConsistentHash"
     assert lb["consistentHash"]["type"] == "Headers"
     assert lb["consistentHash"]["headers"] == [{"name": headers()["hash"]}]
+
+
+def test_plugin_config_passes_the_config_schema():
+    """The plugin config (wasm[].config) against config.schema.json, as the
+    Istio plugin configs are in tests/schema (the Envoy test loads it)."""
+    import json
+
+    import jsonschema
+
+    schema = json.loads((REPO_ROOT / "config.schema.json").read_text())
+    validator = jsonschema.Draft202012Validator(schema)
+    assert [e.message for e in validator.iter_errors(plugin_config())] == []
+    bad = copy.deepcopy(plugin_config())
+    bad["routes"][0]["versions"][1]["wieght"] = 20
+    assert list(validator.iter_errors(bad))
