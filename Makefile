@@ -7,7 +7,7 @@
 #   make bench    benchmarks (tests/bench/run.py)
 #   make soak     1,000,000 requests through Envoy: errors, RSS, stickiness (tests/bench/soak.py)
 #   make report   a rollout through Envoy as a picture: .run/report/report.svg
-#   make oci      the OCI image for Istio (istio/oci.py)
+#   make oci      the OCI image + manifests rendered into dist/ (REGISTRY=ghcr.io/you)
 #   make fmt / clippy / clean
 
 SHELL := /bin/bash
@@ -81,7 +81,7 @@ report: build venv
 	$(VENV_PY) tests/report/report.py
 
 oci: build venv
-	$(VENV_PY) istio/oci.py
+	$(VENV_PY) istio/oci.py $(if $(REGISTRY),--registry $(REGISTRY))
 
 fmt:
 	$(CARGO) fmt --all

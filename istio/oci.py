@@ -2,8 +2,9 @@
 """Package the filter as an OCI image that Istio pulls, without Docker.
 
     python3 istio/oci.py                       # what `make oci` runs
+    python3 istio/oci.py --registry ghcr.io/you   # = make oci REGISTRY=ghcr.io/you
     python3 istio/oci.py --wasm target/wasm32-wasip1/release/sticky_canary.wasm --out target/oci
-    python3 istio/oci.py --pin istio/gateway/wasmplugin.yaml   # also write the digest into manifests
+    python3 istio/oci.py --pin my/wasmplugin.yaml   # also write the digest into your own manifests
 
 Writes an OCI image layout directory (``oci-layout``, ``index.json``,
 ``blobs/sha256/...``) and a tar of it next to it (``target/oci.tar``). The
@@ -31,10 +32,21 @@ uid/gid 0, sorted tar members, gzip mtime 0 and no file name, canonical
 JSON. The same ``.wasm`` gives the same digests (with the same zlib).
 
 What ``WasmPlugin.spec.sha256`` is compared with depends on the URL scheme
-(Istio pkg/wasm/cache.go): for ``oci://`` it is the image **manifest
-digest**; for ``http(s)://`` it is the sha256 of the downloaded file, i.e.
-of ``plugin.wasm``. Both are printed; ``--pin`` writes the right one into
-the ``sha256:`` line of each WasmPlugin / TrafficExtension it is given.
+(Istio pkg/wasm/cache.go): for ``oci://`` it is the digest of the image
+**manifest** (pkg/wasm/imagefetcher.go: ``img.Digest()`` after resolving
+an index to its linux/amd64 image); for ``http(s)://`` it is the sha256 of
+the downloaded file, i.e. of ``plugin.wasm``. Envoy Gateway's
+``code.image.sha256`` is the same manifest digest (its internal/wasm is
+Istio's code). Both are printed.
+
+One source of truth for the manifests: the files under istio/ and
+envoy-gateway/ are templates with a placeholder registry
+(``REGISTRY.example/REPLACE-ME``) and digest (64 zeros). Every run renders
+them into ``dist/`` (``--dist``) with ``--registry`` and the manifest digest
+of the image just built, and writes ``dist/image.json`` (the digests). Apply
+the files from ``dist/`` after pushing the image to that registry.
+``--pin`` writes the right digest into the ``sha256:`` line of each
+WasmPlugin / TrafficExtension you name (your own copies).
 
 Standard library only.
 """
@@ -56,6 +68,14 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_WASM = REPO_ROOT / "target" / "wasm32-wasip1" / "release" / "sticky_canary.wasm"
 DEFAULT_OUT = REPO_ROOT / "target" / "oci"
+DEFAULT_DIST = REPO_ROOT / "dist"
+# The templates rendered into dist/ (directories under the repository root).
+TEMPLATE_DIRS = ("istio", "envoy-gateway")
+PLACEHOLDER_REGISTRY = "REGISTRY.example/REPLACE-ME"
+PLACEHOLDER_DIGEST = "0" * 64
+# An image reference in a template: REGISTRY.example/REPLACE-ME/<name>:<tag>
+PLACEHOLDER_REF = re.compile(re.escape(PLACEHOLDER_REGISTRY) + r"/(?P<name>[a-z0-9][a-z0-9._-]*):(?P<tag>[A-Za-z0-9_][A-Za-z0-9_.-]*)")
+PLACEHOLDER_SHA = re.compile(r"""(?m)^(?P<indent>[ \t]*)sha256:[ \t]*(?P<q>["']?)""" + PLACEHOLDER_DIGEST + r"(?P=q)(?P<rest>[ \t]*(#.*)?)$")
 
 MT_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 MT_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -251,6 +271,35 @@ def pin(path: Path, img: dict) -> list[str]:
     return changes
 
 
+def render(img: dict, registry: str, dist: Path) -> list[Path]:
+    """Render every YAML template under TEMPLATE_DIRS into dist/ (same
+    relative paths): image references get `registry` and the built tag,
+    placeholder sha256 lines the manifest digest (with the placeholder's
+    comment dropped). Other bytes are kept. Returns the files written."""
+    digest = sha256(img["manifest"])
+    written = []
+    for top in TEMPLATE_DIRS:
+        target = dist / top
+        if target.is_dir():
+            shutil.rmtree(target)
+        src_top = REPO_ROOT / top
+        if not src_top.is_dir():
+            continue
+        for src in sorted(src_top.rglob("*.yaml")):
+            if src.name.startswith("docker-compose"):
+                continue
+            text = src.read_text()
+            text = PLACEHOLDER_REF.sub(lambda m: f"{registry}/{m.group('name')}:{img['tag']}", text)
+            text = PLACEHOLDER_SHA.sub(lambda m: f"{m.group('indent')}sha256: {m.group('q')}{digest}{m.group('q')}", text)
+            # the "REPLACE-ME" comments describe the placeholders just replaced
+            text = re.sub(r"(?m)[ \t]+# REPLACE-ME:.*$", "", text)
+            out = dist / src.relative_to(REPO_ROOT)
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(text)
+            written.append(out)
+    return written
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--wasm", type=Path, default=DEFAULT_WASM, help=f"the built filter (default {DEFAULT_WASM.relative_to(REPO_ROOT)})")
@@ -258,6 +307,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--name", default="sticky-canary", help="image name for docker load (default sticky-canary)")
     ap.add_argument("--tag", default=None, help="tag (default: the Cargo.toml version)")
     ap.add_argument("--pin", type=Path, nargs="*", default=[], metavar="YAML", help="also write the digest into these WasmPlugin / TrafficExtension manifests")
+    ap.add_argument("--registry", default=PLACEHOLDER_REGISTRY, help="registry/path the image is pushed to, written into the rendered manifests (default: the placeholder)")
+    ap.add_argument("--dist", type=Path, default=DEFAULT_DIST, help="where to render the manifests of istio/ and envoy-gateway/ (default dist/)")
     ap.add_argument("--json", action="store_true", help="print the digests as JSON")
     args = ap.parse_args(argv)
 
@@ -278,6 +329,10 @@ def main(argv: list[str] | None = None) -> int:
     changes = []
     for p in args.pin:
         changes += pin(p, img)
+    registry = args.registry.rstrip("/")
+    if registry != PLACEHOLDER_REGISTRY and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9.:-]*(/[a-z0-9][a-z0-9._/-]*)?", registry):
+        ap.error(f"--registry wants host[:port][/path] without a scheme, got {args.registry!r}")
+    rendered = render(img, registry, args.dist)
 
     info = {
         "layout": str(out),
@@ -289,7 +344,14 @@ def main(argv: list[str] | None = None) -> int:
         "config_digest": f"sha256:{sha256(img['config'])}",
         "manifest_digest": f"sha256:{sha256(img['manifest'])}",
         "pinned": changes,
+        "registry": registry,
+        "image": f"{registry}/{args.name}:{tag}",
+        "dist": str(args.dist),
+        "rendered": [str(p) for p in rendered],
     }
+    args.dist.mkdir(parents=True, exist_ok=True)
+    (args.dist / "image.json").write_text(json.dumps({k: info[k] for k in (
+        "image", "tag", "manifest_digest", "plugin_wasm_sha256", "layer_digest", "config_digest")}, indent=2) + "\n")
     if args.json:
         print(json.dumps(info, indent=2))
         return 0
@@ -303,10 +365,15 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  url: oci://REGISTRY/{args.name}:{tag}    ->  sha256: {sha256(img['manifest'])}   (the manifest digest)")
     print(f"  url: https://HOST/plugin.wasm        ->  sha256: {img['wasm_sha256']}   (the file itself)")
     print()
-    print("Push (no Docker needed), then pin by digest:")
-    print(f"  crane push {out} REGISTRY/{args.name}:{tag}")
-    print(f"  skopeo copy oci:{out}:{tag} docker://REGISTRY/{args.name}:{tag}")
-    print(f"  oras cp --from-oci-layout {out}:{tag} REGISTRY/{args.name}:{tag}")
+    print(f"Manifests rendered into {args.dist}/ ({len(rendered)} files) with {info['image']}")
+    print(f"and sha256 {sha256(img['manifest'])}; digests in {args.dist / 'image.json'}.")
+    if registry == PLACEHOLDER_REGISTRY:
+        print(f"  (registry is the placeholder {PLACEHOLDER_REGISTRY}: run  make oci REGISTRY=ghcr.io/you)")
+    print()
+    print("Push (no Docker needed), then apply the manifests from dist/:")
+    print(f"  crane push {out} {info['image']}")
+    print(f"  skopeo copy oci:{out}:{tag} docker://{info['image']}")
+    print(f"  oras cp --from-oci-layout {out}:{tag} {info['image']}")
     for c in changes:
         print(f"pinned {c}")
     return 0

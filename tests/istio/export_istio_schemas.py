@@ -14,6 +14,15 @@ tests as a second check.
     python3.14 -m venv /tmp/v && /tmp/v/bin/pip install cloudcoil-models-istio==1.31.0.1
     /tmp/v/bin/python tests/istio/export_istio_schemas.py
 
+The output directory is named after the installed package's Istio version
+(``schemas/istio-<major>.<minor>/``), and kind names on the command line
+limit the export. ``Telemetry`` (telemetry.istio.io/v1) is exported from the
+1.24.2.1 models of the project's venv into ``schemas/istio-1.24/``, because
+no Python 3.14 was available when it was added (re-export it from 1.31 and
+delete that directory when one is):
+
+    .venv/bin/python tests/istio/export_istio_schemas.py Telemetry
+
 What the exported schemas do not carry: the CRDs' CEL rules
 (x-kubernetes-validations); tests/istio/istio_validate.py re-implements the
 ones that matter for these manifests.
@@ -25,7 +34,7 @@ import importlib
 import json
 from pathlib import Path
 
-OUT = Path(__file__).resolve().parent / "schemas" / "istio-1.31"
+SCHEMAS = Path(__file__).resolve().parent / "schemas"
 
 KINDS = {
     ("extensions.istio.io/v1alpha1", "WasmPlugin"): ("cloudcoil.models.istio.extensions.v1alpha1", "WasmPlugin"),
@@ -34,6 +43,7 @@ KINDS = {
     ("networking.istio.io/v1", "VirtualService"): ("cloudcoil.models.istio.networking.v1", "VirtualService"),
     ("networking.istio.io/v1", "DestinationRule"): ("cloudcoil.models.istio.networking.v1", "DestinationRule"),
     ("networking.istio.io/v1alpha3", "EnvoyFilter"): ("cloudcoil.models.istio.networking.v1alpha3", "EnvoyFilter"),
+    ("telemetry.istio.io/v1", "Telemetry"): ("cloudcoil.models.istio.telemetry.v1", "Telemetry"),
 }
 
 
@@ -50,10 +60,13 @@ def close_objects(node):
             close_objects(v)
 
 
-def main() -> None:
-    OUT.mkdir(parents=True, exist_ok=True)
+def main(only: list[str]) -> None:
     version = importlib.metadata.version("cloudcoil.models.istio")
+    out = SCHEMAS / ("istio-" + ".".join(version.split(".")[:2]))
+    out.mkdir(parents=True, exist_ok=True)
     for (api_version, kind), (module, cls) in KINDS.items():
+        if only and kind not in only:
+            continue
         model = getattr(importlib.import_module(module), cls)
         schema = model.model_json_schema(by_alias=True)
         close_objects(schema)
@@ -63,12 +76,13 @@ def main() -> None:
         schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
         schema["$comment"] = f"{api_version} {kind}, exported from cloudcoil-models-istio {version} by {Path(__file__).name}"
         group, ver = api_version.split("/")
-        path = OUT / f"{group}_{ver}_{kind}.json"
+        path = out / f"{group}_{ver}_{kind}.json"
         path.write_text(json.dumps(schema, indent=1, sort_keys=True) + "\n")
         print(f"{path}: {path.stat().st_size} bytes")
 
 
 if __name__ == "__main__":
     import importlib.metadata
+    import sys
 
-    main()
+    main(sys.argv[1:])

@@ -6,7 +6,9 @@ YAML document (empty: valid). What each kind is checked against:
 - Istio resources (``*.istio.io``):
   1. the Istio 1.31 JSON Schemas in ``schemas/istio-1.31/`` (exported from
      ``cloudcoil-models-istio==1.31.0.1``, itself generated from Istio's CRD
-     OpenAPI; see ``export_istio_schemas.py``), every object closed;
+     OpenAPI; see ``export_istio_schemas.py``), every object closed; a kind
+     exported only from an older release (``Telemetry``: ``schemas/istio-1.24/``)
+     is checked against that one, and the error says which;
   2. the pydantic models of the installed ``cloudcoil-models-istio``
      (1.24.2.1, from tests/requirements.txt), with unknown keys rejected at
      every level, unless the file says it needs a newer Istio
@@ -15,8 +17,9 @@ YAML document (empty: valid). What each kind is checked against:
      re-implemented below, since neither 1 nor 2 carries them.
 - Kubernetes built-in kinds: ``kubernetes-validate`` in strict mode (unknown
   keys rejected), against Kubernetes ``K8S_VERSION``.
-- Gateway API kinds: no schema is installable here (no Python package ships
-  them), so only the apiVersion/kind pair is checked; see ``GATEWAY_API``.
+- Gateway API kinds (``GATEWAY_API``): the JSON Schemas of
+  tests/envoy_gateway/schemas/ (from the @kubernetes-models/gateway-api npm
+  package, see tests/envoy_gateway/export_schemas.py), every object closed.
 
 Strictness matches ``kubectl apply`` since kubectl 1.25 (server-side field
 validation ``Strict``): a misspelt field is an error, not silently pruned.
@@ -38,7 +41,7 @@ import pydantic
 SCHEMA_DIR = Path(__file__).resolve().parent / "schemas" / "istio-1.31"
 K8S_VERSION = "1.33"
 INSTALLED_ISTIO = (1, 24)  # cloudcoil-models-istio 1.24.2.1
-GATEWAY_API = {("gateway.networking.k8s.io/v1", "Gateway"), ("gateway.networking.k8s.io/v1", "HTTPRoute")}
+GATEWAY_API = {("gateway.networking.k8s.io/v1", "Gateway"), ("gateway.networking.k8s.io/v1", "HTTPRoute"), ("gateway.networking.k8s.io/v1", "GatewayClass")}
 MIN_ISTIO = re.compile(r"^#\s*min-istio:\s*(\d+)\.(\d+)\s*$", re.M)
 
 
@@ -52,12 +55,16 @@ def min_istio_of(text: str) -> tuple[int, int] | None:
 
 
 @functools.cache
-def istio131_validators() -> dict[tuple[str, str], jsonschema.Draft202012Validator]:
+def istio131_validators() -> dict[tuple[str, str], tuple[str, jsonschema.Draft202012Validator]]:
+    """(apiVersion, kind) -> (tier label, validator): istio-1.31 first, then
+    the newest other exported release that has the kind."""
     out = {}
-    for path in sorted(SCHEMA_DIR.glob("*.json")):
-        schema = json.loads(path.read_text())
-        key = (schema["properties"]["apiVersion"]["const"], schema["properties"]["kind"]["const"])
-        out[key] = jsonschema.Draft202012Validator(schema)
+    dirs = sorted(SCHEMA_DIR.parent.glob("istio-*"), key=lambda d: [int(x) for x in d.name[6:].split(".")], reverse=True)
+    for d in [SCHEMA_DIR] + [d for d in dirs if d != SCHEMA_DIR]:
+        for path in sorted(d.glob("*.json")):
+            schema = json.loads(path.read_text())
+            key = (schema["properties"]["apiVersion"]["const"], schema["properties"]["kind"]["const"])
+            out.setdefault(key, (d.name, jsonschema.Draft202012Validator(schema)))
     return out
 
 
@@ -75,11 +82,12 @@ def _leaf(err):
 
 
 def check_istio131(doc: dict) -> list[str]:
-    v = istio131_validators().get((doc.get("apiVersion"), doc.get("kind")))
-    if v is None:
+    found = istio131_validators().get((doc.get("apiVersion"), doc.get("kind")))
+    if found is None:
         return [f"no Istio 1.31 schema for {doc.get('apiVersion')} {doc.get('kind')} (add it to export_istio_schemas.py)"]
+    tier, v = found
     errors = [_leaf(e) for e in v.iter_errors(doc)]
-    return [f"istio-1.31: {_path(e)}: {e.message}" for e in sorted(errors, key=lambda e: [str(p) for p in e.absolute_path])]
+    return [f"{tier}: {_path(e)}: {e.message}" for e in sorted(errors, key=lambda e: [str(p) for p in e.absolute_path])]
 
 
 # ---------------------------------------------------------------------------
@@ -91,6 +99,7 @@ def installed_models() -> dict[tuple[str, str], type]:
     import cloudcoil.models.istio.extensions.v1alpha1 as ext
     import cloudcoil.models.istio.networking.v1 as net_v1
     import cloudcoil.models.istio.networking.v1alpha3 as net_v1alpha3
+    import cloudcoil.models.istio.telemetry.v1 as tel_v1
     from cloudcoil.resources import Resource
 
     out = {}
@@ -98,6 +107,7 @@ def installed_models() -> dict[tuple[str, str], type]:
         ("extensions.istio.io/v1alpha1", ext),
         ("networking.istio.io/v1", net_v1),
         ("networking.istio.io/v1alpha3", net_v1alpha3),
+        ("telemetry.istio.io/v1", tel_v1),
     ):
         for name in dir(module):
             cls = getattr(module, name)
@@ -225,6 +235,15 @@ def check_kubernetes(doc: dict) -> list[str]:
     return []
 
 
+def _gateway_api(doc: dict) -> list[str]:
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "envoy_gateway"))
+    import eg_validate
+
+    return eg_validate.check_schema(doc)
+
+
 def is_istio(doc: dict) -> bool:
     return str(doc.get("apiVersion", "")).split("/")[0].endswith(".istio.io")
 
@@ -244,7 +263,7 @@ def validate(doc, *, min_istio: tuple[int, int] | None = None) -> list[str]:
             errors.append(f"{key[0]} {key[1]} is not in Istio {INSTALLED_ISTIO[0]}.{INSTALLED_ISTIO[1]}: mark the file '# min-istio: X.Y'")
         return errors
     if key in GATEWAY_API:
-        return []
+        return _gateway_api(doc)
     if "." in key[0].split("/")[0]:
         return [f"no validator for {key[0]} {key[1]}"]
     return check_kubernetes(doc)

@@ -10,13 +10,23 @@ configure the ingress gateway from those manifests (no cluster here).
   consistentHash as the route hash_policy and the retry policy istiod
   derives (its default for consistent-hash routes has no previous_hosts
   predicate; retryIgnorePreviousHosts: true adds it);
-- the DestinationRule subsets as RING_HASH clusters, one whoami "pod" pair
-  per version, and, for persistent mode, the EnvoyFilter's CLUSTER MERGE
-  patch applied to them.
+- the DestinationRule subsets as MAGLEV / RING_HASH clusters, one whoami
+  "pod" pair per version, with the circuit breakers istiod puts on every
+  outbound cluster (max_retries 2^32-1, pilot/pkg/networking/core/
+  cluster_traffic_policy.go getDefaultCircuitBreakerThresholds) and, for
+  persistent mode, the EnvoyFilter's CLUSTER MERGE patch applied to them;
+- the vmConfig.env entries as vm_config.environment_variables (INLINE ->
+  key_values, HOST -> host_env_keys, pilot/pkg/model/extensions.go);
+- the DestinationRule's outlierDetection as the cluster's outlier_detection
+  (without it a retry off a dead pinned pod can land on it again: the
+  consistent-hash fallback re-picks by hash, measured 12 failed of 384);
+- a second team's host on the same gateway (billing.other-team.example.org,
+  its own virtual host and cluster), which the scoped plugin must leave alone.
 
 Then the README's curl transcript is replayed: version and cookie on the
 first answer, opt-in cookie and header, the same pod on every request with
-the session cookie, a client's own x-canary-version ignored; with the plugin
+the session cookie, a client's own x-canary-version ignored; a request for the
+other team's host passes through untouched and uncounted; with the plugin
 missing (FAIL_OPEN) everybody lands on stable; in persistent mode the pinned
 pod serves every request, and when it dies the retry moves the session to
 the other pod of the same version, which the next cookie records.
@@ -40,8 +50,15 @@ import harness  # noqa: E402
 REPO_ROOT = Path(__file__).resolve().parents[2]
 ISTIO = REPO_ROOT / "istio"
 HOST = "my-app.example.com"
+OTHER_HOST = "billing.other-team.example.org"
+OTHER_CLUSTER = "outbound|80||billing.other-team.svc.cluster.local"
 COOKIE = "my-sticky-cookie"
 PODS = {"canary-v1": ["my-app-v1-0", "my-app-v1-1"], "canary-v2": ["my-app-v2-0", "my-app-v2-1"]}
+OTHER_POD = ("billing", "billing-0")
+# istiod's thresholds on every outbound cluster (getDefaultCircuitBreakerThresholds):
+# no retry overflow unless a DestinationRule's connectionPool lowers max_retries.
+ISTIO_CIRCUIT_BREAKERS = {"thresholds": [{"max_connections": 4294967295, "max_pending_requests": 4294967295,
+                                          "max_requests": 4294967295, "max_retries": 4294967295, "track_remaining": True}]}
 
 
 def docs(*rel: str) -> list[dict]:
@@ -110,6 +127,18 @@ def retry_policy(retries: dict | None, consistent_hash: bool) -> dict | None:
     return policy
 
 
+def vm_env(spec: dict) -> dict:
+    """pilot/pkg/model/extensions.go: vmConfig.env INLINE -> key_values,
+    HOST -> host_env_keys (Envoy reads those from its own environment)."""
+    env = {"key_values": {}, "host_env_keys": []}
+    for e in (spec.get("vmConfig") or {}).get("env") or []:
+        if e.get("valueFrom", "INLINE") == "HOST":
+            env["host_env_keys"].append(e["name"])
+        else:
+            env["key_values"][e["name"]] = e.get("value", "")
+    return {k: v for k, v in env.items() if v}
+
+
 def istio_gateway_config(variant: str, backends: dict[str, list[harness.Backend]], with_plugin: bool = True) -> dict:
     """The gateway's Envoy config for `gateway` or `persistent` (see above)."""
     base = docs("base/destinationrule.yaml")
@@ -149,11 +178,20 @@ def istio_gateway_config(variant: str, backends: dict[str, list[harness.Backend]
             "type": "STATIC",
             "connect_timeout": "1s",
             **lb_for(ch),
+            "circuit_breakers": copy.deepcopy(ISTIO_CIRCUIT_BREAKERS),
             "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [
                 {"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": b.port}}}}
                 for b in backends[subset["labels"]["version"]]
             ]}]},
         }
+        od = dr["spec"]["trafficPolicy"].get("outlierDetection")
+        if od:
+            # istiod's applyOutlierDetection (cluster_traffic_policy.go)
+            c["outlier_detection"] = {
+                "consecutive_5xx": od["consecutive5xxErrors"], "enforcing_consecutive_5xx": 100,
+                "enforcing_success_rate": 0, "interval": od["interval"],
+                "base_ejection_time": od["baseEjectionTime"], "max_ejection_percent": od["maxEjectionPercent"],
+            }
         for ef in ef_docs:
             for p in ef["spec"]["configPatches"]:
                 m = p["match"]["cluster"]
@@ -161,6 +199,13 @@ def istio_gateway_config(variant: str, backends: dict[str, list[harness.Backend]
                     assert p["patch"]["operation"] == "MERGE"
                     proto_merge(c, p["patch"]["value"])
         clusters.append(c)
+    other = backends.get(OTHER_POD[0], [])
+    clusters.append({
+        "name": OTHER_CLUSTER, "type": "STATIC", "connect_timeout": "1s", "lb_policy": "LEAST_REQUEST",
+        "circuit_breakers": copy.deepcopy(ISTIO_CIRCUIT_BREAKERS),
+        "load_assignment": {"cluster_name": OTHER_CLUSTER, "endpoints": [{"lb_endpoints": [
+            {"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": b.port}}}} for b in other]}]},
+    })
 
     filters = []
     if with_plugin:
@@ -174,7 +219,8 @@ def istio_gateway_config(variant: str, backends: dict[str, list[harness.Backend]
                     "root_id": spec["pluginName"],
                     # istiod: failStrategy FAIL_OPEN -> failure_policy FAIL_OPEN
                     "failure_policy": {"FAIL_OPEN": "FAIL_OPEN", "FAIL_CLOSE": "FAIL_CLOSED", "FAIL_RELOAD": "FAIL_RELOAD"}[spec["failStrategy"]],
-                    "vm_config": {"runtime": "envoy.wasm.runtime.v8", "code": {"local": {"filename": str(harness.WASM_PATH)}}},
+                    "vm_config": {"runtime": "envoy.wasm.runtime.v8", "code": {"local": {"filename": str(harness.WASM_PATH)}},
+                                  "environment_variables": vm_env(spec)},
                     "configuration": {"@type": "type.googleapis.com/google.protobuf.StringValue", "value": json.dumps(spec["pluginConfig"])},
                 },
             },
@@ -203,6 +249,9 @@ def istio_gateway_config(variant: str, backends: dict[str, list[harness.Backend]
                                 "%RESPONSE_CODE% route=%ROUTE_NAME% cluster=%UPSTREAM_CLUSTER% host=%UPSTREAM_HOST% attempts=%UPSTREAM_REQUEST_ATTEMPT_COUNT% version=%REQ(X-CANARY-VERSION)% endpoint=%REQ(X-STICKY-ENDPOINT)%\n"}}}}],
                         "route_config": {"name": "http.8080", "virtual_hosts": [
                             {"name": f"{HOST}:80", "domains": [HOST, f"{HOST}:*"], "routes": routes},
+                            # another team's VirtualService on the same gateway
+                            {"name": f"{OTHER_HOST}:80", "domains": [OTHER_HOST, f"{OTHER_HOST}:*"], "routes": [
+                                {"name": "billing", "match": {"prefix": "/"}, "route": {"cluster": OTHER_CLUSTER, "timeout": "0s"}}]},
                         ]},
                         "http_filters": filters,
                     },
@@ -219,7 +268,9 @@ def prerequisites():
 
 
 def start_pods(workdir: Path) -> dict[str, list[harness.Backend]]:
-    return {v: [harness.start_backend(workdir, v, pod) for pod in pods] for v, pods in PODS.items()}
+    pods = {v: [harness.start_backend(workdir, v, pod) for pod in pods] for v, pods in PODS.items()}
+    pods[OTHER_POD[0]] = [harness.start_backend(workdir, *OTHER_POD)]
+    return pods
 
 
 def stop_pods(pods: dict[str, list[harness.Backend]]) -> None:
@@ -246,12 +297,13 @@ class HostClient:
     """A keep-alive client that sends Host: my-app.example.com (the
     VirtualService host) instead of 127.0.0.1:port."""
 
-    def __init__(self, envoy: harness.Envoy):
+    def __init__(self, envoy: harness.Envoy, host: str = HOST):
         self.conn = http.client.HTTPConnection("127.0.0.1", envoy.port, timeout=10)
+        self.host = host
 
     def get(self, path: str, headers: dict, cookies) -> harness.Response:
         self.conn.putrequest("GET", path, skip_host=True, skip_accept_encoding=True)
-        self.conn.putheader("Host", HOST)
+        self.conn.putheader("Host", self.host)
         for k, v in headers.items():
             self.conn.putheader(k, v)
         if cookies:
@@ -263,8 +315,8 @@ class HostClient:
         return harness.Response(r.status, list(r.getheaders()), body)
 
 
-def client(envoy: harness.Envoy) -> HostClient:
-    return HostClient(envoy)
+def client(envoy: harness.Envoy, host: str = HOST) -> HostClient:
+    return HostClient(envoy, host)
 
 
 def get(c: HostClient, cookies=None, headers=None) -> harness.Response:
@@ -302,7 +354,38 @@ def test_new_users_are_spread_over_versions_and_pods(gateway):
     seen = {get(c).hostname for _ in range(80)}
     # 20% canary: P(no canary-v2 in 80 users) = 0.8**80 < 1e-7
     assert set(PODS["canary-v1"]) <= seen and seen & set(PODS["canary-v2"])
-    assert gateway.metric("sticky_canary_decisions_total", route="global", version="canary-v2", reason="new") > 0
+    assert gateway.metric("sticky_canary_decisions_total", route="my-app", version="canary-v2", reason="new") > 0
+
+
+def decision_counters(envoy: harness.Envoy) -> dict[str, int]:
+    return envoy.counters("sticky_canary_decisions_total")
+
+
+def passthrough_count(envoy: harness.Envoy) -> int:
+    return envoy.metric("sticky_canary_passthrough_total")
+
+
+def test_another_host_on_the_shared_gateway_passes_through_untouched(gateway):
+    """The plugin is scoped to my-app.example.com: another team's host gets
+    no cookie, no version or hash header (a client's copies are removed), and
+    is counted only as pass-through, never as a decision."""
+    before, passthrough = decision_counters(gateway), passthrough_count(gateway)
+    c = client(gateway, OTHER_HOST)
+    n = 12
+    for i in range(n):
+        headers = [{"x-canary": "always"}, {"x-canary-version": "canary-v2", "x-sticky-hash": "0123456789abcdef"}, {}][i % 3]
+        r = get(c, cookies="canary=v2" if i % 2 else None, headers=headers)
+        assert r.hostname == OTHER_POD[1]
+        assert r.set_cookies == []
+        assert r.whoami.header_values("X-Canary-Version") == []
+        assert r.whoami.header_values("X-Sticky-Hash") == []
+        assert r.whoami.header_values("X-Sticky-Endpoint") == []
+    assert decision_counters(gateway) == before
+    assert passthrough_count(gateway) == passthrough + n
+    # the same gateway still decides for my-app, and counts that
+    assert get(client(gateway), cookies="canary=v2").name == "canary-v2"
+    assert decision_counters(gateway) != before
+    assert passthrough_count(gateway) == passthrough + n
 
 
 def test_plugin_missing_fail_open_sends_everyone_to_stable(pods, tmp_path):
@@ -319,7 +402,13 @@ def test_plugin_missing_fail_open_sends_everyone_to_stable(pods, tmp_path):
         envoy.stop()
 
 
-def test_persistent_mode_pins_the_pod_and_moves_off_a_dead_one(tmp_path):
+PERSISTENT_KEYS = "c3RpY2t5LWNhbmFyeSBpc3RpbyB0ZXN0IGtleSAzMiE="  # 32 bytes, test only
+
+
+def test_persistent_mode_pins_the_pod_and_moves_off_a_dead_one(tmp_path, monkeypatch):
+    # vmConfig.env valueFrom: HOST -> Envoy reads the keys from its own
+    # environment, as the gateway's istio-proxy gets them from the Secret.
+    monkeypatch.setenv("STICKY_CANARY_KEYS", PERSISTENT_KEYS)
     pods = start_pods(tmp_path / "pods")
     envoy = harness.start_envoy(istio_gateway_config("persistent", pods), tmp_path / "envoy")
     try:
@@ -350,9 +439,64 @@ def test_persistent_mode_pins_the_pod_and_moves_off_a_dead_one(tmp_path):
         stop_pods(pods)
 
 
-def test_rendered_configs_pass_envoy_validate(tmp_path):
+def cluster_counter(envoy: harness.Envoy, cluster: str, name: str) -> int:
+    _, text = envoy.admin("/stats?filter=^cluster\\.")
+    for line in text.splitlines():
+        k, _, v = line.partition(": ")
+        if k == f"cluster.{cluster}.{name}":
+            return int(v)
+    return 0
+
+
+def test_persistent_mode_concurrent_sessions_on_a_killed_pod_all_succeed(tmp_path, monkeypatch):
+    """8 clients whose sessions are all pinned to one pod keep sending (with
+    their old cookie, so every request is pinned to it) after the pod dies:
+    every request is answered by the other pod of the version. With plain
+    Envoy's default circuit breaker (3 concurrent retries) such a burst
+    fails with upstream_rq_retry_overflow; istiod's max_retries (2^32-1,
+    rendered here as istiod renders it) lets every retry through."""
+    import concurrent.futures
+
+    monkeypatch.setenv("STICKY_CANARY_KEYS", PERSISTENT_KEYS)
+    pods = start_pods(tmp_path / "pods")
+    envoy = harness.start_envoy(istio_gateway_config("persistent", pods), tmp_path / "envoy")
+    try:
+        c = client(envoy)
+        victim, survivor = (b.hostname for b in pods["canary-v2"])
+        sessions = []
+        for _ in range(400):  # new sessions land on either pod; keep 8 on the victim
+            r = get(c, cookies="canary=v2")
+            if r.hostname == victim:
+                (ck,) = r.cookies_named(COOKIE)
+                sessions.append(ck.value)
+                if len(sessions) == 8:
+                    break
+        assert len(sessions) == 8, "P(fewer than 8 of 400 sessions on one of 2 pods) is negligible"
+        (dead,) = [b for b in pods["canary-v2"] if b.hostname == victim]
+        dead.stop()
+        cluster = "outbound|80|canary-v2|my-app.default.svc.cluster.local"
+
+        def burst(cookie_value: str) -> list[tuple[int, str | None]]:
+            cl = client(envoy)
+            out = []
+            for _ in range(6):
+                r = cl.get("/", {}, [("canary", "v2"), (COOKIE, cookie_value)])
+                out.append((r.status, r.hostname))
+            return out
+
+        with concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool:
+            results = [x for xs in pool.map(burst, sessions) for x in xs]
+        assert results == [(200, survivor)] * 48, (results, envoy.log()[-6000:])
+        assert cluster_counter(envoy, cluster, "upstream_rq_retry_overflow") == 0
+    finally:
+        envoy.stop()
+        stop_pods(pods)
+
+
+def test_rendered_configs_pass_envoy_validate(tmp_path, monkeypatch):
     """Both renderings also pass `envoy --mode validate` (what the harness
     could not start would fail above anyway; this names the file)."""
+    monkeypatch.setenv("STICKY_CANARY_KEYS", PERSISTENT_KEYS)
     fake = {v: [types.SimpleNamespace(port=1) for _ in ps] for v, ps in PODS.items()}
     for variant in ("gateway", "persistent"):
         cfg = harness.rewrite_config(istio_gateway_config(variant, fake), listener_ports=[harness.free_port()], admin_port=harness.free_port())

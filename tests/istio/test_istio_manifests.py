@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -46,7 +47,7 @@ DOCS = load_docs()
 
 def test_manifests_found():
     kinds = {d["kind"] for _, d, _ in DOCS}
-    assert {"WasmPlugin", "TrafficExtension", "DestinationRule", "VirtualService", "Gateway", "EnvoyFilter", "Deployment", "Service", "HTTPRoute"} <= kinds
+    assert {"WasmPlugin", "TrafficExtension", "DestinationRule", "VirtualService", "Gateway", "EnvoyFilter", "Deployment", "Service", "HTTPRoute", "Telemetry"} <= kinds
 
 
 @pytest.mark.parametrize("label,doc,min_istio", DOCS, ids=[d[0] for d in DOCS])
@@ -94,7 +95,7 @@ def test_misspelt_metadata_field_fails():
 def test_wrong_enum_and_digest_fail():
     doc, _ = _find("gateway/wasmplugin.yaml")
     doc["spec"]["phase"] = "STAT"
-    doc["spec"]["sha256"] = doc["spec"]["sha256"].upper()
+    doc["spec"]["sha256"] = "A" * 64  # upper case: not a digest Istio accepts
     errors = iv.validate(doc)
     for tier in ("istio-1.31", "istio-1.24"):
         assert any(e.startswith(f"{tier}: spec/phase:") for e in errors), errors
@@ -151,6 +152,25 @@ def _plugin_config(doc: dict) -> dict:
     return doc["spec"]["pluginConfig"] if doc["kind"] == "WasmPlugin" else doc["spec"]["wasm"]["pluginConfig"]
 
 
+def _merge(base, over):
+    """The filter's merge of a routes[] entry over the top level: objects key
+    by key, lists and scalars replaced, session.key replaced whole."""
+    if not (isinstance(base, dict) and isinstance(over, dict)):
+        return copy.deepcopy(over)
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        out[k] = copy.deepcopy(v) if k == "key" else _merge(out.get(k), v) if k in out else copy.deepcopy(v)
+    return out
+
+
+def _app_policy(doc: dict) -> dict:
+    """The policy the app gets: its one routes[] entry merged over the top level."""
+    pc = _plugin_config(doc)
+    (entry,) = pc["routes"]
+    top = {k: v for k, v in pc.items() if k != "routes"}
+    return _merge(top, {k: v for k, v in entry.items() if k not in ("name", "match")})
+
+
 def _headers(pc: dict) -> dict:
     h = {"version": "x-canary-version", "hash": "x-sticky-hash", "endpoint": "x-sticky-endpoint"}
     h.update(pc.get("headers") or {})
@@ -158,6 +178,9 @@ def _headers(pc: dict) -> dict:
 
 
 PLUGINS = [(label, d) for label, d, _ in DOCS if d["kind"] in ("WasmPlugin", "TrafficExtension")]
+PLACEHOLDER_REGISTRY = "REGISTRY.example/REPLACE-ME"
+PLACEHOLDER_DIGEST = "0" * 64
+CARGO_VERSION = re.search(r'(?ms)^\[package\][^\[]*?^version\s*=\s*"([^"]+)"', (REPO_ROOT / "Cargo.toml").read_text()).group(1)
 
 
 @pytest.mark.parametrize("label,plugin", PLUGINS, ids=[p[0] for p in PLUGINS])
@@ -167,9 +190,11 @@ def test_plugin_fields_are_deliberate(label, plugin):
     assert spec["phase"] == "STATS" and spec["priority"] == 10
     assert wasm["failStrategy"] == "FAIL_OPEN"
     assert wasm["pluginName"] == "sticky-canary"
-    assert wasm["url"].startswith("oci://") and len(wasm["sha256"]) == 64
-    # the same image everywhere
-    assert {p["spec"].get("sha256") or p["spec"]["wasm"]["sha256"] for _, p in PLUGINS} == {wasm["sha256"]}
+    # Committed manifests are templates: a placeholder registry and digest
+    # that `make oci` replaces in dist/ (tests/istio/test_oci_image.py checks
+    # the rendered ones carry the built image's digest).
+    assert wasm["url"] == f"oci://{PLACEHOLDER_REGISTRY}/sticky-canary:{CARGO_VERSION}"
+    assert wasm["sha256"] == PLACEHOLDER_DIGEST
 
 
 def _subsets(prefix: str, host: str) -> dict[str, dict]:
@@ -182,7 +207,7 @@ def _subsets(prefix: str, host: str) -> dict[str, dict]:
 @pytest.mark.parametrize("variant", ["istio/gateway/", "istio/sidecar/", "istio/persistent/"])
 def test_virtualservice_routes_versions_to_subsets(variant):
     plugins = [d for label, d in PLUGINS if label.startswith(variant)] or [d for label, d in PLUGINS if label.startswith("istio/gateway/")]
-    pc = _plugin_config(plugins[0])
+    pc = _app_policy(plugins[0])
     versions = [v["name"] for v in pc["versions"]]
     vheader = _headers(pc)["version"]
     vss = _by_kind(variant, "VirtualService")
@@ -225,8 +250,11 @@ def test_sidecar_plugin_runs_on_the_client_side():
 
 def test_persistent_envoyfilter_reads_the_endpoint_header():
     (p,) = _by_kind("istio/persistent/", "WasmPlugin")
-    pc = _plugin_config(p)
+    pc = _app_policy(p)
     assert pc["session"]["mode"] == "persistent"
+    # the keys come from the proxy's environment (a Secret), never inline
+    assert "secrets" not in pc["session"] and pc["session"]["secrets_env"] == "STICKY_CANARY_KEYS"
+    assert {"name": "STICKY_CANARY_KEYS", "valueFrom": "HOST"} in p["spec"]["vmConfig"]["env"]
     (ef,) = _by_kind("istio/persistent/", "EnvoyFilter")
     (patch,) = ef["spec"]["configPatches"]
     assert patch["applyTo"] == "CLUSTER" and patch["patch"]["operation"] == "MERGE"
@@ -234,15 +262,20 @@ def test_persistent_envoyfilter_reads_the_endpoint_header():
     assert policy["name"] == "envoy.load_balancing_policies.override_host"
     assert policy["typed_config"]["override_host_sources"] == [{"header": _headers(pc)["endpoint"]}]
     (vs,) = _by_kind("istio/persistent/", "VirtualService")
+    (dr,) = _by_kind("istio/persistent/", "DestinationRule")
+    eject_after = dr["spec"]["trafficPolicy"]["outlierDetection"]["consecutive5xxErrors"]
     for r in vs["spec"]["http"]:
         assert r["retries"]["retryIgnorePreviousHosts"] is True
+        # a request that failed on the dead pinned pod that many times got it
+        # ejected, so its last attempt lands on a live pod
+        assert r["retries"]["attempts"] >= eject_after
 
 
 def test_gateway_api_references_resolve():
     gws = {g["metadata"]["name"] for g in _by_kind("istio/gateway-api/", "Gateway")}
     services = {s["metadata"]["name"] for s in _by_kind("istio/gateway-api/", "Service")}
     (p,) = _by_kind("istio/gateway-api/", "WasmPlugin")
-    pc = _plugin_config(p)
+    pc = _app_policy(p)
     versions = [v["name"] for v in pc["versions"]]
     assert {(t["group"], t["kind"], t["name"]) for t in p["spec"]["targetRefs"]} <= {("gateway.networking.k8s.io", "Gateway", g) for g in gws}
     (route,) = _by_kind("istio/gateway-api/", "HTTPRoute")
@@ -262,6 +295,43 @@ def test_gateway_api_references_resolve():
         assert {b["name"] for b in r["backendRefs"]} <= services
     hosts = {d["spec"]["host"] for d in _by_kind("istio/gateway-api/", "DestinationRule")}
     assert hosts == {f"{s}.default.svc.cluster.local" for s in services}
+
+
+ISTIO_PLUGINS = [(label, d) for label, d in PLUGINS if label.startswith("istio/")]
+
+
+def _app_hosts(variant: str) -> set[str]:
+    """The hosts the variant's routing serves (VirtualService hosts, or the
+    HTTPRoute hostnames)."""
+    hosts = set()
+    for vs in _by_kind(variant, "VirtualService") or _by_kind("istio/gateway/", "VirtualService"):
+        hosts |= set(vs["spec"]["hosts"])
+    for r in _by_kind(variant, "HTTPRoute"):
+        hosts |= set(r["spec"]["hostnames"])
+    return hosts
+
+
+@pytest.mark.parametrize("label,plugin", ISTIO_PLUGINS, ids=[p[0] for p in ISTIO_PLUGINS])
+def test_plugin_is_scoped_to_its_app(label, plugin):
+    """No global versions (so other hosts on a shared gateway or listener
+    pass through); one routes[] entry that matches the app's hosts by
+    authority; top-level keys are only defaults."""
+    pc = _plugin_config(plugin)
+    assert "versions" not in pc and "rules" not in pc, "app settings belong in the routes[] entry"
+    (entry,) = pc["routes"]
+    assert set(entry["match"]) == {"authority"}
+    authorities = set(entry["match"]["authority"])
+    variant = label.split("/", 2)[0] + "/" + label.split("/", 2)[1] + "/"
+    hosts = _app_hosts(variant)
+    if variant == "istio/sidecar/":
+        # in the mesh a client may use any of the Service's names
+        (host,) = hosts
+        short = host.split(".")[0]
+        assert authorities == {short, f"{short}.default", f"{short}.default.svc", host}
+    else:
+        assert authorities == hosts
+    assert not any(a.startswith("*") and a == "*" for a in authorities)
+    assert len(_app_policy(plugin)["versions"]) >= 2
 
 
 def test_plugin_configs_are_json_serialisable_as_istiod_sends_them():
@@ -285,3 +355,64 @@ def test_plugin_configs_are_json_serialisable_as_istiod_sends_them():
         pc = _plugin_config(p)
         walk(pc)
         json.dumps(pc)
+
+
+def test_persistent_keys_patch_gives_the_gateway_the_wasm_env_from_a_secret():
+    """patches/gateway-keys.yaml, merged into a gateway Deployment the way
+    `kubectl patch` merges containers (by name), is a valid Deployment whose
+    istio-proxy container gets the variable the WasmPlugin reads (HOST) from
+    a Secret."""
+    patch = yaml.safe_load((ISTIO / "persistent" / "patches" / "gateway-keys.yaml").read_text())
+    assert "apiVersion" not in patch  # a patch, not a manifest kubectl apply would take
+    (p,) = _by_kind("istio/persistent/", "WasmPlugin")
+    host_env = [e["name"] for e in p["spec"]["vmConfig"]["env"] if e["valueFrom"] == "HOST"]
+    (container,) = patch["spec"]["template"]["spec"]["containers"]
+    assert container["name"] == "istio-proxy"
+    (env,) = container["env"]
+    assert [env["name"]] == host_env
+    assert set(env["valueFrom"]) == {"secretKeyRef"} and env["valueFrom"]["secretKeyRef"] == {"name": "sticky-canary-keys", "key": "keys"}
+    gateway = {
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "istio-ingressgateway", "namespace": "istio-system"},
+        "spec": {"selector": {"matchLabels": {"istio": "ingressgateway"}}, "template": {
+            "metadata": {"labels": {"istio": "ingressgateway"}},
+            "spec": {"containers": [{"name": "istio-proxy", "image": "auto", "env": [{"name": "ISTIO_META_ROUTER_MODE", "value": "standard"}]}]}}},
+    }
+    merged = copy.deepcopy(gateway)
+    (proxy,) = merged["spec"]["template"]["spec"]["containers"]
+    proxy["env"] = proxy["env"] + container["env"]
+    assert iv.check_kubernetes(merged) == []
+    broken = copy.deepcopy(merged)
+    broken["spec"]["template"]["spec"]["containers"][0]["env"][-1]["valueFrom"]["secretKeyRef"]["nmae"] = "x"
+    assert iv.check_kubernetes(broken) != []
+
+
+def test_misspelt_telemetry_field_fails_both_schemas():
+    doc, _ = _find("telemetry/telemetry.yaml")
+    _rename(doc["spec"]["metrics"][0]["overrides"][0], "tagOverrides", "tagOverride")
+    errors = iv.validate(doc)
+    assert any(e.startswith("istio-1.24: spec/metrics/0/overrides/0") and "tagOverride" in e for e in errors), errors
+    assert any(e.startswith("istio-1.24: $/spec/metrics/0/overrides/0/tagOverride: unknown field") for e in errors), errors
+    doc, _ = _find("telemetry/telemetry.yaml")
+    doc["spec"]["metrics"][0]["overrides"][0]["match"]["metric"] = "REQUESTS_TOTAL"
+    assert any("spec/metrics/0/overrides/0/match" in e for e in iv.validate(doc)), iv.validate(doc)
+
+
+def test_telemetry_labels_istio_requests_total_with_the_decided_version():
+    """The label reads the header the gateway's plugin writes, on the
+    gateway the plugin runs on, for istio_requests_total (REQUEST_COUNT) as
+    the gateway reports it (CLIENT)."""
+    (tel,) = _by_kind("istio/telemetry/", "Telemetry")
+    (gw_plugin,) = _by_kind("istio/gateway/", "WasmPlugin")
+    assert tel["metadata"]["namespace"] == gw_plugin["metadata"]["namespace"]
+    assert tel["spec"]["selector"] == gw_plugin["spec"]["selector"]
+    vheader = _headers(_app_policy(gw_plugin))["version"]
+    (metrics,) = tel["spec"]["metrics"]
+    assert metrics["providers"] == [{"name": "prometheus"}]
+    by_metric = {o["match"]["metric"]: o for o in metrics["overrides"]}
+    assert "REQUEST_COUNT" in by_metric
+    for o in metrics["overrides"]:
+        assert o["match"]["mode"] == "CLIENT"
+        ((label, tag),) = o["tagOverrides"].items()
+        assert re.fullmatch(r"[a-zA-Z_][a-zA-Z0-9_]*", label) and label == "canary_version"
+        assert tag == {"value": f"request.headers['{vheader}']"}

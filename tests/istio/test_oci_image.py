@@ -14,6 +14,10 @@ Checked on the image built from the release .wasm:
 - the digests printed: plugin.wasm sha256 and the manifest digest, which is
   what WasmPlugin.spec.sha256 pins for an oci:// URL (--pin writes it, and
   the pinned manifest still validates);
+- one source of truth: the manifests rendered into dist/ carry the registry
+  given and the manifest digest of the image just written (read back from
+  the layout, not from what oci.py prints), differ from the committed
+  templates only there, leave no placeholder behind, and validate;
 - determinism: two builds give identical bytes; the tar holds the same
   layout plus Docker's manifest.json.
 """
@@ -59,7 +63,7 @@ def built(tmp_path_factory):
     if not WASM.exists():
         pytest.fail(f"missing {WASM}: run `make build` first", pytrace=False)
     out = tmp_path_factory.mktemp("oci") / "layout"
-    r = run_oci("--wasm", str(WASM), "--out", str(out), "--json")
+    r = run_oci("--wasm", str(WASM), "--out", str(out), "--dist", str(out.parent / "dist"), "--json")
     assert r.returncode == 0, r.stderr
     info = json.loads(r.stdout)
     return out, info, WASM.read_bytes()
@@ -150,7 +154,7 @@ def test_istio_would_load_it_and_pin_the_manifest_digest(built, tmp_path):
         src = REPO_ROOT / "istio" / rel
         copy = tmp_path / src.name
         shutil.copy(src, copy)
-        r = run_oci("--wasm", str(WASM), "--out", str(tmp_path / "pin-layout"), "--pin", str(copy), "--json")
+        r = run_oci("--wasm", str(WASM), "--out", str(tmp_path / "pin-layout"), "--dist", str(tmp_path / "dist"), "--pin", str(copy), "--json")
         assert r.returncode == 0, r.stderr
         assert json.loads(r.stdout)["pinned"], r.stdout
         text = copy.read_text()
@@ -166,8 +170,8 @@ def test_pin_uses_the_file_digest_for_https_urls(built, tmp_path):
     _, info, _ = built
     f = tmp_path / "wp.yaml"
     f.write_text((REPO_ROOT / "istio" / "gateway" / "wasmplugin.yaml").read_text().replace(
-        "url: oci://ghcr.io/example/sticky-canary:0.1.0", "url: https://example.com/sticky_canary.wasm"))
-    r = run_oci("--wasm", str(WASM), "--out", str(tmp_path / "l"), "--pin", str(f), "--json")
+        "url: oci://REGISTRY.example/REPLACE-ME/sticky-canary:0.1.0", "url: https://example.com/sticky_canary.wasm"))
+    r = run_oci("--wasm", str(WASM), "--out", str(tmp_path / "l"), "--dist", str(tmp_path / "dist"), "--pin", str(f), "--json")
     assert r.returncode == 0, r.stderr
     (doc,) = [d for d in yaml.safe_load_all(f.read_text()) if d]
     assert doc["spec"]["sha256"] == info["plugin_wasm_sha256"]
@@ -176,7 +180,7 @@ def test_pin_uses_the_file_digest_for_https_urls(built, tmp_path):
 def test_build_is_reproducible_and_tar_matches_layout(built, tmp_path):
     layout, info, _ = built
     again = tmp_path / "again"
-    r = run_oci("--wasm", str(WASM), "--out", str(again), "--json")
+    r = run_oci("--wasm", str(WASM), "--out", str(again), "--dist", str(tmp_path / "dist"), "--json")
     assert r.returncode == 0, r.stderr
     info2 = json.loads(r.stdout)
     for k in ("plugin_wasm_sha256", "layer_digest", "config_digest", "manifest_digest"):
@@ -216,12 +220,79 @@ def test_default_arguments_work_from_the_repo_root():
 def test_rejects_a_file_that_is_not_wasm(tmp_path):
     bogus = tmp_path / "x.wasm"
     bogus.write_bytes(b"not wasm at all")
-    r = run_oci("--wasm", str(bogus), "--out", str(tmp_path / "o"))
+    r = run_oci("--wasm", str(bogus), "--out", str(tmp_path / "o"), "--dist", str(tmp_path / "d"))
     assert r.returncode != 0 and "not a WebAssembly module" in r.stderr + r.stdout
-    r = run_oci("--wasm", str(tmp_path / "missing.wasm"), "--out", str(tmp_path / "o"))
+    r = run_oci("--wasm", str(tmp_path / "missing.wasm"), "--out", str(tmp_path / "o"), "--dist", str(tmp_path / "d"))
     assert r.returncode == 1 and "cannot read" in r.stderr
 
 
 def test_dockerfile_builds_the_same_image_shape():
     lines = [l.strip() for l in (REPO_ROOT / "istio" / "Dockerfile").read_text().splitlines() if l.strip() and not l.startswith("#")]
     assert lines == ["FROM scratch", "COPY plugin.wasm ./"]
+
+
+REGISTRY = "registry.test:5000/team"
+PLACEHOLDER_REGISTRY = "REGISTRY.example/REPLACE-ME"
+PLACEHOLDER_DIGEST = "0" * 64
+TEMPLATE_DIRS = ("istio", "envoy-gateway")
+
+
+def _image_fields(doc: dict) -> list[tuple[dict, str, str]]:
+    """(object, url key, url prefix) of every image reference in a manifest."""
+    kind, spec = doc.get("kind"), doc.get("spec") or {}
+    if kind == "WasmPlugin":
+        return [(spec, "url", "oci://")]
+    if kind == "TrafficExtension":
+        return [(spec["wasm"], "url", "oci://")]
+    if kind == "EnvoyExtensionPolicy":
+        return [(w["code"]["image"], "url", "") for w in spec.get("wasm", []) if w["code"]["type"] == "Image"]
+    return []
+
+
+def _validate(doc: dict, text: str) -> list[str]:
+    if doc["apiVersion"].startswith(("gateway.envoyproxy.io/", "gateway.networking.k8s.io/")):
+        import eg_validate  # tests/envoy_gateway
+
+        return eg_validate.validate(doc)
+    return iv.validate(doc, min_istio=iv.min_istio_of(text))
+
+
+def test_rendered_manifests_carry_the_built_image_digest(tmp_path):
+    """`make oci REGISTRY=...`: dist/ is what users apply."""
+    sys.path.insert(0, str(REPO_ROOT / "tests" / "envoy_gateway"))
+    layout, dist = tmp_path / "layout", tmp_path / "dist"
+    r = run_oci("--wasm", str(WASM), "--out", str(layout), "--dist", str(dist), "--registry", REGISTRY, "--json")
+    assert r.returncode == 0, r.stderr
+    info = json.loads(r.stdout)
+    tag = info["tag"]
+    # the digest of the image on disk, from the layout itself
+    (entry,) = json.loads((layout / "index.json").read_text())["manifests"]
+    digest = entry["digest"].split(":")[1]
+    assert sha((layout / "blobs" / "sha256" / digest).read_bytes()) == digest
+    assert json.loads((dist / "image.json").read_text())["manifest_digest"] == f"sha256:{digest}"
+
+    templates = [f for top in TEMPLATE_DIRS for f in sorted((REPO_ROOT / top).rglob("*.yaml")) if not f.name.startswith("docker-compose")]
+    seen = 0
+    for src in templates:
+        out = dist / src.relative_to(REPO_ROOT)
+        assert out.exists(), out
+        text = out.read_text()
+        assert "REPLACE-ME" not in text and PLACEHOLDER_DIGEST not in text, out
+        for want, got in zip(yaml.safe_load_all(src.read_text()), yaml.safe_load_all(text), strict=True):
+            if not isinstance(got, dict) or "kind" not in got:
+                assert got == want
+                continue
+            for (obj, key, prefix), (tobj, _, _) in zip(_image_fields(got), _image_fields(want), strict=True):
+                assert tobj[key] == f"{prefix}{PLACEHOLDER_REGISTRY}/sticky-canary:{tag}" and tobj["sha256"] == PLACEHOLDER_DIGEST
+                assert obj[key] == f"{prefix}{REGISTRY}/sticky-canary:{tag}"
+                assert obj["sha256"] == digest
+                tobj[key], tobj["sha256"] = obj[key], obj["sha256"]
+                seen += 1
+            assert got == want, f"{out}: only the image reference and digest may differ"
+            assert _validate(got, text) == [], out
+    assert seen >= 6  # five Istio plugins and the Envoy Gateway policy
+
+
+def test_rendering_rejects_a_registry_with_a_scheme(tmp_path):
+    r = run_oci("--wasm", str(WASM), "--out", str(tmp_path / "o"), "--dist", str(tmp_path / "d"), "--registry", "oci://ghcr.io/you")
+    assert r.returncode != 0 and "without a scheme" in r.stderr

@@ -23,6 +23,10 @@ import harness  # noqa: E402
 from schema_support import example_configs, json_files  # noqa: E402
 
 PLUGIN_NAME = "sticky-canary"
+# istio/persistent/wasmplugin.yaml takes its keys from secrets_env
+# (vmConfig.env STICKY_CANARY_KEYS, valueFrom HOST: the gateway's environment,
+# filled from a Secret); the VM gets a test key under that name.
+VM_ENV = {"STICKY_CANARY_KEYS": "c3RpY2t5LWNhbmFyeSBpc3RpbyB0ZXN0IGtleSAzMiE="}
 
 
 def istio_shaped_config(plugin_text: str) -> dict:
@@ -51,6 +55,7 @@ def istio_shaped_config(plugin_text: str) -> dict:
                                     "vm_config": {
                                         "runtime": "envoy.wasm.runtime.v8",
                                         "code": {"local": {"filename": str(harness.WASM_PATH)}},
+                                        "environment_variables": {"key_values": VM_ENV},
                                     },
                                     "configuration": {
                                         "@type": "type.googleapis.com/google.protobuf.StringValue",
