@@ -41,7 +41,12 @@ impl Entropy for XorShift {
 }
 
 /// One request through the core; returns something to keep the optimiser honest.
-fn one(plugin: &Plugin, headers: &[(String, String)], rng: &mut XorShift) -> usize {
+fn one(
+    plugin: &Plugin,
+    headers: &[(String, String)],
+    upstream: Option<&str>,
+    rng: &mut XorShift,
+) -> usize {
     let req = Request {
         headers,
         route_name: None,
@@ -53,8 +58,8 @@ fn one(plugin: &Plugin, headers: &[(String, String)], rng: &mut XorShift) -> usi
         return 0;
     };
     let mut d = decide(policy, &req, rng);
-    let mut n = d.version + usize::from(d.hash[0]);
-    if on_response(policy, &mut d, None) {
+    let mut n = d.version + usize::from(d.hash[0]) + d.endpoint.as_ref().map_or(0, String::len);
+    if on_response(policy, &mut d, upstream) {
         let mut nonce = [0u8; NONCE_LEN];
         if !policy.keys.is_empty() {
             rng.fill(&mut nonce);
@@ -66,8 +71,9 @@ fn one(plugin: &Plugin, headers: &[(String, String)], rng: &mut XorShift) -> usi
     n
 }
 
-/// The `name=value` of the cookie the filter would set for these headers.
-fn prime(plugin: &Plugin, headers: &[(String, String)]) -> String {
+/// The `name=value` of the cookie the filter would set for these headers
+/// (in persistent mode, pinned to `upstream`, the pod that answered).
+fn prime(plugin: &Plugin, headers: &[(String, String)], upstream: Option<&str>) -> String {
     let req = Request {
         headers,
         route_name: None,
@@ -79,7 +85,8 @@ fn prime(plugin: &Plugin, headers: &[(String, String)]) -> String {
         return String::new();
     };
     let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);
-    let d = decide(policy, &req, &mut rng);
+    let mut d = decide(policy, &req, &mut rng);
+    on_response(policy, &mut d, upstream);
     let mut nonce = [0u8; NONCE_LEN];
     rng.fill(&mut nonce);
     format!(
@@ -127,6 +134,51 @@ fn browser(path: &str) -> Vec<(String, String)> {
 
 const BROWSER_COOKIES: &str = "_ga=GA1.1.1234567890.1732190000; _gid=GA1.1.987654321.1732190000; session_id=9f8e7d6c5b4a39281706f5e4d3c2b1a0; theme=dark";
 
+/// Two cookies a site sets beside the session cookie (as tests/bench/instr.py).
+const OTHER_COOKIES: &str = "_ga=GA1.1.1234567890.1732190000; theme=dark";
+
+/// 20 rules and 10 route entries, none of which match a request for `/`
+/// without those headers, cookies or query parameters (as tests/bench/instr.py):
+/// every entry and every rule is tried, then the cookie decides.
+fn large_config() -> String {
+    let mut rules = Vec::new();
+    for i in 0..8 {
+        rules.push(format!(
+            r#"{{"header": "x-team-{i}", "value": "beta", "version": "v2"}}"#
+        ));
+    }
+    rules.push(
+        r#"{"header": "x-beta-user", "regex": "^(alice|bob|carol)-[0-9]+$", "version": "v2"}"#
+            .to_owned(),
+    );
+    rules.push(r#"{"header": "x-tester", "regex": "^qa-", "version": "v2"}"#.to_owned());
+    for i in 0..5 {
+        rules.push(format!(
+            r#"{{"cookie": "canary-{i}", "value": "always", "version": "v2"}}"#
+        ));
+    }
+    for i in 0..5 {
+        rules.push(format!(
+            r#"{{"query": "canary{i}", "value": "v2", "version": "v2"}}"#
+        ));
+    }
+    let routes: Vec<String> = (0..10)
+        .map(|i| {
+            format!(
+                r#"{{"name": "app{i}", "match": {{"path_prefix": "/app{i}/"}},
+                    "versions": [{{"name": "v1"}}, {{"name": "v2", "weight": {}}}]}}"#,
+                5 * (i + 1)
+            )
+        })
+        .collect();
+    format!(
+        r#"{{"versions": [{{"name": "v1"}}, {{"name": "v2", "weight": 10}}],
+            "rules": [{}], "routes": [{}]}}"#,
+        rules.join(", "),
+        routes.join(", ")
+    )
+}
+
 fn with(mut headers: Vec<(String, String)>, extra: &[(&str, &str)]) -> Vec<(String, String)> {
     headers.extend(extra.iter().map(|(k, v)| h(k, v)));
     headers
@@ -142,6 +194,8 @@ struct Case<'a> {
     plugin: &'a Plugin,
     headers: Vec<(String, String)>,
     expect: Expect,
+    /// The pod that answered (persistent mode's response phase).
+    upstream: Option<&'static str>,
 }
 
 impl<'a> From<(&'static str, &'a Plugin, Vec<(String, String)>, Expect)> for Case<'a> {
@@ -153,9 +207,13 @@ impl<'a> From<(&'static str, &'a Plugin, Vec<(String, String)>, Expect)> for Cas
             plugin,
             headers,
             expect,
+            upstream: None,
         }
     }
 }
+
+/// The pod that answers in the persistent-mode cases.
+const POD: &str = "10.0.3.17:8080";
 
 fn arg(name: &str, default: u64) -> u64 {
     let args: Vec<String> = std::env::args().collect();
@@ -204,6 +262,10 @@ fn main() {
         "routes": [{"name": "shop", "match": {"path_prefix": "/shop"}, "versions": [{"name": "v1"}, {"name": "v2", "weight": 20}]},
                    {"name": "api", "match": {"path_prefix": "/api"}, "versions": [{"name": "v1"}, {"name": "v2", "weight": 50}]}]}"#;
 
+    let persistent = r#"{"versions": [{"name": "v1"}, {"name": "v2", "weight": 10}],
+        "session": {"mode": "persistent", "secrets": ["AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="]}}"#;
+    let large = large_config();
+
     let t = Instant::now();
     let n = 1000;
     for _ in 0..n {
@@ -217,15 +279,25 @@ fn main() {
     let p_sealed = compile(sealed);
     let p_routes = compile(routes);
     let p_pass = compile("{}");
+    let p_persist = compile(persistent);
+    let p_large = compile(&large);
 
-    let c_base = prime(&p_base, &plain("/"));
-    let c_rule = prime(&p_rules, &with(plain("/"), &[("x-canary", "v2")]));
-    let c_regex = prime(&p_regex, &with(plain("/"), &[("x-beta-user", "carol-42")]));
-    let c_sealed = prime(&p_sealed, &plain("/"));
-    let c_routes = prime(&p_routes, &plain("/api/items?page=2"));
+    let c_base = prime(&p_base, &plain("/"), None);
+    let c_rule = prime(&p_rules, &with(plain("/"), &[("x-canary", "v2")]), None);
+    let c_regex = prime(
+        &p_regex,
+        &with(plain("/"), &[("x-beta-user", "carol-42")]),
+        None,
+    );
+    let c_sealed = prime(&p_sealed, &plain("/"), None);
+    let c_routes = prime(&p_routes, &plain("/api/items?page=2"), None);
+    let c_persist = prime(&p_persist, &plain("/"), Some(POD));
+    let c_large = prime(&p_large, &plain("/"), None);
+    // The Cookie header of tests/bench/instr.py: about 100 bytes.
+    let site_cookie = format!("{OTHER_COOKIES}; {c_base}");
     let browser_cookie = format!("{BROWSER_COOKIES}; {c_base}");
 
-    let cases: Vec<Case<'_>> = [
+    let mut cases: Vec<Case<'_>> = [
         ("pass-through (no versions)", &p_pass, plain("/"), None),
         (
             "new session (Set-Cookie)",
@@ -278,15 +350,45 @@ fn main() {
             with(browser("/"), &[("cookie", &browser_cookie)]),
             Some(("weight", false, "global")),
         ),
+        (
+            "valid cookie + 2 site cookies (106-byte Cookie header)",
+            &p_base,
+            with(plain("/"), &[("cookie", &site_cookie)]),
+            Some(("weight", false, "global")),
+        ),
+        (
+            "20 rules + 10 route entries (none match) + cookie",
+            &p_large,
+            with(plain("/"), &[("cookie", &c_large)]),
+            Some(("weight", false, "global")),
+        ),
+        (
+            "persistent, new session (pins the pod)",
+            &p_persist,
+            plain("/"),
+            Some(("weight", true, "global")),
+        ),
+        (
+            "persistent, pinned pod answering",
+            &p_persist,
+            with(plain("/"), &[("cookie", &c_persist)]),
+            Some(("weight", false, "global")),
+        ),
     ]
     .into_iter()
     .map(Case::from)
     .collect();
+    for c in cases.iter_mut() {
+        if c.name.starts_with("persistent") {
+            c.upstream = Some(POD);
+        }
+    }
     for Case {
         name,
         plugin,
         headers,
         expect,
+        upstream,
     } in &cases
     {
         let req = Request {
@@ -300,7 +402,7 @@ fn main() {
             let mut d = decide(policy, &req, &mut XorShift(1));
             (
                 d.reason.label(),
-                on_response(policy, &mut d, None),
+                on_response(policy, &mut d, *upstream),
                 policy.scope.as_str(),
             )
         });
@@ -319,6 +421,7 @@ fn main() {
         name,
         plugin,
         headers,
+        upstream,
         ..
     } in &cases
     {
@@ -329,13 +432,18 @@ fn main() {
         // Warm-up.
         let mut sink = 0usize;
         for _ in 0..iters.min(10_000) {
-            sink = sink.wrapping_add(one(plugin, headers, &mut rng));
+            sink = sink.wrapping_add(one(plugin, headers, *upstream, &mut rng));
         }
         let mut ns = Vec::new();
         for _ in 0..repeats {
             let t = Instant::now();
             for _ in 0..iters {
-                sink = sink.wrapping_add(one(black_box(plugin), black_box(headers), &mut rng));
+                sink = sink.wrapping_add(one(
+                    black_box(plugin),
+                    black_box(headers),
+                    black_box(*upstream),
+                    &mut rng,
+                ));
             }
             ns.push(t.elapsed().as_secs_f64() * 1e9 / iters as f64);
         }
