@@ -1,5 +1,7 @@
-//! Native micro-benchmark of the host-free core (no Envoy, no wasm):
-//! `cargo bench --bench decide` (needs `harness = false` in Cargo.toml).
+//! Micro-benchmark of the host-free core (no Envoy): natively with
+//! `cargo bench --bench decide` (needs `harness = false` in Cargo.toml), or
+//! as wasm32-wasip1 under Node's V8 with `cargo bench --bench decide
+//! --target wasm32-wasip1` (the runner in .cargo/config.toml).
 //!
 //! Per case, the config is compiled once, then every iteration does what the
 //! adapter does for one request minus the host calls: pick the policy
@@ -13,9 +15,10 @@
 //! `cargo test --all-targets` does), it checks the cases and times only
 //! 1000 requests each.
 //!
-//! This is native x86-64 code; in Envoy the same logic runs as wasm under
-//! V8, which is slower, and the host calls around it cost more than the
-//! logic itself (see tests/bench/run.py for the in-Envoy figures).
+//! In Envoy the same logic runs as wasm under V8, and the host calls around
+//! it cost about as much as the logic itself: tests/bench/instr.py counts
+//! Envoy's instructions per request for the same cases, and prices single
+//! host calls.
 
 use std::hint::black_box;
 use std::time::Instant;
@@ -412,9 +415,14 @@ fn main() {
         }
     }
 
-    println!("Native core, `cargo bench --bench decide`: {iters} requests per loop, {repeats} loops per case.");
+    let (target, flag) = if cfg!(target_arch = "wasm32") {
+        ("wasm32-wasip1 under Node", " --target wasm32-wasip1")
+    } else {
+        ("native", "")
+    };
+    println!("Core, {target}, `cargo bench --bench decide{flag}`: {iters} requests per loop, {repeats} loops per case.");
     println!();
-    println!("| Core case (native) | ns/request, median | range |");
+    println!("| Core case ({target}) | ns/request, median | range |");
     println!("|---|---:|---:|");
     let only = case_filter();
     for Case {

@@ -191,8 +191,10 @@ def step_sizes() -> tuple[str, list[str]]:
                                       "\nwasm-opt (binaryen) not available.\n"), cmds
 
 
-def step_native(args) -> tuple[str, list[str]]:
-    cmd = ["cargo", "bench", "--bench", "decide", "--", "--iters", str(args.native_iters), "--repeats", "5"]
+def step_native(args, wasm: bool = False) -> tuple[str, list[str]]:
+    target = ["--target", "wasm32-wasip1"] if wasm else []
+    iters = max(1000, args.native_iters // 10) if wasm else args.native_iters
+    cmd = ["cargo", "bench", "--bench", "decide", *target, "--", "--iters", str(iters), "--repeats", "5"]
     r = sh(cmd, timeout=3600, capture_output=True, text=True)
     if r.returncode != 0 or "| Core case" not in r.stdout:
         return f"(cargo bench failed: {r.stderr[-800:]})\n", cmd
@@ -266,6 +268,8 @@ def main() -> int:
     ap.add_argument("--no-cpu", action="store_true", help="skip the CPU-time rounds and RSS")
     ap.add_argument("--no-memory", action="store_true", help="skip RSS with 1 and 4 workers")
     ap.add_argument("--no-native", action="store_true", help="skip cargo bench --bench decide")
+    ap.add_argument("--core-wasm", action="store_true",
+                    help="also run the core micro-benchmark as wasm32-wasip1 under Node (the first build takes minutes)")
     ap.add_argument("--out", type=Path, default=ROOT / "BENCHMARKS.md")
     args = ap.parse_args()
     if args.quick:
@@ -322,6 +326,12 @@ def main() -> int:
         commands.append(" ".join(cmd))
         sections.append("## The core alone (native, `benches/decide.rs`)\n\n" + md.strip() + "\n")
         timings.append(f"native {time.monotonic() - t:.0f} s")
+        if args.core_wasm:
+            t = time.monotonic()
+            md, cmd = step_native(args, wasm=True)
+            commands.append(" ".join(cmd))
+            sections.append("## The core alone as wasm (wasm32-wasip1 under Node's V8)\n\n" + md.strip() + "\n")
+            timings.append(f"core as wasm {time.monotonic() - t:.0f} s")
 
     total = time.monotonic() - t0
     head = [

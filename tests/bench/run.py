@@ -1,5 +1,11 @@
 #!/usr/bin/env python3
-"""Speed and memory of sticky-canary inside a real Envoy (`make bench`).
+"""Envoy CPU time and memory with sticky-canary (the CPU-time half of `make bench`).
+
+`make bench` (tests/bench/bench.py) runs this with 3 short rounds beside the
+deterministic instruction counts of tests/bench/instr.py, which are the
+figures to steer by: CPU time on a shared machine moves by several us
+between runs. Run it alone for more rounds, the host-call probe table, or
+`--compare OTHER.wasm`.
 
 What is measured
   Envoy's own CPU time per request, not throughput: the CPU time of every
