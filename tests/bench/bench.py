@@ -55,8 +55,28 @@ def rel(p: Path) -> str:
         return str(p)
 
 
+def apt_install(tool: str, package: str) -> None:
+    """Debian: install a missing tool the bench needs, when running as root."""
+    if shutil.which(tool) or os.geteuid() != 0 or not shutil.which("apt-get"):
+        return
+    log(f"bench: {tool} not found; apt-get install -y {package}")
+    try:
+        subprocess.run(["apt-get", "install", "-y", "-q", package], capture_output=True, timeout=900,
+                       env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+    except (OSError, subprocess.TimeoutExpired) as e:
+        log(f"bench: apt-get failed: {e}")
+
+
+def fresh(*paths: Path) -> None:
+    """Results of an earlier run must never stand in for this one's."""
+    for p in paths:
+        p.unlink(missing_ok=True)
+
+
 def step_instr(args) -> tuple[str, dict | None, list[str]]:
+    apt_install("valgrind", "valgrind")
     out = OUT / "instr.json"
+    fresh(out, out.with_suffix(".md"))
     cmd = [sys.executable, rel(BENCH_DIR / "instr.py"), "--batch", str(args.batch), "--warmup", str(args.warmup),
            "--jobs", str(args.jobs), "--out", rel(out)]
     if args.cases:
@@ -72,6 +92,7 @@ def step_wasm_opt_instr(args, oz: Path) -> tuple[str, list[str]]:
     """The same callgrind cases on the wasm-opt -Oz build: does the smaller
     module also run fewer instructions?"""
     out = OUT / "instr-oz.json"
+    fresh(out, out.with_suffix(".md"))
     cmd = [sys.executable, rel(BENCH_DIR / "instr.py"), "--batch", str(args.batch), "--warmup", str(args.warmup),
            "--jobs", str(args.jobs), "--wasm", rel(oz), "--cases", "plain,sealed,plain-new", "--out", rel(out)]
     sh(cmd, timeout=3600, stdout=subprocess.DEVNULL)
@@ -82,6 +103,7 @@ def step_wasm_opt_instr(args, oz: Path) -> tuple[str, list[str]]:
 
 def step_cpu(args) -> tuple[str, list[str]]:
     out = OUT / "cpu"
+    fresh(out / "results.md", out / "results.json")
     cmd = [sys.executable, rel(BENCH_DIR / "run.py"), "--rounds", str(args.cpu_rounds), "--seconds", "1",
            "--no-probe", "--no-native", "--no-build", "--out", rel(out),
            "--cases", "none,empty,new,cookie,sealed-new,sealed,route,lua-new,lua,none-browser,browser"]
@@ -164,18 +186,15 @@ def step_sizes() -> tuple[str, list[str]]:
     wasm = {"sticky_canary.wasm": run.FILTER_WASM, "empty filter (probe)": run.PROBE_WASM}
     lines = ["| module | as built, bytes | `wasm-opt -Oz`, bytes | saved |", "|---|---:|---:|---:|"]
     cmds = []
+    apt_install("wasm-opt", "binaryen")
     opt = shutil.which("wasm-opt")
-    if not opt and os.geteuid() == 0 and shutil.which("apt-get"):
-        log("bench: wasm-opt not found; apt-get install -y binaryen")
-        subprocess.run(["apt-get", "install", "-y", "-q", "binaryen"], capture_output=True, timeout=600,
-                       env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
-        opt = shutil.which("wasm-opt")
     ver = ""
     for name, p in wasm.items():
         if not p.exists():
             continue
         size = p.stat().st_size
         oz = OUT / (p.stem + ".Oz.wasm")
+        fresh(oz)
         osz = ""
         if opt:
             cmd = [opt, *WASM_OPT_FEATURES, "-Oz", rel(p), "-o", rel(oz)]
