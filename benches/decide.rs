@@ -1,10 +1,13 @@
-//! Native micro-benchmark of the host-free core (no Envoy, no wasm):
-//! `cargo bench --bench decide` (needs `harness = false` in Cargo.toml).
+//! Micro-benchmark of the host-free core (no Envoy): natively with
+//! `cargo bench --bench decide` (needs `harness = false` in Cargo.toml), or
+//! as wasm32-wasip1 under Node's V8 with `cargo bench --bench decide
+//! --target wasm32-wasip1` (the runner in .cargo/config.toml).
 //!
 //! Per case, the config is compiled once, then every iteration does what the
 //! adapter does for one request minus the host calls: pick the policy
-//! (`Plugin::select`), `decide`, then the response phase (`on_response` and,
-//! when a cookie is due, `Session::encode` + `setcookie::render`).
+//! and decide (`pipeline::on_request`), then the response phase
+//! (`Exchange::upstream_answered` and, when a cookie is due,
+//! `Exchange::set_cookie`): the adapter's own steps.
 //!
 //! Prints a markdown table: ns per request, median and range of `--repeats`
 //! timed loops of `--iters` requests each. Options (after `--`):
@@ -13,13 +16,14 @@
 //! `cargo test --all-targets` does), it checks the cases and times only
 //! 1000 requests each.
 //!
-//! This is native x86-64 code; in Envoy the same logic runs as wasm under
-//! V8, which is slower, and the host calls around it cost more than the
-//! logic itself (see tests/bench/run.py for the in-Envoy figures).
+//! In Envoy the same logic runs as wasm under V8, and the host calls around
+//! it cost about as much as the logic itself: tests/bench/instr.py counts
+//! Envoy's instructions per request for the same cases, and prices single
+//! host calls.
 
 use std::hint::black_box;
 use std::time::Instant;
-use sticky_canary::pipeline::{self, Upstream};
+use sticky_canary::pipeline::{self, Exchange, Upstream};
 use sticky_canary::request::Header;
 use sticky_canary::session::NONCE_LEN;
 use sticky_canary::{compile_json, decide, Entropy, Plugin, Request};
@@ -42,10 +46,8 @@ impl Entropy for XorShift {
     }
 }
 
-/// One request through the core, the adapter's own steps
-/// (`sticky_canary::pipeline`); returns something to keep the optimiser
-/// honest.
-fn one(plugin: &Plugin, headers: &[Header], rng: &mut XorShift) -> usize {
+/// One request through the core; returns something to keep the optimiser honest.
+fn one(plugin: &Plugin, headers: &[Header], upstream: Option<&str>, rng: &mut XorShift) -> usize {
     let req = Request {
         headers,
         route_name: None,
@@ -55,23 +57,30 @@ fn one(plugin: &Plugin, headers: &[Header], rng: &mut XorShift) -> usize {
     };
     let plan = pipeline::on_request(plugin, &req, rng);
     let mut n = plan.set.len() + plan.count.len();
-    if let Some(mut ex) = plan.exchange {
-        n += ex.decision.version + usize::from(ex.decision.hash.0[0]);
-        if ex.upstream_answered(&Upstream::default()) {
-            let mut nonce = [0u8; NONCE_LEN];
-            if ex.needs_nonce() {
-                rng.fill(&mut nonce);
-            }
-            if let Some(c) = ex.set_cookie([], &nonce) {
-                n += c.header.len();
-            }
+    let Some(mut ex) = plan.exchange else {
+        return n;
+    };
+    let d = &ex.decision;
+    n += d.version + usize::from(d.hash.0[0]) + d.endpoint.as_ref().map_or(0, String::len);
+    let up = Upstream {
+        address: upstream,
+        ..Upstream::default()
+    };
+    if ex.upstream_answered(&up) {
+        let mut nonce = [0u8; NONCE_LEN];
+        if ex.needs_nonce() {
+            rng.fill(&mut nonce);
+        }
+        if let Some(c) = ex.set_cookie([], &nonce) {
+            n += c.header.len();
         }
     }
     n
 }
 
-/// The `name=value` of the cookie the filter would set for these headers.
-fn prime(plugin: &Plugin, headers: &[Header]) -> String {
+/// The `name=value` of the cookie the filter would set for these headers
+/// (in persistent mode, pinned to `upstream`, the pod that answered).
+fn prime(plugin: &Plugin, headers: &[Header], upstream: Option<&str>) -> String {
     let req = Request {
         headers,
         route_name: None,
@@ -84,12 +93,18 @@ fn prime(plugin: &Plugin, headers: &[Header]) -> String {
     };
     let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);
     let d = decide(policy, &req, &mut rng);
+    let mut ex = Exchange::new(std::rc::Rc::clone(policy), d, &req);
+    ex.upstream_answered(&Upstream {
+        address: upstream,
+        ..Upstream::default()
+    });
     let mut nonce = [0u8; NONCE_LEN];
     rng.fill(&mut nonce);
     format!(
         "{}={}",
         policy.cookie.name,
-        d.session
+        ex.decision
+            .session
             .encode(&policy.cookie.name, &policy.seal_keys, &nonce)
     )
 }
@@ -132,6 +147,51 @@ fn browser(path: &str) -> Vec<Header> {
 
 const BROWSER_COOKIES: &str = "_ga=GA1.1.1234567890.1732190000; _gid=GA1.1.987654321.1732190000; session_id=9f8e7d6c5b4a39281706f5e4d3c2b1a0; theme=dark";
 
+/// Two cookies a site sets beside the session cookie (as tests/bench/instr.py).
+const OTHER_COOKIES: &str = "_ga=GA1.1.1234567890.1732190000; theme=dark";
+
+/// 20 rules and 10 route entries, none of which match a request for `/`
+/// without those headers, cookies or query parameters (as tests/bench/instr.py):
+/// every entry and every rule is tried, then the cookie decides.
+fn large_config() -> String {
+    let mut rules = Vec::new();
+    for i in 0..8 {
+        rules.push(format!(
+            r#"{{"header": "x-team-{i}", "value": "beta", "version": "v2"}}"#
+        ));
+    }
+    rules.push(
+        r#"{"header": "x-beta-user", "regex": "^(alice|bob|carol)-[0-9]+$", "version": "v2"}"#
+            .to_owned(),
+    );
+    rules.push(r#"{"header": "x-tester", "regex": "^qa-", "version": "v2"}"#.to_owned());
+    for i in 0..5 {
+        rules.push(format!(
+            r#"{{"cookie": "canary-{i}", "value": "always", "version": "v2"}}"#
+        ));
+    }
+    for i in 0..5 {
+        rules.push(format!(
+            r#"{{"query": "canary{i}", "value": "v2", "version": "v2"}}"#
+        ));
+    }
+    let routes: Vec<String> = (0..10)
+        .map(|i| {
+            format!(
+                r#"{{"name": "app{i}", "match": {{"path_prefix": "/app{i}/"}},
+                    "versions": [{{"name": "v1"}}, {{"name": "v2", "weight": {}}}]}}"#,
+                5 * (i + 1)
+            )
+        })
+        .collect();
+    format!(
+        r#"{{"versions": [{{"name": "v1"}}, {{"name": "v2", "weight": 10}}],
+            "rules": [{}], "routes": [{}]}}"#,
+        rules.join(", "),
+        routes.join(", ")
+    )
+}
+
 fn with(mut headers: Vec<Header>, extra: &[(&str, &str)]) -> Vec<Header> {
     headers.extend(extra.iter().map(|(k, v)| h(k, v)));
     headers
@@ -147,6 +207,8 @@ struct Case<'a> {
     plugin: &'a Plugin,
     headers: Vec<Header>,
     expect: Expect,
+    /// The pod that answered (persistent mode's response phase).
+    upstream: Option<&'static str>,
 }
 
 impl<'a> From<(&'static str, &'a Plugin, Vec<Header>, Expect)> for Case<'a> {
@@ -158,9 +220,13 @@ impl<'a> From<(&'static str, &'a Plugin, Vec<Header>, Expect)> for Case<'a> {
             plugin,
             headers,
             expect,
+            upstream: None,
         }
     }
 }
+
+/// The pod that answers in the persistent-mode cases.
+const POD: &str = "10.0.3.17:8080";
 
 fn arg(name: &str, default: u64) -> u64 {
     let args: Vec<String> = std::env::args().collect();
@@ -209,6 +275,10 @@ fn main() {
         "routes": [{"name": "shop", "match": {"path_prefix": "/shop"}, "versions": [{"name": "v1"}, {"name": "v2", "weight": 20}]},
                    {"name": "api", "match": {"path_prefix": "/api"}, "versions": [{"name": "v1"}, {"name": "v2", "weight": 50}]}]}"#;
 
+    let persistent = r#"{"versions": [{"name": "v1"}, {"name": "v2", "weight": 10}],
+        "session": {"mode": "persistent", "secrets": ["AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="]}}"#;
+    let large = large_config();
+
     let t = Instant::now();
     let n = 1000;
     for _ in 0..n {
@@ -222,15 +292,25 @@ fn main() {
     let p_sealed = compile(sealed);
     let p_routes = compile(routes);
     let p_pass = compile("{}");
+    let p_persist = compile(persistent);
+    let p_large = compile(&large);
 
-    let c_base = prime(&p_base, &plain("/"));
-    let c_rule = prime(&p_rules, &with(plain("/"), &[("x-canary", "v2")]));
-    let c_regex = prime(&p_regex, &with(plain("/"), &[("x-beta-user", "carol-42")]));
-    let c_sealed = prime(&p_sealed, &plain("/"));
-    let c_routes = prime(&p_routes, &plain("/api/items?page=2"));
+    let c_base = prime(&p_base, &plain("/"), None);
+    let c_rule = prime(&p_rules, &with(plain("/"), &[("x-canary", "v2")]), None);
+    let c_regex = prime(
+        &p_regex,
+        &with(plain("/"), &[("x-beta-user", "carol-42")]),
+        None,
+    );
+    let c_sealed = prime(&p_sealed, &plain("/"), None);
+    let c_routes = prime(&p_routes, &plain("/api/items?page=2"), None);
+    let c_persist = prime(&p_persist, &plain("/"), Some(POD));
+    let c_large = prime(&p_large, &plain("/"), None);
+    // The Cookie header of tests/bench/instr.py: about 100 bytes.
+    let site_cookie = format!("{OTHER_COOKIES}; {c_base}");
     let browser_cookie = format!("{BROWSER_COOKIES}; {c_base}");
 
-    let cases: Vec<Case<'_>> = [
+    let mut cases: Vec<Case<'_>> = [
         ("pass-through (no versions)", &p_pass, plain("/"), None),
         (
             "new session (Set-Cookie)",
@@ -283,15 +363,45 @@ fn main() {
             with(browser("/"), &[("cookie", &browser_cookie)]),
             Some(("weight", false, "global")),
         ),
+        (
+            "valid cookie + 2 site cookies (106-byte Cookie header)",
+            &p_base,
+            with(plain("/"), &[("cookie", &site_cookie)]),
+            Some(("weight", false, "global")),
+        ),
+        (
+            "20 rules + 10 route entries (none match) + cookie",
+            &p_large,
+            with(plain("/"), &[("cookie", &c_large)]),
+            Some(("weight", false, "global")),
+        ),
+        (
+            "persistent, new session (pins the pod)",
+            &p_persist,
+            plain("/"),
+            Some(("weight", true, "global")),
+        ),
+        (
+            "persistent, pinned pod answering",
+            &p_persist,
+            with(plain("/"), &[("cookie", &c_persist)]),
+            Some(("weight", false, "global")),
+        ),
     ]
     .into_iter()
     .map(Case::from)
     .collect();
+    for c in cases.iter_mut() {
+        if c.name.starts_with("persistent") {
+            c.upstream = Some(POD);
+        }
+    }
     for Case {
         name,
         plugin,
         headers,
         expect,
+        upstream,
     } in &cases
     {
         let req = Request {
@@ -304,12 +414,12 @@ fn main() {
         let got = plugin.select(&req).map(|policy| {
             let d = decide(policy, &req, &mut XorShift(1));
             let label = d.reason.label();
-            let mut ex = pipeline::Exchange::new(std::rc::Rc::clone(policy), d, &req);
-            (
-                label,
-                ex.upstream_answered(&Upstream::default()),
-                policy.scope.as_str(),
-            )
+            let mut ex = Exchange::new(std::rc::Rc::clone(policy), d, &req);
+            let up = Upstream {
+                address: *upstream,
+                ..Upstream::default()
+            };
+            (label, ex.upstream_answered(&up), policy.scope.as_str())
         });
         if got != *expect {
             eprintln!("bench case {name:?} does not do what it says: got {got:?}, want {expect:?}");
@@ -317,15 +427,21 @@ fn main() {
         }
     }
 
-    println!("Native core, `cargo bench --bench decide`: {iters} requests per loop, {repeats} loops per case.");
+    let (target, flag) = if cfg!(target_arch = "wasm32") {
+        ("wasm32-wasip1 under Node", " --target wasm32-wasip1")
+    } else {
+        ("native", "")
+    };
+    println!("Core, {target}, `cargo bench --bench decide{flag}`: {iters} requests per loop, {repeats} loops per case.");
     println!();
-    println!("| Core case (native) | ns/request, median | range |");
+    println!("| Core case ({target}) | ns/request, median | range |");
     println!("|---|---:|---:|");
     let only = case_filter();
     for Case {
         name,
         plugin,
         headers,
+        upstream,
         ..
     } in &cases
     {
@@ -336,13 +452,18 @@ fn main() {
         // Warm-up.
         let mut sink = 0usize;
         for _ in 0..iters.min(10_000) {
-            sink = sink.wrapping_add(one(plugin, headers, &mut rng));
+            sink = sink.wrapping_add(one(plugin, headers, *upstream, &mut rng));
         }
         let mut ns = Vec::new();
         for _ in 0..repeats {
             let t = Instant::now();
             for _ in 0..iters {
-                sink = sink.wrapping_add(one(black_box(plugin), black_box(headers), &mut rng));
+                sink = sink.wrapping_add(one(
+                    black_box(plugin),
+                    black_box(headers),
+                    black_box(*upstream),
+                    &mut rng,
+                ));
             }
             ns.push(t.elapsed().as_secs_f64() * 1e9 / iters as f64);
         }

@@ -1,5 +1,11 @@
 #!/usr/bin/env python3
-"""Speed and memory of sticky-canary inside a real Envoy (`make bench`).
+"""Envoy CPU time and memory with sticky-canary (the CPU-time half of `make bench`).
+
+`make bench` (tests/bench/bench.py) runs this with 3 short rounds beside the
+deterministic instruction counts of tests/bench/instr.py, which are the
+figures to steer by: CPU time on a shared machine moves by several us
+between runs. Run it alone for more rounds, the host-call probe table, or
+`--compare OTHER.wasm`.
 
 What is measured
   Envoy's own CPU time per request, not throughput: the CPU time of every
@@ -76,6 +82,7 @@ FILTER_WASM = ROOT / "target" / "wasm32-wasip1" / "release" / "sticky_canary.was
 PROBE_CRATE = BENCH_DIR / "probe-filter"
 PROBE_TARGET = OUT_DIR / "probe-target"
 PROBE_WASM = PROBE_TARGET / "wasm32-wasip1" / "release" / "bench_probe_filter.wasm"
+LUA_SCRIPT = BENCH_DIR / "lua" / "sticky.lua"  # the Lua equivalent of the filter's job
 
 COOKIE_NAME = "sticky-canary"
 # A fixed test key (bytes 0..31), only for the sealed-cookie cases.
@@ -183,6 +190,10 @@ def all_cases() -> list[Case]:
              cookie=True, expect_decisions=True, baseline="none"),
         Case("route", "sticky-canary, route entry by path prefix + cookie", "filter", "filter", sticky(routes),
              path="/api/items?page=2", cookie=True, expect_decisions=True, baseline="none"),
+        Case("lua-new", "Lua equivalent (tests/bench/lua), new session (Set-Cookie)", "filter", "lua",
+             baseline="none"),
+        Case("lua", "Lua equivalent (tests/bench/lua), returning user", "filter", "lua", cookie=True,
+             baseline="none"),
         Case("none-browser", "no wasm filter, browser headers", "filter", None, browser=True),
         Case("browser", "sticky-canary, valid cookie, browser headers", "filter", "filter", sticky(),
              browser=True, cookie=True, expect_decisions=True, baseline="none-browser"),
@@ -235,7 +246,15 @@ def envoy_config(case: Case, port: int, admin_port: int, wasm_paths: dict[str, P
         {"name": "v1", "match": {"prefix": "/"}, **direct("v1", False)},
     ]
     filters = []
-    if case.wasm:
+    if case.wasm == "lua":
+        filters.append({
+            "name": "envoy.filters.http.lua",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua",
+                "default_source_code": {"filename": str(LUA_SCRIPT)},
+            },
+        })
+    elif case.wasm:
         filters.append({
             "name": "envoy.filters.http.wasm",
             "typed_config": {
@@ -512,12 +531,12 @@ class Load:
 
 def decisions(counters: dict[str, int]) -> int:
     return sum(v for k, v in counters.items()
-               if k.startswith("wasmcustom.sticky_canary.") and ".version." in k)
+               if k.startswith("wasmcustom.sticky_canary_decisions_total."))
 
 
 def issued(counters: dict[str, int]) -> int:
     return sum(v for k, v in counters.items()
-               if k.startswith("wasmcustom.sticky_canary.") and k.endswith(".cookie_issued"))
+               if k.startswith("wasmcustom.sticky_canary_sessions_total."))
 
 
 def prime_and_check(env: Envoy) -> None:
