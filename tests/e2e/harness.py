@@ -28,8 +28,8 @@ Paths and constants
 Timeouts
     Every timeout here is a hang guard, never a speed requirement: a slow
     or busy machine makes a test take longer, not fail.
-    ``TIMEOUT_FACTOR`` (the environment variable
-    ``STICKY_CANARY_TIMEOUT_FACTOR``, default 1) multiplies all of them;
+    ``TIMEOUT_SCALE`` (the environment variable
+    ``STICKY_CANARY_TIMEOUT_SCALE``, default 1) multiplies all of them;
     ``hang_guard(seconds)`` applies it to a test's own guards.
 
 Ports
@@ -142,12 +142,12 @@ Raw clients (hostile input that ``http.client`` will not send)
     ``raw_http1_bytes(method, target, headers, host="example.test") ->
     bytes``: a request head byte for byte (``Host`` first, the
     ``(name, value)`` pairs as given, str as latin-1, ``Connection:
-    close``). ``raw_http1(port, request, timeout=10) -> Response``: sends
+    close``). ``raw_http1(port, request, timeout=REQUEST_TIMEOUT) -> Response``: sends
     it on a new connection and reads the answer (headers decoded as
     latin-1).
 
     ``h2_request(port, path="/", headers=(), method="GET",
-    authority="example.test", timeout=10) -> Response``: one HTTP/2
+    authority="example.test", timeout=REQUEST_TIMEOUT) -> Response``: one HTTP/2
     request (h2c, prior knowledge, PyPI ``h2``) on its own connection;
     ``headers`` go out as given, one HPACK field each, unvalidated, so two
     ``("cookie", ...)`` pairs are two cookie crumbs.
@@ -190,22 +190,22 @@ WHOAMI = REPO_ROOT / "tests" / "support" / "whoami.py"
 LOCAL_CONFIG = REPO_ROOT / "envoy-config" / "envoy-local.yaml"
 
 
-def _timeout_factor() -> float:
-    raw = os.environ.get("STICKY_CANARY_TIMEOUT_FACTOR", "").strip()
+def _timeout_scale() -> float:
+    raw = os.environ.get("STICKY_CANARY_TIMEOUT_SCALE", "").strip()
     try:
-        factor = float(raw) if raw else 1.0
+        scale = float(raw) if raw else 1.0
     except ValueError:
-        raise SystemExit(f"STICKY_CANARY_TIMEOUT_FACTOR={raw!r} is not a number") from None
-    return max(factor, 1.0)  # only ever more generous
+        raise SystemExit(f"STICKY_CANARY_TIMEOUT_SCALE={raw!r} is not a number") from None
+    return max(scale, 1.0)  # only ever more generous
 
 
-TIMEOUT_FACTOR = _timeout_factor()
+TIMEOUT_SCALE = _timeout_scale()
 
 
 def hang_guard(seconds: float) -> float:
-    """`seconds` scaled by TIMEOUT_FACTOR: the bound of a wait that only
+    """`seconds` scaled by TIMEOUT_SCALE: the bound of a wait that only
     a hang may reach."""
-    return seconds * TIMEOUT_FACTOR
+    return seconds * TIMEOUT_SCALE
 
 
 START_TIMEOUT = hang_guard(60.0)
@@ -1174,7 +1174,7 @@ def raw_http1_bytes(method: str, target: bytes | str, headers: Sequence[tuple[by
     return b"\r\n".join(lines) + b"\r\n\r\n"
 
 
-def raw_http1(port: int, request: bytes, *, host: str = LOOPBACK, timeout: float = 10.0) -> Response:
+def raw_http1(port: int, request: bytes, *, host: str = LOOPBACK, timeout: float = REQUEST_TIMEOUT) -> Response:
     """Send `request` (a whole HTTP/1.1 request, e.g. from `raw_http1_bytes`)
     on a new connection and read the answer until Envoy closes it (the
     request should say `Connection: close`). Header names and values are
@@ -1221,7 +1221,7 @@ def h2_request(
     method: str = "GET",
     authority: str = "example.test",
     host: str = LOOPBACK,
-    timeout: float = 10.0,
+    timeout: float = REQUEST_TIMEOUT,
 ) -> Response:
     """One HTTP/2 request over cleartext with prior knowledge (h2c, PyPI
     `h2`), on its own connection. `headers` go out exactly as given, one
