@@ -8,6 +8,7 @@
 #   make soak     1,000,000 requests through Envoy: errors, RSS, stickiness (tests/bench/soak.py)
 #   make report   a rollout through Envoy as a picture: .run/report/report.svg
 #   make oci      the OCI image + manifests rendered into dist/ (REGISTRY=ghcr.io/you)
+#   make lint     fmt-check + clippy -D warnings (wasm32-wasip1, native all targets)
 #   make fmt / clippy / clean
 
 SHELL := /bin/bash
@@ -20,7 +21,7 @@ VENV_PY := $(VENV)/bin/python
 VENV_STAMP := $(VENV)/.requirements.stamp
 
 .DEFAULT_GOAL := build
-.PHONY: build target venv run test test-rust test-e2e bench oci fmt fmt-check clippy clean distclean help
+.PHONY: build target venv run test test-rust test-e2e bench oci fmt fmt-check clippy lint clean distclean help
 
 help:
 	@sed -n 's/^#   //p' $(firstword $(MAKEFILE_LIST))
@@ -93,6 +94,9 @@ fmt-check:
 clippy: target
 	$(CARGO) clippy --target $(TARGET) -- -D warnings
 	$(CARGO) clippy --all-targets -- -D warnings
+
+# What CI checks before the tests (.ci/run): formatting, then clippy.
+lint: fmt-check clippy
 
 clean:
 	$(CARGO) clean

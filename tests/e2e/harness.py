@@ -23,7 +23,14 @@ Paths and constants
     (the release build), ``WHOAMI`` (``tests/support/whoami.py``),
     ``LOCAL_CONFIG`` (``envoy-config/envoy-local.yaml``),
     ``DEFAULT_BACKENDS``: ``(cluster, hostname, port in envoy-local.yaml)``
-    for the four pods, ``START_TIMEOUT`` (30 s).
+    for the four pods, ``START_TIMEOUT`` (60 s).
+
+Timeouts
+    Every timeout here is a hang guard, never a speed requirement: a slow
+    or busy machine makes a test take longer, not fail.
+    ``TIMEOUT_SCALE`` (the environment variable
+    ``STICKY_CANARY_TIMEOUT_SCALE``, default 1) multiplies all of them;
+    ``hang_guard(seconds)`` applies it to a test's own guards.
 
 Ports
     ``free_port()``, ``free_ports(n)``: unused loopback TCP ports (distinct).
@@ -92,7 +99,7 @@ Envoy processes
     ``.elapsed``. ``run_many_expect_failure([(config, workdir, plugin),
     ...])`` runs several at once (results in the same order).
 
-    ``validate_config(path, *, timeout=60) -> (returncode, output)``:
+    ``validate_config(path, *, timeout=120) -> (returncode, output)``:
     ``envoy --mode validate -c path`` (run from ``REPO_ROOT``).
 
 Plugin config by ECDS (as Istio delivers a WasmPlugin)
@@ -106,7 +113,7 @@ Plugin config by ECDS (as Istio delivers a WasmPlugin)
     ``extension_config_discovery.http_filter.<name>.config_reload``.
 
 HTTP client
-    ``Client(port, host="127.0.0.1", timeout=10)``: one keep-alive
+    ``Client(port, host="127.0.0.1", timeout=REQUEST_TIMEOUT)`` (30 s): one keep-alive
     connection (reconnects once if the server closed it).
     ``client.get(path, headers=None, cookies=None) -> Response`` and
     ``client.request(method, path, headers=None, cookies=None, body=None)``.
@@ -135,12 +142,12 @@ Raw clients (hostile input that ``http.client`` will not send)
     ``raw_http1_bytes(method, target, headers, host="example.test") ->
     bytes``: a request head byte for byte (``Host`` first, the
     ``(name, value)`` pairs as given, str as latin-1, ``Connection:
-    close``). ``raw_http1(port, request, timeout=10) -> Response``: sends
+    close``). ``raw_http1(port, request, timeout=REQUEST_TIMEOUT) -> Response``: sends
     it on a new connection and reads the answer (headers decoded as
     latin-1).
 
     ``h2_request(port, path="/", headers=(), method="GET",
-    authority="example.test", timeout=10) -> Response``: one HTTP/2
+    authority="example.test", timeout=REQUEST_TIMEOUT) -> Response``: one HTTP/2
     request (h2c, prior knowledge, PyPI ``h2``) on its own connection;
     ``headers`` go out as given, one HPACK field each, unvalidated, so two
     ``("cookie", ...)`` pairs are two cookie crumbs.
@@ -181,7 +188,28 @@ ENVOY_BIN = Path(os.environ.get("ENVOY_BIN", REPO_ROOT / ".venv" / "bin" / "envo
 WASM_PATH = REPO_ROOT / "target" / "wasm32-wasip1" / "release" / "sticky_canary.wasm"
 WHOAMI = REPO_ROOT / "tests" / "support" / "whoami.py"
 LOCAL_CONFIG = REPO_ROOT / "envoy-config" / "envoy-local.yaml"
-START_TIMEOUT = 30.0
+
+
+def _timeout_scale() -> float:
+    raw = os.environ.get("STICKY_CANARY_TIMEOUT_SCALE", "").strip()
+    try:
+        scale = float(raw) if raw else 1.0
+    except ValueError:
+        raise SystemExit(f"STICKY_CANARY_TIMEOUT_SCALE={raw!r} is not a number") from None
+    return max(scale, 1.0)  # only ever more generous
+
+
+TIMEOUT_SCALE = _timeout_scale()
+
+
+def hang_guard(seconds: float) -> float:
+    """`seconds` scaled by TIMEOUT_SCALE: the bound of a wait that only
+    a hang may reach."""
+    return seconds * TIMEOUT_SCALE
+
+
+START_TIMEOUT = hang_guard(60.0)
+REQUEST_TIMEOUT = hang_guard(30.0)  # one HTTP exchange, admin or listener
 LOOPBACK = "127.0.0.1"
 
 # (cluster, hostname, port in envoy-local.yaml); the whoami Name is the cluster.
@@ -418,7 +446,7 @@ class Backend:
 
     def set_health(self, code: int) -> None:
         """Make every answer of this pod carry `code` (200: healthy again)."""
-        conn = http.client.HTTPConnection(LOOPBACK, self.port, timeout=5)
+        conn = http.client.HTTPConnection(LOOPBACK, self.port, timeout=REQUEST_TIMEOUT)
         try:
             conn.request("POST", "/health", body=str(code).encode())
             conn.getresponse().read()
@@ -429,7 +457,7 @@ class Backend:
         self.proc.stop()
 
 
-def start_backend(workdir: Path, name: str, hostname: str, port: int = 0, timeout: float = 10.0) -> Backend:
+def start_backend(workdir: Path, name: str, hostname: str, port: int = 0, timeout: float = START_TIMEOUT) -> Backend:
     """Start a whoami on 127.0.0.1 and wait until it accepts connections."""
     workdir = Path(workdir)
     for attempt in range(3):
@@ -697,11 +725,11 @@ class Envoy:
     def alive(self) -> bool:
         return self.proc.alive()
 
-    def client(self, timeout: float = 10.0) -> "Client":
+    def client(self, timeout: float = REQUEST_TIMEOUT) -> "Client":
         return Client(self.port, timeout=timeout)
 
     def admin(self, path: str) -> tuple[int, str]:
-        return _http_get(self.admin_port, path, timeout=5.0)
+        return _http_get(self.admin_port, path, timeout=REQUEST_TIMEOUT)
 
     def counters(self, prefix: str = "") -> dict[str, int]:
         """Counters from admin /stats, `wasmcustom.` stripped, filtered by prefix."""
@@ -796,7 +824,7 @@ def start_envoy(
         ready = False
         while time.monotonic() < deadline and proc.alive():
             try:
-                status, body = _http_get(ap, "/ready", timeout=1.0)
+                status, body = _http_get(ap, "/ready", timeout=hang_guard(5.0))
                 if status == 200 and body.strip() == "LIVE" and _accepts(lp):
                     ready = True
                     break
@@ -857,7 +885,7 @@ def run_many_expect_failure(jobs: Sequence[tuple[dict, Path, dict | str | None]]
         return [f.result() for f in futs]
 
 
-def validate_config(path: Path | str, *, timeout: float = 60.0) -> tuple[int | None, str]:
+def validate_config(path: Path | str, *, timeout: float = hang_guard(120.0)) -> tuple[int | None, str]:
     """`envoy --mode validate -c path` from REPO_ROOT: (returncode, output)."""
     argv = [str(ENVOY_BIN), "--mode", "validate", "-c", str(path), "--base-id", str(_base_id()), "-l", "warning"]
     try:
@@ -1074,7 +1102,7 @@ def _cookie_header(cookies) -> str | None:
 class Client:
     """A keep-alive HTTP/1.1 client for one Envoy listener."""
 
-    def __init__(self, port: int, host: str = LOOPBACK, timeout: float = 10.0):
+    def __init__(self, port: int, host: str = LOOPBACK, timeout: float = REQUEST_TIMEOUT):
         self.host = host
         self.port = port
         self.timeout = timeout
@@ -1146,7 +1174,7 @@ def raw_http1_bytes(method: str, target: bytes | str, headers: Sequence[tuple[by
     return b"\r\n".join(lines) + b"\r\n\r\n"
 
 
-def raw_http1(port: int, request: bytes, *, host: str = LOOPBACK, timeout: float = 10.0) -> Response:
+def raw_http1(port: int, request: bytes, *, host: str = LOOPBACK, timeout: float = REQUEST_TIMEOUT) -> Response:
     """Send `request` (a whole HTTP/1.1 request, e.g. from `raw_http1_bytes`)
     on a new connection and read the answer until Envoy closes it (the
     request should say `Connection: close`). Header names and values are
@@ -1193,7 +1221,7 @@ def h2_request(
     method: str = "GET",
     authority: str = "example.test",
     host: str = LOOPBACK,
-    timeout: float = 10.0,
+    timeout: float = REQUEST_TIMEOUT,
 ) -> Response:
     """One HTTP/2 request over cleartext with prior knowledge (h2c, PyPI
     `h2`), on its own connection. `headers` go out exactly as given, one

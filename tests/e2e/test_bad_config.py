@@ -238,7 +238,7 @@ def write_ecds(ecds_dir, plugin, version: str):
 
 def wait_for(predicate, what: str, timeout: float = 60.0):
     """Poll (a hang guard, not a timing assertion)."""
-    deadline = time.monotonic() + timeout * float(os.environ.get("STICKY_CANARY_TIMEOUT_SCALE", "1"))
+    deadline = time.monotonic() + harness.hang_guard(timeout)
     while time.monotonic() < deadline:
         if predicate():
             return

@@ -32,7 +32,7 @@ def cli():
             ["cargo", "build", "-q", "-p", "sticky-canary-cli"],
             cwd=harness.REPO_ROOT,
             check=True,
-            timeout=900,
+            timeout=harness.hang_guard(1800),
         )
     assert BIN.exists(), BIN
 
@@ -41,7 +41,7 @@ def cli():
             [str(BIN), "explain", "--config", str(config), "--format", "json", *args],
             capture_output=True,
             text=True,
-            timeout=60,
+            timeout=harness.hang_guard(300),
         )
         assert out.returncode == 0, out.stderr
         return json.loads(out.stdout)

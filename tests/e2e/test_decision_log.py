@@ -10,7 +10,6 @@ exact fields of each access-log line, and the debug header's exact value.
 
 from __future__ import annotations
 
-import os
 import re
 import time
 
@@ -37,7 +36,7 @@ LINE = re.compile(r'"GET (?P<path>\S+)" 200 route=\S+ version=(?P<version>\S+) r
 def access_lines(envoy, n: int) -> list[dict]:
     """The first `n` access-log lines (Envoy writes them at stream end;
     poll as a hang guard)."""
-    deadline = time.monotonic() + 30 * float(os.environ.get("STICKY_CANARY_TIMEOUT_SCALE", "1"))
+    deadline = time.monotonic() + harness.hang_guard(30)
     while True:
         found = [m.groupdict() for m in LINE.finditer(envoy.log())]
         if len(found) >= n or time.monotonic() > deadline:

@@ -71,7 +71,9 @@ ENVOY_IMAGE = "envoyproxy/envoy:v1.40.0"
 WASM_IN_DOCKER = "/etc/envoy/sticky_canary.wasm"
 WASM_MOUNT = "../../target/wasm32-wasip1/release/sticky_canary.wasm:/etc/envoy/sticky_canary.wasm:ro"
 SCENARIOS = {"canary-sticky", "weighted-ramp", "ab-n", "timed-ramp", "user-id-key", "client-ip-key"}
-COMMAND_TIMEOUT = 120.0
+# A hang guard only (a slow machine takes longer, it does not fail): the
+# longest command, watch.sh, takes about 20 s.
+COMMAND_TIMEOUT = harness.hang_guard(600.0)
 
 # Envoy dies with the thread that spawned it (it sets PR_SET_PDEATHSIG):
 # examples run in these long-lived threads.
@@ -360,32 +362,63 @@ def compare_step(step: Step, uni: Unifier) -> list[str]:
     return []
 
 
+def ramp_weight(elapsed: int, duration: int, steps: int) -> int:
+    """canary-v2's weight in the timed-ramp example (0 -> 100) at a whole
+    second `elapsed` after its start, as the filter computes it from the
+    host clock in whole seconds (src/compile.rs Weight::at)."""
+    if elapsed <= 0:
+        return 0
+    if elapsed >= duration:
+        return 100
+    return 100 * (elapsed * steps // duration) // steps
+
+
 def claims_timed_ramp(run: Run) -> list[str]:
-    """watch.sh lines: before the start nobody is on canary-v2; after the end
-    everybody is; the returning users on canary-v2 never decrease; lines
-    during the ramp show it in between (when the machine was fast enough to
-    print a few)."""
+    """watch.sh lines, checked against what the filter must have served,
+    whatever the speed of the machine.
+
+    A line's label is read before its requests run, and the next line's
+    label after they ran, so the sample of a line labelled t, followed by a
+    line labelled u, was served at whole seconds t..u after the start (the
+    last line: from t on). The claims use only lines whose sample lies
+    within one weight step: at weight 0 nobody is on canary-v2, at 100
+    everybody is, in between new users are within 5 sd of the weight and,
+    over two or more such lines, some line shows a split (0 < x < all).
+    watch.sh always ends with a sample taken after the end of the ramp.
+    The returning users on canary-v2 never decrease."""
     line = re.compile(r"start *([+-]\d+)s: canary-v2 serves +(\d+) of (\d+) new users, +(\d+) of (\d+) returning users")
     rows = []
     for step in run.steps:
         if step.mode == "claims":
             rows += [(int(m.group(1)), int(m.group(2)), int(m.group(3)), int(m.group(4)), int(m.group(5)))
                      for m in map(line.fullmatch, step.actual) if m]
-    duration = 8  # envoy.yaml's ramp
-    if not rows or rows[-1][0] <= duration:
-        return [f"watch.sh printed no line after the end of the ramp: {rows}"]
+    duration, steps = 8, 4  # envoy.yaml's ramp
+    if not rows or rows[-1][0] < duration:
+        return [f"watch.sh printed no line for a sample taken after the end of the ramp: {rows}"]
     problems = []
-    for t, new, n, back, m in rows:
-        if t < 0 and (new or back):
-            problems.append(f"canary-v2 served users {-t} s before the start")
-        if t >= duration and (new, back) != (n, m):
-            problems.append(f"not everybody on canary-v2 {t} s after the start ({new}/{n}, {back}/{m})")
+    between = []
+    for i, (t, new, n, back, m) in enumerate(rows):
+        last = rows[i + 1][0] if i + 1 < len(rows) else max(t, duration)
+        levels = {ramp_weight(e, duration, steps) for e in range(t, last + 1)}
+        if len(levels) != 1:
+            continue  # the sample straddles a step
+        [w] = levels
+        when = f"start{t:+d}s..{last:+d}s"
+        if w == 0 and (new or back):
+            where = "before the start" if last < 0 else "while its weight was still 0"
+            problems.append(f"{when}: canary-v2 served users {where} ({new}/{n} new, {back}/{m} returning)")
+        elif w == 100 and (new, back) != (n, m):
+            problems.append(f"{when}: not everybody on canary-v2 after the end ({new}/{n}, {back}/{m})")
+        elif 0 < w < 100:
+            sd = math.sqrt(n * w / 100 * (1 - w / 100))
+            if abs(new - n * w / 100) > 5 * sd:
+                problems.append(f"{when}: {new} of {n} new users on canary-v2 at weight {w} (5 sd: {5 * sd:.1f})")
+            between.append(rows[i])
     backs = [r[3] for r in rows]
     if backs != sorted(backs):
         problems.append(f"returning users left canary-v2: {backs}")
-    during = [r for r in rows if 2 <= r[0] < duration]
-    if len(during) >= 3 and not any(0 < new < n for _, new, n, _, _ in during):
-        problems.append(f"no line during the ramp shows it between 0 and 100: {during}")
+    if len(between) >= 2 and not any(0 < new < n for _, new, n, _, _ in between):
+        problems.append(f"no line during the ramp shows it between 0 and 100: {between}")
     return problems
 
 

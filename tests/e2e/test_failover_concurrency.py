@@ -38,7 +38,7 @@ from test_persistent_helpers import V1, V2, Eds, User, config, endpoint_seen, pl
 N_CLIENTS = 24
 SESSIONS_PER_CLIENT = 6
 ROUNDS_AFTER = 4
-HANG_GUARD = 120.0  # seconds; only against a hang, never reached normally
+HANG_GUARD = harness.hang_guard(120.0)  # seconds; only against a hang, never reached normally
 RETRY_COUNTERS = "cluster.canary-v1.upstream_rq_retry"
 
 
@@ -56,7 +56,7 @@ def host_stat(envoy: harness.Envoy, cluster: str, address: str, stat: str) -> in
     return None
 
 
-def wait_until(pred, what: str, timeout: float = 30.0) -> None:
+def wait_until(pred, what: str, timeout: float = harness.hang_guard(60.0)) -> None:
     t0 = time.monotonic()
     while time.monotonic() - t0 < timeout:
         if pred():
@@ -126,7 +126,7 @@ def run_failover(workdir, *, budget: bool) -> dict:
         seen: dict[int, list] = {id(u): [] for u in mine}
 
         def client(group: list[User]) -> None:
-            cl = harness.Client(envoy.port, timeout=30)
+            cl = harness.Client(envoy.port)
             try:
                 for u in group:  # before: every session on its pinned pod
                     before_res.begin()

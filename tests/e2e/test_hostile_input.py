@@ -120,7 +120,7 @@ REQUIRED_ATTRS = {"Path=/", "Max-Age=3600", "Secure", "HttpOnly"}
 OPTIONAL_ATTRS = {"SameSite=None"}  # omitted for browsers that reject it (same_site_none_compat)
 APP_COOKIE = "app"  # an app's own cookie (added by RESPONSE_LUA), passed through untouched
 COOKIE_VALUE = re.compile(r"[12][A-Za-z0-9_-]{20,255}")
-SETTLE_TIMEOUT = 60.0  # a hang guard: how long a crashed VM may take to come back
+SETTLE_TIMEOUT = harness.hang_guard(60.0)  # a hang guard: how long a crashed VM may take to come back
 
 PLUGIN = {
     "versions": [{"name": V1}, {"name": V2, "weight": 0}],

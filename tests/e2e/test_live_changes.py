@@ -76,7 +76,7 @@ THRESHOLDS = (1000, 2000, 3000, 4000)  # total requests before generation 1, 2, 
 # thread is (the thresholds stay below N_CLIENTS * (REQUESTS - TAIL)).
 TAIL = 100
 assert THRESHOLDS[-1] < N_CLIENTS * (REQUESTS_PER_CLIENT - TAIL)
-HANG_GUARD = 120.0
+HANG_GUARD = harness.hang_guard(120.0)
 LISTENER_TYPE = "type.googleapis.com/envoy.config.listener.v3.Listener"
 
 
@@ -153,7 +153,7 @@ def counter(envoy: harness.Envoy, name: str) -> int:
     return envoy.counters(name).get(name, 0)
 
 
-def wait_until(pred, what: str, timeout: float = 60.0) -> None:
+def wait_until(pred, what: str, timeout: float = harness.hang_guard(60.0)) -> None:
     t0 = time.monotonic()
     while time.monotonic() - t0 < timeout:
         if pred():
@@ -298,7 +298,7 @@ def run_live(workdir: Path, backends: harness.BackendSet, delivery) -> dict:
         old_after_confirm = [0]
 
         def client(group: list[LiveUser]) -> None:
-            cl = harness.Client(envoy.port, timeout=30)
+            cl = harness.Client(envoy.port)
             try:
                 for i in range(REQUESTS_PER_CLIENT):
                     if i == REQUESTS_PER_CLIENT - TAIL:
@@ -449,7 +449,7 @@ def test_a_request_in_flight_keeps_the_config_it_started_with(workdir, backends,
     config."""
     mech = delivery(workdir / f"inflight-{delivery.name.lower()}", backends)
     try:
-        with socket.create_connection(("127.0.0.1", mech.envoy.port), timeout=30) as s:
+        with socket.create_connection(("127.0.0.1", mech.envoy.port), timeout=harness.REQUEST_TIMEOUT) as s:
             s.sendall(b"POST /probe/ HTTP/1.1\r\nHost: shop.example\r\nContent-Length: 5\r\n\r\n")
             # The stream exists once Envoy counts it; then the update.
             wait_until(lambda: counter(mech.envoy, "http.ingress_http.downstream_rq_total") >= (2 if delivery is Ecds else 1),

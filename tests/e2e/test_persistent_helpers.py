@@ -34,6 +34,7 @@ COOKIE = "sticky-pod"
 KEY_OLD = "Q1lG7l18ymBfHj+aouEhmFQVKqbdmDCszs+N7gTOhAo="
 KEY_NEW = "kZFj/X5ItAqmuAew8uWTKYwsEYSpk0WBHtI7OfFwAAI="
 V1, V2 = "canary-v1", "canary-v2"
+SHORT_TTL = 5  # session.ttl of the /short/ route entry, seconds
 
 # Per-route entries added to the shipped plugin JSON (path prefix -> entry).
 ROUTE_ENTRIES = [
@@ -46,9 +47,10 @@ ROUTE_ENTRIES = [
     # Another route's cookie, to prove cookies do not cross routes.
     {"name": "other", "match": {"path_prefix": "/other/"},
      "session": {"cookie": {"name": "sticky-other"}}},
-    # A 2-second server-side lifetime, to get expired cookies quickly.
+    # A 5-second server-side lifetime, to get expired cookies quickly while
+    # leaving a busy machine 4 s to use a fresh one (whole seconds).
     {"name": "short", "match": {"path_prefix": "/short/"},
-     "session": {"ttl": 2, "cookie": {"name": "sticky-short"}}},
+     "session": {"ttl": SHORT_TTL, "cookie": {"name": "sticky-short"}}},
     # No secrets: plain (unsealed) cookies, for the unsigned-cookie control.
     {"name": "plain", "match": {"path_prefix": "/plain/"},
      "session": {"mode": "balanced", "secrets": [], "cookie": {"name": "sticky-plain"}}},
@@ -114,7 +116,8 @@ class Eds:
 def config(eds: Eds, *, fast_health_checks: bool = True) -> dict:
     """The shipped persistent config with its EDS paths pointing at `eds`,
     the attempt count echoed in responses (`x-envoy-attempt-count`), and
-    (by default) health checks every 0.5 s so tests need not wait."""
+    (by default) health checks every 0.5 s so tests need not wait (the
+    shipped 5 s timeout kept: a busy machine may answer late)."""
     cfg = harness.load_config(PERSISTENT_CONFIG)
     for c in cfg["static_resources"]["clusters"]:
         pcs = c["eds_cluster_config"]["eds_config"]["path_config_source"]
@@ -122,7 +125,7 @@ def config(eds: Eds, *, fast_health_checks: bool = True) -> dict:
         pcs["watched_directory"] = {"path": str(eds.dir)}
         if fast_health_checks:
             for hc in c.get("health_checks", []):
-                hc.update(interval="0.5s", no_traffic_interval="0.5s", timeout="2s")
+                hc.update(interval="0.5s", no_traffic_interval="0.5s", timeout="5s")
             # Health changes reach the workers at once instead of being
             # batched for 1 s (the default), so a pod reported healthy by
             # the admin API is already used by the fallback.
@@ -164,7 +167,7 @@ def cluster_hosts(envoy: harness.Envoy, cluster: str) -> dict[str, str]:
 
 
 def wait_hosts(envoys: harness.Envoy | Sequence[harness.Envoy], cluster: str, addresses: Iterable[str],
-               *, healthy: bool = True, timeout: float = 20.0) -> float:
+               *, healthy: bool = True, timeout: float = harness.hang_guard(60.0)) -> float:
     """Wait until every Envoy's cluster holds exactly `addresses` (and all
     of them pass their health check). Returns the seconds it took."""
     envoys = [envoys] if isinstance(envoys, harness.Envoy) else list(envoys)

@@ -651,74 +651,131 @@ def test_fairness_returning_and_new_users(fleet):
 # Timed ramp
 
 
-RAMP_SECONDS, RAMP_STEPS = 6, 3
+DAY = 86400
 
 
-def ramp_weight(start: int, now: float) -> int:
-    """The filter's ramp 0 -> 100 over RAMP_SECONDS in RAMP_STEPS steps, at
-    whole second `now` (src/compile.rs Weight::at)."""
-    t = int(now)
-    if t <= start:
+def ramp_weight(start: int, end: int, steps: int, now: int) -> int:
+    """The filter's ramp 0 -> 100 at whole second `now` (src/compile.rs
+    Weight::at)."""
+    if now <= start:
         return 0
-    if t >= start + RAMP_SECONDS:
+    if now >= end:
         return 100
-    done = t - start
-    done = (done * RAMP_STEPS // RAMP_SECONDS) * RAMP_SECONDS // RAMP_STEPS
-    return 100 * done // RAMP_SECONDS
+    return 100 * ((now - start) * steps // (end - start)) // steps
 
 
-def test_timed_ramp_in_real_envoy(workdir, pods):
-    """canary-v2 ramps 0 -> 100 over 6 s in 3 steps (0, 33, 66, 100), from
-    a start a few seconds after Envoy is launched. While it runs, samples of
-    150 new users and a cohort of 300 returning users (with cookies) are
-    taken back to back. Each sample taken within one weight level is
-    within 5 sigma of that weight (new users) and exactly on its buckets
-    (cohort); the share rises level after level; no cohort user ever moves
-    back from canary-v2; at the end every user is on canary-v2."""
-    start = int(time.time()) + 4  # Envoy is usually ready within 2-3 s
-    plugin = {"versions": [{"name": V1}, {"name": V2, "ramp": {"start": start, "duration": RAMP_SECONDS, "from": 0, "to": 100, "steps": RAMP_STEPS}}]}
-    [envoy] = start_envoys({"ramp": (envoy_config((V1, V2)), plugin)}, workdir / "ramp", pod_endpoints(pods)).values()
+def rfc3339(t: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
+
+
+def ramp_plugin(start: int | str, **ramp) -> dict:
+    return {"versions": [{"name": V1}, {"name": V2, "ramp": {"start": start, "from": 0, "to": 100, **ramp}}]}
+
+
+def test_timed_ramp_levels_in_real_envoy(workdir, pods):
+    """One ramp 0 -> 100 over 3 days in 3 steps (0, 33, 66, 100), seen by
+    five Envoys whose `start` puts the host clock a day before the start,
+    half a day into each step and half a day after the end: the times are
+    so far apart that no machine is slow enough to cross a step. A cohort
+    of 300 returning users (cookies) visits them in that order: at each
+    level exactly the users whose bucket is under the weight are on
+    canary-v2, so nobody moves back; 150 new users per level are within 5
+    sigma of the weight. One Envoy takes `start` and `end` as RFC 3339."""
+    now = int(time.time())
+    levels = {  # name: (ramp start relative to now, weight half a day into it)
+        "before": (DAY, 0),
+        "step0": (-DAY // 2, 0),
+        "step1": (-3 * DAY // 2, 33),
+        "step2": (-5 * DAY // 2, 66),
+        "after": (-7 * DAY // 2, 100),
+    }
+    specs = {}
+    for name, (offset, _) in levels.items():
+        start = now + offset
+        if name == "step2":
+            plugin = ramp_plugin(rfc3339(start), end=rfc3339(start + 3 * DAY), steps=3)
+        else:
+            plugin = ramp_plugin(start, duration=3 * DAY, steps=3)
+        assert ramp_weight(start, start + 3 * DAY, 3, now) == levels[name][1]
+        specs[name] = (envoy_config((V1, V2)), plugin)
+    envoys = start_envoys(specs, workdir / "ramp-levels", pod_endpoints(pods))
     try:
         cohort = [User(f"cohort{i}") for i in range(300)]
-        t0 = time.time()
-        history = [visit_all([envoy], cohort)]
-        times = [(t0, time.time())]
-        keys = [u.session().key for u in cohort]
-        samples = []  # (t0, t1, canary count of 150 new users)
-        deadline = start + RAMP_SECONDS + 1.5
-        k = 0
-        while time.time() < deadline and k < 200:
-            k += 1
-            t0 = time.time()
-            new = visit_all([envoy], [User(f"r{k}-{i}") for i in range(150)])
-            t1 = time.time()
-            samples.append((t0, t1, sum(s.version == V2 for s in new)))
-            history.append(visit_all([envoy], cohort))
-            times.append((t1, time.time()))
+        history, shares = [], []
+        for k, (name, (_, weight)) in enumerate(levels.items()):
+            seen = visit_all([envoys[name]], cohort)
+            history.append(seen)
+            for u, s in zip(cohort, seen):
+                assert (s.version == V2) == (bucket(u.session().key) < weight), f"{name}: cohort user {u.uid}"
+            new = visit_all([envoys[name]], [User(f"n{k}-{i}") for i in range(150)])
+            canary = sum(s.version == V2 for s in new)
+            assert_binomial(canary, 150, weight / 100, f"{name}: new users at ramp weight {weight}")
+            shares.append(f"{name} (weight {weight}): {pct(canary, 150)}")
     finally:
-        envoy.stop()
-
-    levels: dict[int, list[float]] = collections.defaultdict(list)
-    for t0, t1, canary in samples:
-        w0, w1 = ramp_weight(start, t0 - 0.05), ramp_weight(start, t1 + 0.05)
-        if w0 != w1:
-            continue  # straddles a step
-        assert_binomial(canary, 150, w0 / 100, f"new users at ramp weight {w0}")
-        levels[w0].append(canary / 150)
-    for (t0, t1), seen in zip(times, history):
-        w0, w1 = ramp_weight(start, t0 - 0.05), ramp_weight(start, t1 + 0.05)
-        if w0 == w1:
-            for key, s in zip(keys, seen):
-                assert (s.version == V2) == (bucket(key) < w0)
+        for e in envoys.values():
+            e.stop()
     for i in range(len(cohort)):
         path = [seen[i].version for seen in history]
         first_canary = path.index(V2) if V2 in path else len(path)
         assert all(v == V2 for v in path[first_canary:]), f"cohort user {i} moved back: {path}"
     assert all(s.version == V2 for s in history[-1])
-    seen_levels = sorted(levels)
-    assert 100 in seen_levels and len(seen_levels) >= 3, seen_levels
-    means = [sum(levels[w]) / len(levels[w]) for w in seen_levels]
-    assert means == sorted(means), list(zip(seen_levels, means))
-    report("timed ramp 0->100 over 6 s in 3 steps: share of new users per level: "
-           + ", ".join(f"weight {w}: {100 * m:.1f}% ({len(levels[w])} samples of 150)" for w, m in zip(seen_levels, means))
-           + f"; {len(cohort)} returning users polled {len(history)} times, none moved back")
+    report("timed ramp 0->100 over 3 days in 3 steps, one Envoy per level: new users on canary-v2: "
+           + ", ".join(shares) + f"; {len(cohort)} returning users across the levels, none moved back")
+
+
+def test_timed_ramp_moves_in_a_running_envoy(workdir, pods):
+    """The weight follows the clock inside one running Envoy: a ramp 0 ->
+    100 in 2 steps over 4 s starts a few seconds after launch; a cohort of
+    200 returning users is polled back to back until a poll begins after
+    the end. Each poll is bracketed by the test's clock before and after
+    it (the filter reads the same clock, in whole seconds), and only polls
+    wholly within one step are checked: at weight 0 (before the start and
+    in the first step) nobody is on canary-v2, in the middle step exactly
+    the users whose bucket is under 50, after the end everybody; nobody
+    ever moves back. A machine too slow to poll once at weight 0 gets a
+    later start (up to three launches)."""
+    duration, steps = 4, 2
+    cohort = [User(f"live{i}") for i in range(200)]
+    for attempt, lead in enumerate((5, 20, 60)):
+        lead = int(harness.hang_guard(lead))
+        start = int(time.time()) + lead
+        end = start + duration
+        [envoy] = start_envoys({"live": (envoy_config((V1, V2)), ramp_plugin(start, duration=duration, steps=steps))},
+                               workdir / f"ramp-live-{attempt}", pod_endpoints(pods)).values()
+        polls = []  # (t0, t1, [Seen])
+        try:
+            for u in cohort:
+                u.jar.clear()
+            while not polls or int(polls[-1][0]) < end:
+                assert len(polls) < 100_000, "the clock does not advance"
+                t0 = time.time()
+                seen = visit_all([envoy], cohort)
+                polls.append((t0, time.time(), seen))
+                if len(polls) == 1:
+                    keys = [u.session().key for u in cohort]
+        finally:
+            envoy.stop()
+        if ramp_weight(start, end, steps, int(polls[0][1])) == 0:
+            break  # the first poll was served wholly at weight 0
+    else:
+        pytest.fail(f"no poll at weight 0 in 3 launches (lead up to {lead} s): first poll "
+                    f"{polls[0][0] - start:+.1f}..{polls[0][1] - start:+.1f} s")
+
+    assert keys == [u.session().key for u in cohort], "a session key changed"
+    at = collections.Counter()
+    for t0, t1, seen in polls:
+        weights = {ramp_weight(start, end, steps, t) for t in range(int(t0), int(t1) + 1)}
+        if len(weights) != 1:
+            continue  # straddles a step
+        [w] = weights
+        at[w] += 1
+        for key, s in zip(keys, seen):
+            assert (s.version == V2) == (bucket(key) < w), f"poll at weight {w}"
+    assert at[0] >= 1 and at[100] >= 1, at
+    for i in range(len(cohort)):
+        path = [seen[i].version for _, _, seen in polls]
+        first_canary = path.index(V2) if V2 in path else len(path)
+        assert all(v == V2 for v in path[first_canary:]), f"cohort user {i} moved back: {path}"
+    report(f"timed ramp 0->100 in 2 steps over 4 s in one running Envoy: {len(cohort)} returning users polled "
+           f"{len(polls)} times (wholly within a step: {at[0]} at weight 0, {at[50]} at 50, {at[100]} at 100), "
+           f"none moved back")

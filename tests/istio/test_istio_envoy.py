@@ -298,7 +298,7 @@ class HostClient:
     VirtualService host) instead of 127.0.0.1:port."""
 
     def __init__(self, envoy: harness.Envoy, host: str = HOST):
-        self.conn = http.client.HTTPConnection("127.0.0.1", envoy.port, timeout=10)
+        self.conn = http.client.HTTPConnection("127.0.0.1", envoy.port, timeout=harness.REQUEST_TIMEOUT)
         self.host = host
 
     def get(self, path: str, headers: dict, cookies) -> harness.Response:

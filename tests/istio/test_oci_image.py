@@ -37,6 +37,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+import harness  # tests/e2e (conftest.py puts it on sys.path): hang_guard
+
 import istio_validate as iv
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -55,7 +57,8 @@ def sha(b: bytes) -> str:
 
 
 def run_oci(*args: str, cwd: Path = REPO_ROOT) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(OCI_PY), *args], cwd=cwd, capture_output=True, text=True, timeout=120)
+    return subprocess.run([sys.executable, str(OCI_PY), *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=harness.hang_guard(600))
 
 
 @pytest.fixture(scope="module")

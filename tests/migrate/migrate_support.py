@@ -49,7 +49,7 @@ def build_cli() -> Path:
             ["cargo", "build", "-q", "-p", "sticky-canary-cli"],
             cwd=REPO_ROOT,
             check=True,
-            timeout=1800,
+            timeout=harness.hang_guard(1800),
         )
         _built = True
     return CLI
@@ -97,7 +97,7 @@ def migrate(cli: Path, manifests, target: str, workdir: Path, *args: str) -> Mig
         [str(cli), "migrate", "--target", target, "-o", str(out), *args, str(src)],
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=harness.hang_guard(300),
     )
     read = lambda name: (out / name).read_text() if (out / name).exists() else ""  # noqa: E731
     plugin = read("plugin.json")

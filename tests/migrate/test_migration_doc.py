@@ -74,7 +74,8 @@ def test_worked_example_transcript(cli, workdir):
                 ports["127.0.0.1:10000"] = f"127.0.0.1:{envoy.port}"
                 assert want == []
             else:
-                r = subprocess.run(["bash", "-c", sub(cmd)], cwd=harness.REPO_ROOT, capture_output=True, text=True, timeout=60)
+                r = subprocess.run(["bash", "-c", sub(cmd)], cwd=harness.REPO_ROOT, capture_output=True, text=True,
+                                   timeout=harness.hang_guard(300))
                 got = (r.stdout + r.stderr).splitlines()
                 assert norm(got) == norm(want), (cmd, r.stdout, r.stderr)
     finally:
