@@ -93,7 +93,7 @@ fmt-check:
 
 clippy: target
 	$(CARGO) clippy --target $(TARGET) -- -D warnings
-	$(CARGO) clippy --all-targets -- -D warnings
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 # What CI checks before the tests (.ci/run): formatting, then clippy.
 lint: fmt-check clippy
