@@ -277,4 +277,4 @@ def test_rule_test_catches_a_wrong_expectation(tmp_path):
     path.write_text(yaml.safe_dump(test, sort_keys=False))
     p = promtool("test", "rules", str(path))
     assert p.returncode != 0, p.stdout
-    assert "got: {__name__=\"version:sticky_canary_decisions:share5m\", route=\"global\", version=\"a\"} 7.5E-01" in p.stdout, p.stdout
+    assert "got: {__name__=\"version:sticky_canary_decisions:share5m\", route=\"global\", version=\"a\"} 7.5E-01" in p.stdout + p.stderr, p.stdout + p.stderr
