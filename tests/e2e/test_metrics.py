@@ -392,6 +392,12 @@ def test_labelled_counts_of_a_known_mix(local):
         for cause in ("garbled", "forged", "expired", "other_key", "duplicated"):
             assert rej(route, cause) in got
 
+    # The example scrape in docs/metrics.md is this one, line for line.
+    doc = (harness.REPO_ROOT / "docs" / "metrics.md").read_text()
+    example = doc.split("An example scrape, from the end-to-end test:\n\n```\n", 1)[1].split("```", 1)[0]
+    lines = set(text.splitlines())
+    assert [l for l in example.splitlines() if l not in lines] == [], example
+
     # The scrape passes promtool's lint but for the HELP lines Envoy omits.
     ours = our_lines(text)
     assert "# TYPE sticky_canary_decisions_total counter" in ours
