@@ -44,8 +44,9 @@ $(VENV_STAMP): tests/requirements.txt
 
 venv: $(VENV_STAMP)
 
-# The Argo Rollouts schemas for tests/observability (npm, pinned in its
-# package-lock.json); re-run only when the lock file changes.
+# The Argo Rollouts and Envoy Gateway schemas for tests/observability
+# (npm, pinned in its package-lock.json); re-run only when the lock file
+# changes.
 OBS_NODE := tests/observability/node_modules/.package-lock.json
 $(OBS_NODE): tests/observability/package-lock.json
 	npm ci --prefix tests/observability --no-audit --no-fund --loglevel=error

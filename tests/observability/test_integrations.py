@@ -3,9 +3,11 @@ its two manifests) say the same as the shipped Envoy configs and the
 filter's own list (src/metrics.rs STATS_TAGS), and Envoy accepts the
 Envoy Gateway merge.
 
-No schema of IstioOperator or EnvoyProxy installs from the registries we
-can reach, so their fields are checked here by hand, against what Istio's
-and Envoy Gateway's source say (see observability/README.md)."""
+The EnvoyProxy is validated against the schema of npm's
+@kubernetes-models/envoy-gateway (which does not reject unknown keys, so
+the keys are also checked by hand). No schema of IstioOperator installs
+from the registries we can reach: its fields are checked by hand, against
+what Istio's source says (see observability/README.md)."""
 
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ import yaml
 
 import harness
 from promtext import OBS, REPO_ROOT
+from test_templates import npm_validate
 
 TAGS = ["route", "version", "reason", "event", "cause", "result"]
 
@@ -64,6 +67,18 @@ def envoy_gateway_bootstrap() -> dict:
     # ProxyBootstrap: type Merge (Replace is the default), value a YAML string.
     assert set(b) == {"type", "value"} and b["type"] == "Merge" and isinstance(b["value"], str)
     return yaml.safe_load(b["value"])
+
+
+def test_envoy_gateway_manifest_is_valid_against_the_envoy_gateway_schema():
+    doc = yaml.safe_load((OBS / "envoy-gateway-envoyproxy.yaml").read_text())
+    p = npm_validate([doc])
+    assert (p.returncode, p.stdout.strip()) == (0, "ok EnvoyProxy/sticky-canary"), p.stdout + p.stderr
+    # Live: a misspelt bootstrap type is refused.
+    bad = copy.deepcopy(doc)
+    bad["spec"]["bootstrap"]["type"] = "merge"
+    p = npm_validate([bad])
+    assert p.returncode == 1 and "data/spec/bootstrap/type must be equal to one of the allowed values" in p.stdout, \
+        p.stdout + p.stderr
 
 
 def test_envoy_gateway_merge_adds_the_shipped_tags():

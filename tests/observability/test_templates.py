@@ -72,18 +72,21 @@ def test_flagger_templates_have_what_flaggers_crd_requires():
         assert "{{ interval }}" in query and "{{ variables.version }}" in query
 
 
-def argo_validate(objs: list[dict]) -> subprocess.CompletedProcess:
+def npm_validate(objs: list[dict]) -> subprocess.CompletedProcess:
+    """tests/observability/validate.mjs: the npm schemas of Argo Rollouts
+    and Envoy Gateway kinds."""
     node = shutil.which("node")
     assert node, "node not found"
-    assert (HERE / "node_modules" / "@kubernetes-models" / "argo-rollouts").is_dir(), (
-        "the Argo Rollouts schemas are missing: npm ci --prefix tests/observability (.ci/run does it)")
-    return subprocess.run([node, str(HERE / "validate-argo.mjs")], input=json.dumps(objs),
+    for package in ("argo-rollouts", "envoy-gateway"):
+        assert (HERE / "node_modules" / "@kubernetes-models" / package).is_dir(), (
+            "the npm schemas are missing: npm ci --prefix tests/observability (make test and .ci/run do it)")
+    return subprocess.run([node, str(HERE / "validate.mjs")], input=json.dumps(objs),
                           capture_output=True, text=True, timeout=120)
 
 
 def test_argo_template_is_valid_against_the_argo_rollouts_schema():
     t = argo_template()
-    p = argo_validate([t])
+    p = npm_validate([t])
     assert p.returncode == 0, p.stdout + p.stderr
     assert p.stdout.strip() == "ok AnalysisTemplate/sticky-canary"
     # The validation is live: broken copies are refused.
@@ -91,7 +94,7 @@ def test_argo_template_is_valid_against_the_argo_rollouts_schema():
     del no_name["spec"]["metrics"][0]["name"]
     bad_query = copy.deepcopy(t)
     bad_query["spec"]["metrics"][1]["provider"]["prometheus"]["query"] = ["not", "a", "string"]
-    p = argo_validate([no_name, bad_query])
+    p = npm_validate([no_name, bad_query])
     assert p.returncode == 1, p.stdout + p.stderr
     lines = p.stdout.strip().splitlines()
     assert len(lines) == 2 and all(l.startswith("invalid AnalysisTemplate/sticky-canary:") for l in lines), lines
