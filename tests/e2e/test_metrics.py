@@ -122,7 +122,8 @@ def promtool_check(text: str) -> list[str]:
     """`promtool check metrics` on `text`: its complaint lines."""
     promtool = shutil.which("promtool")
     assert promtool, "promtool not found: apt-get install -y prometheus (.ci/run installs it)"
-    p = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, text=True, timeout=60)
+    p = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, text=True,
+                       timeout=harness.hang_guard(60))
     lines = [l for l in (p.stdout + p.stderr).splitlines() if l.strip()]
     # Exit status 3 means lint problems only; anything else but 0 is an error.
     assert p.returncode in (0, 3), (p.returncode, lines)

@@ -10,6 +10,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from harness import hang_guard
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 OBS = REPO_ROOT / "observability"
 RULES = OBS / "prometheus-rules.yaml"
@@ -84,4 +86,4 @@ def histogram_quantile(q: float, buckets: list[tuple[float, float]]) -> float:
 def promtool(*args: str, cwd: Path | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
     exe = shutil.which("promtool")
     assert exe, "promtool not found: apt-get install -y prometheus (.ci/run installs it)"
-    return subprocess.run([exe, *args], capture_output=True, text=True, timeout=timeout, cwd=cwd)
+    return subprocess.run([exe, *args], capture_output=True, text=True, timeout=hang_guard(timeout), cwd=cwd)

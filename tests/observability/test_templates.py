@@ -27,6 +27,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+import harness
+
 from promtext import OBS, RULES, promtool
 from test_rules import EPS, prom_round
 from traffic import V1, V2, input_series, p99, share
@@ -81,7 +83,7 @@ def npm_validate(objs: list[dict]) -> subprocess.CompletedProcess:
         assert (HERE / "node_modules" / "@kubernetes-models" / package).is_dir(), (
             "the npm schemas are missing: npm ci --prefix tests/observability (make test and .ci/run do it)")
     return subprocess.run([node, str(HERE / "validate.mjs")], input=json.dumps(objs),
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, timeout=harness.hang_guard(120))
 
 
 def test_argo_template_is_valid_against_the_argo_rollouts_schema():

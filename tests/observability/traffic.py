@@ -29,7 +29,7 @@ def flushed_scrape(envoy: harness.Envoy, clusters=(V1, V2), timeout: float = 60.
     """A scrape in which the latency histograms (updated on Envoy's stats
     flush, every 5 s by default) hold every upstream request the counters
     hold. A hang guard only: it returns as soon as they agree."""
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + harness.hang_guard(timeout)
     while True:
         text = scrape(envoy)
         s = promtext.samples(text)
