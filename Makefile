@@ -44,6 +44,13 @@ $(VENV_STAMP): tests/requirements.txt
 
 venv: $(VENV_STAMP)
 
+# The Argo Rollouts and Envoy Gateway schemas for tests/observability
+# (npm, pinned in its package-lock.json); re-run only when the lock file
+# changes.
+OBS_NODE := tests/observability/node_modules/.package-lock.json
+$(OBS_NODE): tests/observability/package-lock.json
+	npm ci --prefix tests/observability --no-audit --no-fund --loglevel=error
+
 run: build venv
 	$(VENV_PY) tests/support/demo.py
 
@@ -63,7 +70,7 @@ test-rust: target
 # none; add one explicitly with `-p name` if a suite needs it.
 PYTEST := PYTEST_DISABLE_PLUGIN_AUTOLOAD=1 $(VENV_PY) -m pytest
 
-test-e2e: build venv
+test-e2e: build venv $(OBS_NODE)
 	$(PYTEST) tests -q
 
 test: test-rust test-e2e
