@@ -38,13 +38,18 @@ pub fn render_for(
     if let Some(s) = spec.expires {
         let _ = write!(c, "; Expires={}", http_date(now.saturating_add(s)));
     }
-    if spec.secure == Secure::Always || (spec.secure == Secure::Auto && https) {
+    let secure = spec.secure == Secure::Always || (spec.secure == Secure::Auto && https);
+    if secure {
         c.push_str("; Secure");
     }
     if spec.http_only {
         c.push_str("; HttpOnly");
     }
     match spec.same_site {
+        // Browsers reject SameSite=None without Secure (a plain-HTTP request
+        // with "secure": "auto"): leave SameSite out, so the cookie works
+        // as the browser's default (Lax) instead of not at all.
+        Some(SameSite::None) if !secure => {}
         Some(SameSite::None)
             if spec.same_site_none_compat && rejects_same_site_none(user_agent.unwrap_or("")) => {}
         Some(SameSite::None) => c.push_str("; SameSite=None"),

@@ -233,7 +233,10 @@ impl Session {
         if value.len() > MAX_COOKIE_VALUE || value.len() < 2 {
             return Err(Rejection::Garbled);
         }
-        let (marker, body) = value.split_at(1);
+        // Not split_at(1): the first character may be more than one byte.
+        let Some((marker, body)) = value.split_at_checked(1) else {
+            return Err(Rejection::Garbled);
+        };
         let body = match marker {
             "1" | "2" => URL_SAFE_NO_PAD
                 .decode(body)
@@ -451,6 +454,10 @@ mod tests {
             "3AAAA",
             &"1".repeat(300),
             "1AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+            // A first character of more than one byte (found by fuzzing:
+            // split_at(1) panicked there).
+            "éAAAA",
+            "Ω",
         ] {
             assert_eq!(Session::open(v, "c", &[], NOW), Opened::Invalid, "{v}");
             assert_eq!(

@@ -148,31 +148,26 @@ fn replay_bug(id: &str) {
 }
 
 #[test]
-#[ignore = "bug: Session::open panics on a cookie value whose first character is not ASCII (src/session.rs: value.split_at(1))"]
 fn bug_open_non_ascii() {
     replay_bug("open-non-ascii");
 }
 
 #[test]
-#[ignore = "bug: a config error can span log lines (serde's unknown-variant message quotes the raw value)"]
 fn bug_error_newline() {
     replay_bug("error-newline");
 }
 
 #[test]
-#[ignore = "bug: a cookie path ending in spaces compiles; browsers trim it, so Path differs from the config"]
 fn bug_path_trailing_space() {
     replay_bug("path-trailing-space");
 }
 
 #[test]
-#[ignore = "bug: __Secure-/__Host- cookie names compile without Secure (and Path=/, no Domain); browsers drop such cookies"]
 fn bug_cookie_prefix() {
     replay_bug("cookie-prefix");
 }
 
 #[test]
-#[ignore = "bug: with \"secure\": \"auto\" and SameSite=None, a plain-HTTP request gets SameSite=None without Secure, which browsers reject"]
 fn bug_same_site_none_http() {
     replay_bug("same-site-none-http");
 }

@@ -1023,6 +1023,9 @@ pub fn check_set_cookie(
     assert_eq!(http_only, spec.http_only);
     let want_same_site = match spec.same_site {
         None => None,
+        // Without Secure (plain HTTP with "secure": "auto"), SameSite=None is
+        // left out: browsers reject the cookie otherwise.
+        Some(SameSite::None) if !want_secure => None,
         Some(SameSite::None)
             if spec.same_site_none_compat
                 && browsers::rejects_same_site_none(user_agent.unwrap_or("")) =>

@@ -16,16 +16,25 @@ pub struct ConfigError {
 }
 
 impl fmt::Display for ConfigError {
+    /// One line: control characters (a newline in a quoted value, say) are
+    /// escaped, so an error is always one log line.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.value.is_empty() {
-            write!(f, "invalid plugin config: {}: {}", self.path, self.reason)
+        let text = if self.value.is_empty() {
+            format!("invalid plugin config: {}: {}", self.path, self.reason)
         } else {
-            write!(
-                f,
+            format!(
                 "invalid plugin config: {} = {}: {}",
                 self.path, self.value, self.reason
             )
+        };
+        for c in text.chars() {
+            if c.is_control() {
+                write!(f, "{}", c.escape_default())?;
+            } else {
+                write!(f, "{c}")?;
+            }
         }
+        Ok(())
     }
 }
 

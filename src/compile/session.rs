@@ -207,6 +207,7 @@ fn compile_cookie(c: &RawCookie, p: &str) -> Result<CookieSpec, ConfigError> {
     let path = c.path.clone().unwrap_or_else(|| "/".to_owned());
     if !path.starts_with('/')
         || path.len() > 256
+        || path.ends_with(' ')
         || path
             .bytes()
             .any(|b| b == b';' || !(0x20..0x7f).contains(&b))
@@ -214,7 +215,7 @@ fn compile_cookie(c: &RawCookie, p: &str) -> Result<CookieSpec, ConfigError> {
         return Err(err(
             format!("{p}.path"),
             quoted(&path),
-            "must start with / and hold no ; or control characters",
+            "must start with / and hold no ; or control characters, nor end in a space (browsers trim it)",
         ));
     }
     if let Some(d) = &c.domain {
@@ -266,6 +267,25 @@ fn compile_cookie(c: &RawCookie, p: &str) -> Result<CookieSpec, ConfigError> {
             format!("{p}.same_site"),
             "\"None\"",
             "SameSite=None requires \"secure\": true or \"auto\" (browsers drop it otherwise)",
+        ));
+    }
+    // Cookie name prefixes (RFC 6265bis): browsers drop a `__Secure-`
+    // cookie without Secure, and a `__Host-` cookie unless it is Secure,
+    // has Path=/ and no Domain.
+    let lower = name.to_ascii_lowercase();
+    if (lower.starts_with("__secure-") || lower.starts_with("__host-")) && secure != Secure::Always
+    {
+        return Err(err(
+            format!("{p}.name"),
+            quoted(&name),
+            "a __Secure- or __Host- cookie needs \"secure\": true (browsers drop it otherwise)",
+        ));
+    }
+    if lower.starts_with("__host-") && (path != "/" || c.domain.is_some()) {
+        return Err(err(
+            format!("{p}.name"),
+            quoted(&name),
+            "a __Host- cookie needs path \"/\" and no domain (browsers drop it otherwise)",
         ));
     }
     // Like ingress-nginx, the compatibility switch is accepted with any

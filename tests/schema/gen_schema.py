@@ -145,7 +145,7 @@ D["cookieFields"] = {
   "additionalProperties": False,
   "properties": {
     "name": {"$ref": "#/$defs/token", "default": "sticky-canary", "description": "Cookie name, an RFC 6265 token (default `sticky-canary`)."},
-    "path": {"type": "string", "pattern": "^/[ -:<-~]*$", "maxLength": 256, "default": "/", "description": "`Path` attribute: starts with /, at most 256 characters, no `;` or control characters. Default `/`; in a route entry matched by exactly one `path_prefix`, that prefix (when neither the entry nor the top level sets a path)."},
+    "path": {"type": "string", "pattern": "^/([ -:<-~]*[!-:<-~])?$", "maxLength": 256, "default": "/", "description": "`Path` attribute: starts with /, at most 256 characters, no `;` or control characters. Default `/`; in a route entry matched by exactly one `path_prefix`, that prefix (when neither the entry nor the top level sets a path)."},
     "domain": {"type": "string", "pattern": "^[A-Za-z0-9.-]{1,253}$", "description": "`Domain` attribute (default: none, a host-only cookie)."},
     "max_age": {"type": "integer", "minimum": 1, "maximum": MAX_TTL, "description": "`Max-Age` in seconds, 1..=315360000 (default: none, a browser-session cookie)."},
     "expires": {"type": "integer", "minimum": 1, "maximum": MAX_TTL, "description": "Seconds from now for a legacy `Expires` attribute, 1..=315360000 (default: none)."},
