@@ -7,6 +7,7 @@
 #   make bench    benchmarks: callgrind instructions, CPU time, RSS, size -> BENCHMARKS.md
 #   make soak     1,000,000 requests through Envoy: errors, RSS, stickiness (tests/bench/soak.py)
 #   make report   a rollout through Envoy as a picture: .run/report/report.svg
+#   make fuzz     every fuzz target for FUZZ_SECONDS (default 60) each (nightly, cargo-fuzz)
 #   make oci      the OCI image + manifests rendered into dist/ (REGISTRY=ghcr.io/you)
 #   make lint     fmt-check + clippy -D warnings (wasm32-wasip1, native all targets)
 #   make fmt / clippy / clean
@@ -21,7 +22,7 @@ VENV_PY := $(VENV)/bin/python
 VENV_STAMP := $(VENV)/.requirements.stamp
 
 .DEFAULT_GOAL := build
-.PHONY: build target venv run test test-rust test-e2e bench oci fmt fmt-check clippy lint clean distclean help
+.PHONY: build target venv run test test-rust test-e2e bench oci fmt fmt-check clippy lint clean distclean help fuzz
 
 help:
 	@sed -n 's/^#   //p' $(firstword $(MAKEFILE_LIST))
@@ -81,6 +82,16 @@ soak: build venv
 .PHONY: report
 report: build venv
 	$(VENV_PY) tests/report/report.py
+
+# Fuzzing (fuzz/, a workspace of its own): builds with `cargo +nightly fuzz
+# build`, runs each target for FUZZ_SECONDS, prints executions, coverage
+# (libFuzzer cov/ft) and corpus size per target, fails on a crash. Needs
+# `cargo install cargo-fuzz`. Crashes replay in tests/fuzz_regressions.rs.
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS ?=
+
+fuzz:
+	fuzz/run.sh $(FUZZ_SECONDS) $(FUZZ_TARGETS)
 
 oci: build venv
 	$(VENV_PY) istio/oci.py $(if $(REGISTRY),--registry $(REGISTRY))
