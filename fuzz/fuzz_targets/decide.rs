@@ -6,18 +6,20 @@
 
 use arbitrary::{Arbitrary, Unstructured};
 use libfuzzer_sys::fuzz_target;
-use std::sync::OnceLock;
 use sticky_canary::Plugin;
 use sticky_canary_fuzz::checks;
 use sticky_canary_fuzz::gen::ReqGen;
 
-fn plugins() -> &'static [Plugin] {
-    static P: OnceLock<Vec<Plugin>> = OnceLock::new();
-    P.get_or_init(checks::decide_plugins)
+thread_local! {
+    // Plugin holds Rc<Policy>: one copy per fuzzing thread.
+    static PLUGINS: Vec<Plugin> = checks::decide_plugins();
 }
 
 fuzz_target!(|data: &[u8]| {
-    let all = plugins();
+    PLUGINS.with(|all| run(all, data));
+});
+
+fn run(all: &[Plugin], data: &[u8]) {
     // Seeds and regressions are text (checks::parse_text_case); everything
     // else is a structured request.
     if let Some((i, case)) = checks::parse_text_case(data, all) {
@@ -30,4 +32,4 @@ fuzz_target!(|data: &[u8]| {
     let plugin = &all[usize::from(i) % all.len()];
     let case = gen.resolve(plugin);
     let _ = checks::check_request(plugin, &case);
-});
+}

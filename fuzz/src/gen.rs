@@ -6,9 +6,10 @@
 use crate::checks::{ReqCase, MAX_NOW};
 use arbitrary::Arbitrary;
 use serde_json::{json, Map, Value};
-use sticky_canary::compile::Policy;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::Engine;
 use sticky_canary::session::{Origin, SealKey, Session};
-use sticky_canary::{b64, hash, Plugin};
+use sticky_canary::{hash, Plugin, Policy};
 
 /// A string: from the pool the caller names, or anything.
 #[derive(Arbitrary, Debug, Clone)]
@@ -126,9 +127,9 @@ pub mod pool {
     /// Route entry names.
     pub const ROUTE: &[&str] = &["api", "web", "health", "", "routes[0]"];
     /// Header names in requests.
-    pub const REQ_HEADER: &[&str] = &[":path", ":authority", "host", "cookie", "user-agent", "x-forwarded-for", "x-user", "x-canary", "x-beta", "x-exact", "x-c", "x-v3", "x-request-id", "x-canary-version", "x-sticky-hash", "x-sticky-endpoint", "x-app-endpoint", "X-Canary", "COOKIE"];
+    pub const REQ_HEADER: &[&str] = &[":path", ":authority", ":scheme", "x-forwarded-proto", "host", "cookie", "user-agent", "x-forwarded-for", "x-user", "x-canary", "x-beta", "x-exact", "x-c", "x-v3", "x-request-id", "x-canary-version", "x-sticky-hash", "x-sticky-endpoint", "x-app-endpoint", "X-Canary", "COOKIE"];
     /// Header values in requests.
-    pub const REQ_VALUE: &[&str] = &["always", "never", "yes", "team-red", "qa-x", "alice", "bob", "", "203.0.113.9", "unknown, 10.0.0.1, 10.0.0.2", "shop.example.com", "a.shop.example.com:443", "www.example.com", "x.web.example.com", "vh", "[::1]:80"];
+    pub const REQ_VALUE: &[&str] = &["https", " HTTPS ", "http", "always", "never", "yes", "team-red", "qa-x", "alice", "bob", "", "203.0.113.9", "unknown, 10.0.0.1, 10.0.0.2", "shop.example.com", "a.shop.example.com:443", "www.example.com", "x.web.example.com", "vh", "[::1]:80"];
     /// Request paths.
     pub const REQ_PATH: &[&str] = &["/", "/api/x", "/checkout/1", "/cart", "/healthz", "/weighted/x", "", "*", "/%zz"];
     /// Query names in requests.
@@ -152,18 +153,7 @@ pub mod pool {
 
 /// Standard base64 with padding (secrets as `openssl rand -base64 32` prints them).
 pub fn b64_std(bytes: &[u8]) -> String {
-    let mut s: String = b64::encode_url(bytes)
-        .chars()
-        .map(|c| match c {
-            '-' => '+',
-            '_' => '/',
-            c => c,
-        })
-        .collect();
-    while s.len() % 4 != 0 {
-        s.push('=');
-    }
-    s
+    STANDARD.encode(bytes)
 }
 
 /// The environment variable `secrets_env` configs may name.
@@ -195,7 +185,7 @@ impl Secret {
     pub fn text(&self) -> String {
         match self {
             Secret::Std(b) => b64_std(b),
-            Secret::Url(b) => b64::encode_url(b),
+            Secret::Url(b) => URL_SAFE_NO_PAD.encode(b),
             Secret::Bytes(b) => b64_std(b),
             Secret::Any(s) => s.clone(),
         }
@@ -210,7 +200,8 @@ pub struct CookieM {
     pub domain: Opt<Text>,
     pub max_age: Opt<Num>,
     pub expires: Opt<Num>,
-    pub secure: Opt<bool>,
+    /// 0 false, 1 true, 2 "auto", 3 a bad value.
+    pub secure: Opt<u8>,
     pub http_only: Opt<bool>,
     pub same_site: Opt<Text>,
     pub same_site_none_compat: Opt<bool>,
@@ -226,7 +217,12 @@ impl CookieM {
         put(&mut m, "domain", &self.domain, |t| json!(t.pick(pool::DOMAIN)));
         put(&mut m, "max_age", &self.max_age, Num::json);
         put(&mut m, "expires", &self.expires, Num::json);
-        put(&mut m, "secure", &self.secure, |b| json!(b));
+        put(&mut m, "secure", &self.secure, |b| match b {
+            0 => json!(false),
+            1 => json!(true),
+            2 => json!("auto"),
+            _ => json!("Auto"),
+        });
         put(&mut m, "http_only", &self.http_only, |b| json!(b));
         put(&mut m, "same_site", &self.same_site, |t| json!(t.pick(pool::SAME_SITE)));
         put(&mut m, "same_site_none_compat", &self.same_site_none_compat, |b| json!(b));
@@ -481,7 +477,12 @@ impl BodyM {
         put(m, "session", &self.session, SessionM::json);
         put(m, "headers", &self.headers, HeadersM::json);
         if let Some(u) = self.unknown {
-            m.insert(["version", "weights", "$schema", "Rules"][usize::from(u) % 4].to_owned(), json!([]));
+            match u % 8 {
+                4 => m.insert("on_invalid_config".into(), json!("refuse")),
+                5 => m.insert("on_invalid_config".into(), json!("pass_through")),
+                6 => m.insert("on_invalid_config".into(), json!("Refuse")),
+                i => m.insert(["version", "weights", "$schema", "Rules"][usize::from(i % 4)].to_owned(), json!([])),
+            };
         }
     }
 
@@ -628,11 +629,11 @@ impl SessionGen {
             version_id,
             origin: if self.rule { Origin::Rule } else { Origin::Weight },
             expiry,
-            endpoint: self.endpoint.as_ref().map(|t| t.pick(pool::ADDR)),
+            endpoint: self.endpoint.as_ref().map(|t| addr(&t.pick(pool::ADDR))),
         };
         let keys: Vec<SealKey> = match self.seal % 4 {
-            0 => p.keys.iter().take(1).cloned().collect(),
-            1 => p.keys.iter().skip(1).take(1).cloned().collect(),
+            0 => p.seal_keys.iter().take(1).cloned().collect(),
+            1 => p.seal_keys.iter().skip(1).take(1).cloned().collect(),
             2 => vec![SealKey([0x55; 32])],
             _ => Vec::new(),
         };
@@ -675,6 +676,13 @@ pub enum HeaderGen {
 #[derive(Arbitrary, Debug, Clone)]
 pub struct AddrGen(pub Text);
 
+/// An upstream address as Envoy reports it: text without control
+/// characters (the only source of a pinned endpoint; sealed cookies carry
+/// nothing else).
+fn addr(s: &str) -> String {
+    crate::checks::envoy_addr(s)
+}
+
 /// A request and its response.
 #[derive(Arbitrary, Debug, Clone)]
 pub struct ReqGen {
@@ -704,7 +712,7 @@ impl ReqGen {
             client_address: self.client.as_ref().map(|a| a.0.pick(pool::ADDR)),
             now,
             entropy: self.entropy,
-            upstream_address: self.upstream.as_ref().map(|a| a.0.pick(pool::ADDR)),
+            upstream_address: self.upstream.as_ref().map(|a| addr(&a.0.pick(pool::ADDR))),
             upstream_attempts: self.attempts.map(u64::from),
             upstream_status: self.status,
         };
