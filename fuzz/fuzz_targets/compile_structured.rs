@@ -16,6 +16,10 @@ fuzz_target!(|input: (ConfigM, Vec<ReqGen>)| {
         let _ = checks::check_compile_text(&text, &config.secret_texts(), &[]);
         return;
     };
-    let cases: Vec<_> = requests.iter().take(4).map(|r| r.resolve(&plugin)).collect();
+    let cases: Vec<_> = requests
+        .iter()
+        .take(4)
+        .map(|r| r.resolve(&plugin))
+        .collect();
     let _ = checks::check_compile_text(&text, &config.secret_texts(), &cases);
 });

@@ -63,7 +63,18 @@ fuzz_target!(|data: &[u8]| {
         Value::Raw(s) => (s.clone(), None),
         Value::Marked(sealed, s) => (format!("{}{s}", if *sealed { '2' } else { '1' }), None),
         Value::Bytes(b) => (String::from_utf8_lossy(b).into_owned(), None),
-        Value::Encoded { key, version_id, rule, expiry, endpoint, seal, nonce, flip, cut, append } => {
+        Value::Encoded {
+            key,
+            version_id,
+            rule,
+            expiry,
+            endpoint,
+            seal,
+            nonce,
+            flip,
+            cut,
+            append,
+        } => {
             let s = Session {
                 key: *key,
                 version_id: *version_id,
@@ -93,7 +104,9 @@ fuzz_target!(|data: &[u8]| {
             let v = String::from_utf8_lossy(&v).into_owned();
             // What must open: intact, current, sealed under one of the keys
             // given to open (or plain when none are), endpoint as encoded.
-            let ep_kept = endpoint.as_ref().is_none_or(|e| !e.is_empty() && e.len() <= 64);
+            let ep_kept = endpoint
+                .as_ref()
+                .is_none_or(|e| !e.is_empty() && e.len() <= 64);
             let opens = intact
                 && u64::from(*expiry) > now
                 && (index.is_some() || keys.is_empty())

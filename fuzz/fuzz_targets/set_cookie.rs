@@ -6,9 +6,9 @@
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
 use serde_json::json;
-use sticky_canary::session::{Origin, Session};
 use sticky_canary::compile_json;
 use sticky_canary::policy::Secure;
+use sticky_canary::session::{Origin, Session};
 use sticky_canary_fuzz::checks::{self, MAX_NOW};
 use sticky_canary_fuzz::gen::{b64_std, pool, CookieM, Opt, Text};
 
@@ -43,7 +43,11 @@ fuzz_target!(|input: Input| {
     let s = Session {
         key: input.key,
         version_id: input.version_id,
-        origin: if input.rule { Origin::Rule } else { Origin::Weight },
+        origin: if input.rule {
+            Origin::Rule
+        } else {
+            Origin::Weight
+        },
         expiry: input.expiry,
         endpoint: input.endpoint.as_ref().map(|t| t.pick(pool::ADDR)),
     };
@@ -66,7 +70,12 @@ fuzz_target!(|input: Input| {
         assert_eq!(spec.domain.as_deref(), Some(t.pick(pool::DOMAIN).as_str()));
     }
     if let Opt::Some(b) = &c.secure {
-        let want = [Some(Secure::Never), Some(Secure::Always), Some(Secure::Auto), None][usize::from(*b % 4)];
+        let want = [
+            Some(Secure::Never),
+            Some(Secure::Always),
+            Some(Secure::Auto),
+            None,
+        ][usize::from(*b % 4)];
         assert_eq!(Some(spec.secure), want);
     }
     if let Opt::Some(b) = &c.http_only {

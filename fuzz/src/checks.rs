@@ -200,7 +200,10 @@ fn check_fidelity(plugin: &Plugin, json: &serde_json::Value) {
             assert_eq!(&got, n, "global versions");
             let total = json.get("weight_total").and_then(Value::as_u64);
             assert_eq!(u64::from(p.total), total.unwrap_or(100), "weight_total");
-            let rules = json.get("rules").and_then(Value::as_array).map_or(0, Vec::len);
+            let rules = json
+                .get("rules")
+                .and_then(Value::as_array)
+                .map_or(0, Vec::len);
             assert_eq!(p.rules.len(), rules, "every rule compiled");
         }
         (None, None) => {}
@@ -211,7 +214,11 @@ fn check_fidelity(plugin: &Plugin, json: &serde_json::Value) {
         .and_then(Value::as_array)
         .cloned()
         .unwrap_or_default();
-    assert_eq!(plugin.routes.len(), entries.len(), "every route entry compiled");
+    assert_eq!(
+        plugin.routes.len(),
+        entries.len(),
+        "every route entry compiled"
+    );
     for (i, (r, e)) in plugin.routes.iter().zip(&entries).enumerate() {
         let enabled = e.get("enabled").and_then(Value::as_bool).unwrap_or(true);
         assert_eq!(r.policy.is_some(), enabled, "routes[{i}] enabled");
@@ -265,11 +272,20 @@ pub fn check_config_error(e: &sticky_canary::ConfigError, secrets: &[String]) {
 fn check_invalid_plan(text: &str) {
     let plan = invalid_plan(text);
     for d in ["x-canary-version", "x-sticky-hash", "x-sticky-endpoint"] {
-        assert!(plan.override_headers.iter().any(|h| h == d), "plan misses {d}");
+        assert!(
+            plan.override_headers.iter().any(|h| h == d),
+            "plan misses {d}"
+        );
     }
     for (i, h) in plan.override_headers.iter().enumerate() {
-        assert!(is_token(h) && *h == h.to_ascii_lowercase(), "plan header {h:?}");
-        assert!(!plan.override_headers[..i].contains(h), "plan header {h} twice");
+        assert!(
+            is_token(h) && *h == h.to_ascii_lowercase(),
+            "plan header {h:?}"
+        );
+        assert!(
+            !plan.override_headers[..i].contains(h),
+            "plan header {h} twice"
+        );
     }
     let root: Option<serde_json::Value> = serde_json::from_str(text.trim()).ok();
     let refuse = root
@@ -454,7 +470,10 @@ pub fn check_policy(p: &Policy) {
     }
     for r in &p.rules {
         if let RuleSource::Header(h) = &r.source {
-            assert!(!p.headers.writes(h), "a rule reads a header the filter writes");
+            assert!(
+                !p.headers.writes(h),
+                "a rule reads a header the filter writes"
+            );
         }
     }
 }
@@ -613,7 +632,9 @@ pub fn check_request(plugin: &Plugin, case: &ReqCase) -> Option<Checked> {
         Reason::Remembered => {
             assert!(p.sticky, "legacy mode remembers nothing");
             assert!(
-                incoming.iter().any(|s| s.version_id == d.session.version_id),
+                incoming
+                    .iter()
+                    .any(|s| s.version_id == d.session.version_id),
                 "remembered version {} is in no valid cookie of the request",
                 p.versions[d.version].name
             );
@@ -649,7 +670,10 @@ pub fn check_request(plugin: &Plugin, case: &ReqCase) -> Option<Checked> {
         ),
         Outcome::Reassigned => {
             let prev = d.previous.as_ref().expect("reassigned from a session");
-            assert_ne!(prev.0, d.session.version_id, "reassigned to the same version");
+            assert_ne!(
+                prev.0, d.session.version_id,
+                "reassigned to the same version"
+            );
         }
         Outcome::Drain => {
             assert_eq!(d.reason, Reason::Remembered);
@@ -770,7 +794,14 @@ pub fn check_request(plugin: &Plugin, case: &ReqCase) -> Option<Checked> {
     }
     let https = req.is_https();
     assert_eq!(ex.https, https && p.cookie.secure == Secure::Auto);
-    check_set_cookie(&p.cookie, &value, case.now, ua.as_deref(), https, &sc.header);
+    check_set_cookie(
+        &p.cookie,
+        &value,
+        case.now,
+        ua.as_deref(),
+        https,
+        &sc.header,
+    );
     check_value_shape(&value, !p.seal_keys.is_empty());
     if case.now.saturating_add(p.ttl) < u64::from(u32::MAX) {
         assert_eq!(
@@ -902,7 +933,9 @@ pub fn check_set_cookie(
     );
     assert_eq!(domain, spec.domain, "Domain in {header:?}");
     assert_eq!(max_age, spec.max_age, "Max-Age in {header:?}");
-    let want_expires = spec.expires.map(|s| cookies::http_date(now.saturating_add(s)));
+    let want_expires = spec
+        .expires
+        .map(|s| cookies::http_date(now.saturating_add(s)));
     assert_eq!(expires, want_expires, "Expires in {header:?}");
     if let Some(e) = &expires {
         check_http_date(e);
@@ -926,11 +959,18 @@ pub fn check_set_cookie(
         Some(SameSite::Lax) => Some("Lax"),
         Some(SameSite::Strict) => Some("Strict"),
     };
-    assert_eq!(same_site.as_deref(), want_same_site, "SameSite in {header:?}");
+    assert_eq!(
+        same_site.as_deref(),
+        want_same_site,
+        "SameSite in {header:?}"
+    );
     // Known bug `same-site-none-http`: with "secure": "auto" a plain HTTP
     // request gets SameSite=None without Secure, which browsers drop.
     if same_site.as_deref() == Some("None") && !(tolerate() && spec.secure == Secure::Auto) {
-        assert!(secure, "SameSite=None without Secure is dropped by browsers");
+        assert!(
+            secure,
+            "SameSite=None without Secure is dropped by browsers"
+        );
     }
     // Cookie-name prefixes (RFC 6265bis 4.1.3): browsers drop a cookie
     // whose prefix promises attributes it lacks.
@@ -954,7 +994,10 @@ pub fn check_set_cookie(
 fn check_http_date(s: &str) {
     let b = s.as_bytes();
     assert_eq!(b.len(), 29, "HTTP date {s:?}");
-    assert!(s.ends_with(" GMT") && b[3] == b',' && b[4] == b' ', "HTTP date {s:?}");
+    assert!(
+        s.ends_with(" GMT") && b[3] == b',' && b[4] == b' ',
+        "HTTP date {s:?}"
+    );
     let day = &s[..3];
     assert!(["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"].contains(&day));
 }
@@ -1134,7 +1177,12 @@ pub fn parse_text_case(data: &[u8], plugins: &[Plugin]) -> Option<(usize, ReqCas
     let rest = data.strip_prefix(b"H")?;
     let mut lines = rest.split(|b| *b == b'\n');
     let first = lines.next()?;
-    let idx = std::str::from_utf8(first).ok()?.trim().parse::<usize>().ok()? % plugins.len();
+    let idx = std::str::from_utf8(first)
+        .ok()?
+        .trim()
+        .parse::<usize>()
+        .ok()?
+        % plugins.len();
     let mut case = ReqCase {
         now: 1_800_000_000,
         entropy: Some(1),

@@ -5,9 +5,9 @@
 
 use crate::checks::{ReqCase, MAX_NOW};
 use arbitrary::Arbitrary;
-use serde_json::{json, Map, Value};
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine;
+use serde_json::{json, Map, Value};
 use sticky_canary::session::{Origin, SealKey, Session};
 use sticky_canary::{hash, Plugin, Policy};
 
@@ -61,7 +61,9 @@ impl Num {
             Num::Big(n) => json!(n),
             Num::Huge(n) => json!(n),
             Num::Neg(n) => json!(n),
-            Num::Float(f) => serde_json::Number::from_f64(f64::from(*f)).map_or(Value::Null, Value::Number),
+            Num::Float(f) => {
+                serde_json::Number::from_f64(f64::from(*f)).map_or(Value::Null, Value::Number)
+            }
             Num::Str(s) => json!(s),
         }
     }
@@ -93,23 +95,70 @@ fn put<T>(m: &mut Map<String, Value>, key: &str, v: &Opt<T>, f: impl FnOnce(&T) 
 /// Pools of meaningful strings.
 pub mod pool {
     /// Version names (valid and not).
-    pub const VERSION: &[&str] = &["v1", "v2", "v3", "canary", "stable", "a.b_c-d", "V1", "", "bad name", "v/1", "é"];
+    pub const VERSION: &[&str] = &[
+        "v1", "v2", "v3", "canary", "stable", "a.b_c-d", "V1", "", "bad name", "v/1", "é",
+    ];
     /// Header names rules and keys read.
-    pub const HEADER: &[&str] = &["x-canary", "x-user", "X-Beta", "user-agent", "cookie", "x-canary-version", "x-sticky-hash", "bad header", "", ":path", "x-forwarded-for"];
+    pub const HEADER: &[&str] = &[
+        "x-canary",
+        "x-user",
+        "X-Beta",
+        "user-agent",
+        "cookie",
+        "x-canary-version",
+        "x-sticky-hash",
+        "bad header",
+        "",
+        ":path",
+        "x-forwarded-for",
+    ];
     /// Cookie names.
-    pub const COOKIE: &[&str] = &["sticky-canary", "sc", "canary", "__Host-sc", "__Secure-sc", "a;b", "", "my cookie", "c=1", "Ω"];
+    pub const COOKIE: &[&str] = &[
+        "sticky-canary",
+        "sc",
+        "canary",
+        "__Host-sc",
+        "__Secure-sc",
+        "a;b",
+        "",
+        "my cookie",
+        "c=1",
+        "Ω",
+    ];
     /// Query names.
     pub const QUERY: &[&str] = &["canary", "uid", "v", "a&b", "x=y", "", "ünï", "a#b"];
     /// Values rules compare with.
     pub const VALUE: &[&str] = &["v2", "always", "never", "yes", "v 3", "", "3", "%41"];
     /// Regexes.
-    pub const REGEX: &[&str] = &["^(team|qa)-", "^a$", "(", "[z-a]", ".*", "\\d+", "(?i)beta", "a{1000}{1000}", "\\p{L}+"];
+    pub const REGEX: &[&str] = &[
+        "^(team|qa)-",
+        "^a$",
+        "(",
+        "[z-a]",
+        ".*",
+        "\\d+",
+        "(?i)beta",
+        "a{1000}{1000}",
+        "\\p{L}+",
+    ];
     /// Cookie paths.
-    pub const PATH: &[&str] = &["/", "/app", "/a b", "/x ", "/x;y", "app", "/\u{7f}", "/%2F", ""];
+    pub const PATH: &[&str] = &[
+        "/", "/app", "/a b", "/x ", "/x;y", "app", "/\u{7f}", "/%2F", "",
+    ];
     /// Cookie domains.
-    pub const DOMAIN: &[&str] = &["example.com", ".example.com", "a-b.example", "", "exa mple.com", "例え.jp", "x;y"];
+    pub const DOMAIN: &[&str] = &[
+        "example.com",
+        ".example.com",
+        "a-b.example",
+        "",
+        "exa mple.com",
+        "例え.jp",
+        "x;y",
+    ];
     /// SameSite values.
-    pub const SAME_SITE: &[&str] = &["None", "Lax", "Strict", "lax", "STRICT", "none", "", "Bogus"];
+    pub const SAME_SITE: &[&str] = &[
+        "None", "Lax", "Strict", "lax", "STRICT", "none", "", "Bogus",
+    ];
     /// Modes.
     pub const MODE: &[&str] = &["balanced", "persistent", "Persistent", ""];
     /// Key sources.
@@ -117,27 +166,130 @@ pub mod pool {
     /// Stickiness values.
     pub const STICKINESS: &[&str] = &["sticky", "legacy", "Sticky", "a\nb"];
     /// Override header names.
-    pub const OVERRIDE: &[&str] = &["x-canary-version", "x-sticky-hash", "x-sticky-endpoint", "x-app-version", "x-app-hash", "host", "cookie", "X-Upper", "bad name", ""];
+    pub const OVERRIDE: &[&str] = &[
+        "x-canary-version",
+        "x-sticky-hash",
+        "x-sticky-endpoint",
+        "x-app-version",
+        "x-app-hash",
+        "host",
+        "cookie",
+        "X-Upper",
+        "bad name",
+        "",
+    ];
     /// RFC 3339 times.
-    pub const TIME: &[&str] = &["2026-11-21T10:00:00Z", "2027-01-15T08:00:00Z", "2027-01-15T09:00:00.5+01:00", "2026-02-29T00:00:00Z", "2028-02-29T23:59:60Z", "1969-12-31T23:59:59Z", "9999-12-31T23:59:59-23:59", "2026-13-01T00:00:00Z", "not a time"];
+    pub const TIME: &[&str] = &[
+        "2026-11-21T10:00:00Z",
+        "2027-01-15T08:00:00Z",
+        "2027-01-15T09:00:00.5+01:00",
+        "2026-02-29T00:00:00Z",
+        "2028-02-29T23:59:60Z",
+        "1969-12-31T23:59:59Z",
+        "9999-12-31T23:59:59-23:59",
+        "2026-13-01T00:00:00Z",
+        "not a time",
+    ];
     /// Route match values.
-    pub const MATCH: &[&str] = &["/", "/api", "/checkout", "r1", "vh", "*.example.com", "shop.example.com", "*", "", "api"];
+    pub const MATCH: &[&str] = &[
+        "/",
+        "/api",
+        "/checkout",
+        "r1",
+        "vh",
+        "*.example.com",
+        "shop.example.com",
+        "*",
+        "",
+        "api",
+    ];
     /// Env variable names for secrets_env.
-    pub const ENV: &[&str] = &["STICKY_CANARY_FUZZ_KEYS", "STICKY_CANARY_FUZZ_UNSET", "", "A=B"];
+    pub const ENV: &[&str] = &[
+        "STICKY_CANARY_FUZZ_KEYS",
+        "STICKY_CANARY_FUZZ_UNSET",
+        "",
+        "A=B",
+    ];
     /// Route entry names.
     pub const ROUTE: &[&str] = &["api", "web", "health", "", "routes[0]"];
     /// Header names in requests.
-    pub const REQ_HEADER: &[&str] = &[":path", ":authority", ":scheme", "x-forwarded-proto", "host", "cookie", "user-agent", "x-forwarded-for", "x-user", "x-canary", "x-beta", "x-exact", "x-c", "x-v3", "x-request-id", "x-canary-version", "x-sticky-hash", "x-sticky-endpoint", "x-app-endpoint", "X-Canary", "COOKIE"];
+    pub const REQ_HEADER: &[&str] = &[
+        ":path",
+        ":authority",
+        ":scheme",
+        "x-forwarded-proto",
+        "host",
+        "cookie",
+        "user-agent",
+        "x-forwarded-for",
+        "x-user",
+        "x-canary",
+        "x-beta",
+        "x-exact",
+        "x-c",
+        "x-v3",
+        "x-request-id",
+        "x-canary-version",
+        "x-sticky-hash",
+        "x-sticky-endpoint",
+        "x-app-endpoint",
+        "X-Canary",
+        "COOKIE",
+    ];
     /// Header values in requests.
-    pub const REQ_VALUE: &[&str] = &["https", " HTTPS ", "http", "always", "never", "yes", "team-red", "qa-x", "alice", "bob", "", "203.0.113.9", "unknown, 10.0.0.1, 10.0.0.2", "shop.example.com", "a.shop.example.com:443", "www.example.com", "x.web.example.com", "vh", "[::1]:80"];
+    pub const REQ_VALUE: &[&str] = &[
+        "https",
+        " HTTPS ",
+        "http",
+        "always",
+        "never",
+        "yes",
+        "team-red",
+        "qa-x",
+        "alice",
+        "bob",
+        "",
+        "203.0.113.9",
+        "unknown, 10.0.0.1, 10.0.0.2",
+        "shop.example.com",
+        "a.shop.example.com:443",
+        "www.example.com",
+        "x.web.example.com",
+        "vh",
+        "[::1]:80",
+    ];
     /// Request paths.
-    pub const REQ_PATH: &[&str] = &["/", "/api/x", "/checkout/1", "/cart", "/healthz", "/weighted/x", "", "*", "/%zz"];
+    pub const REQ_PATH: &[&str] = &[
+        "/",
+        "/api/x",
+        "/checkout/1",
+        "/cart",
+        "/healthz",
+        "/weighted/x",
+        "",
+        "*",
+        "/%zz",
+    ];
     /// Query names in requests.
     pub const REQ_QUERY: &[&str] = &["canary", "ver", "uid", "v", "c%61nary", "canary+", ""];
     /// Query values in requests.
-    pub const REQ_QVALUE: &[&str] = &["v2", "v+3", "v%203", "3", "alice", "%+a", "%zz", "%E9", "%C3%A9", ""];
+    pub const REQ_QVALUE: &[&str] = &[
+        "v2", "v+3", "v%203", "3", "alice", "%+a", "%zz", "%E9", "%C3%A9", "",
+    ];
     /// Addresses.
-    pub const ADDR: &[&str] = &["203.0.113.9:4711", "203.0.113.9", "[2001:db8::1]:443", "2001:db8::1", "10.0.0.7:8080", "10.0.0.8:8080", "unknown", "_hidden", "", "[::1]", "1.2.3.4:x"];
+    pub const ADDR: &[&str] = &[
+        "203.0.113.9:4711",
+        "203.0.113.9",
+        "[2001:db8::1]:443",
+        "2001:db8::1",
+        "10.0.0.7:8080",
+        "10.0.0.8:8080",
+        "unknown",
+        "_hidden",
+        "",
+        "[::1]",
+        "1.2.3.4:x",
+    ];
     /// User agents.
     pub const UA: &[&str] = &[
         "Mozilla/5.0 (iPhone; CPU iPhone OS 12_4 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/12.1.2 Mobile/15E148 Safari/604.1",
@@ -214,7 +366,9 @@ impl CookieM {
         let mut m = Map::new();
         put(&mut m, "name", &self.name, |t| json!(t.pick(pool::COOKIE)));
         put(&mut m, "path", &self.path, |t| json!(t.pick(pool::PATH)));
-        put(&mut m, "domain", &self.domain, |t| json!(t.pick(pool::DOMAIN)));
+        put(&mut m, "domain", &self.domain, |t| {
+            json!(t.pick(pool::DOMAIN))
+        });
         put(&mut m, "max_age", &self.max_age, Num::json);
         put(&mut m, "expires", &self.expires, Num::json);
         put(&mut m, "secure", &self.secure, |b| match b {
@@ -224,10 +378,20 @@ impl CookieM {
             _ => json!("Auto"),
         });
         put(&mut m, "http_only", &self.http_only, |b| json!(b));
-        put(&mut m, "same_site", &self.same_site, |t| json!(t.pick(pool::SAME_SITE)));
-        put(&mut m, "same_site_none_compat", &self.same_site_none_compat, |b| json!(b));
+        put(&mut m, "same_site", &self.same_site, |t| {
+            json!(t.pick(pool::SAME_SITE))
+        });
+        put(
+            &mut m,
+            "same_site_none_compat",
+            &self.same_site_none_compat,
+            |b| json!(b),
+        );
         if let Some(u) = self.unknown {
-            m.insert(["maxAge", "samesite", "Name"][usize::from(u) % 3].to_owned(), json!(1));
+            m.insert(
+                ["maxAge", "samesite", "Name"][usize::from(u) % 3].to_owned(),
+                json!(1),
+            );
         }
         Value::Object(m)
     }
@@ -244,9 +408,19 @@ pub struct KeyM {
 impl KeyM {
     fn json(&self) -> Value {
         let mut m = Map::new();
-        put(&mut m, "from", &self.from, |t| json!(t.pick(pool::KEY_FROM)));
+        put(
+            &mut m,
+            "from",
+            &self.from,
+            |t| json!(t.pick(pool::KEY_FROM)),
+        );
         put(&mut m, "name", &self.name, |t| json!(t.pick(pool::HEADER)));
-        put(&mut m, "xff_trusted_hops", &self.xff_trusted_hops, Num::json);
+        put(
+            &mut m,
+            "xff_trusted_hops",
+            &self.xff_trusted_hops,
+            Num::json,
+        );
         Value::Object(m)
     }
 }
@@ -273,8 +447,12 @@ impl SessionM {
         put(&mut m, "secrets", &self.secrets, |v| {
             Value::Array(v.iter().map(|s| json!(s.text())).collect())
         });
-        put(&mut m, "secrets_env", &self.secrets_env, |t| json!(t.pick(pool::ENV)));
-        put(&mut m, "change_on_failure", &self.change_on_failure, |b| json!(b));
+        put(&mut m, "secrets_env", &self.secrets_env, |t| {
+            json!(t.pick(pool::ENV))
+        });
+        put(&mut m, "change_on_failure", &self.change_on_failure, |b| {
+            json!(b)
+        });
         Value::Object(m)
     }
 
@@ -312,9 +490,22 @@ impl TimeM {
                 let zone = if *off == 0 {
                     "Z".to_owned()
                 } else {
-                    format!("{}{:02}:{:02}", if *off < 0 { '-' } else { '+' }, off.unsigned_abs() % 30, off.unsigned_abs() % 60)
+                    format!(
+                        "{}{:02}:{:02}",
+                        if *off < 0 { '-' } else { '+' },
+                        off.unsigned_abs() % 30,
+                        off.unsigned_abs() % 60
+                    )
                 };
-                json!(format!("{:04}-{:02}-{:02}T{:02}:{:02}:{:02}{zone}", y % 10000, mo % 14, d % 33, h % 25, mi % 61, s % 62))
+                json!(format!(
+                    "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}{zone}",
+                    y % 10000,
+                    mo % 14,
+                    d % 33,
+                    h % 25,
+                    mi % 61,
+                    s % 62
+                ))
             }
             TimeM::Num(n) => n.json(),
         }
@@ -383,12 +574,18 @@ pub struct RuleM {
 impl RuleM {
     fn json(&self) -> Value {
         let mut m = Map::new();
-        put(&mut m, "header", &self.header, |t| json!(t.pick(pool::HEADER)));
-        put(&mut m, "cookie", &self.cookie, |t| json!(t.pick(pool::COOKIE)));
+        put(&mut m, "header", &self.header, |t| {
+            json!(t.pick(pool::HEADER))
+        });
+        put(&mut m, "cookie", &self.cookie, |t| {
+            json!(t.pick(pool::COOKIE))
+        });
         put(&mut m, "query", &self.query, |t| json!(t.pick(pool::QUERY)));
         put(&mut m, "value", &self.value, |t| json!(t.pick(pool::VALUE)));
         put(&mut m, "regex", &self.regex, |t| json!(t.pick(pool::REGEX)));
-        put(&mut m, "version", &self.version, |t| json!(t.pick(pool::VERSION)));
+        put(&mut m, "version", &self.version, |t| {
+            json!(t.pick(pool::VERSION))
+        });
         Value::Object(m)
     }
 }
@@ -404,9 +601,18 @@ pub struct HeadersM {
 impl HeadersM {
     fn json(&self) -> Value {
         let mut m = Map::new();
-        put(&mut m, "version", &self.version, |t| json!(t.pick(pool::OVERRIDE)));
-        put(&mut m, "hash", &self.hash, |t| json!(t.pick(pool::OVERRIDE)));
-        put(&mut m, "endpoint", &self.endpoint, |t| json!(t.pick(pool::OVERRIDE)));
+        put(&mut m, "version", &self.version, |t| {
+            json!(t.pick(pool::OVERRIDE))
+        });
+        put(
+            &mut m,
+            "hash",
+            &self.hash,
+            |t| json!(t.pick(pool::OVERRIDE)),
+        );
+        put(&mut m, "endpoint", &self.endpoint, |t| {
+            json!(t.pick(pool::OVERRIDE))
+        });
         Value::Object(m)
     }
 }
@@ -424,7 +630,9 @@ impl OneOrMany {
     fn json(&self) -> Value {
         match self {
             OneOrMany::One(t) => json!(t.pick(pool::MATCH)),
-            OneOrMany::Many(v) => Value::Array(v.iter().map(|t| json!(t.pick(pool::MATCH))).collect()),
+            OneOrMany::Many(v) => {
+                Value::Array(v.iter().map(|t| json!(t.pick(pool::MATCH))).collect())
+            }
         }
     }
 }
@@ -467,13 +675,25 @@ pub struct BodyM {
 impl BodyM {
     fn fill(&self, m: &mut Map<String, Value>) {
         put(m, "versions", &self.versions, |v| {
-            Value::Array(v.iter().take(40).enumerate().map(|(i, x)| x.json(i)).collect())
+            Value::Array(
+                v.iter()
+                    .take(40)
+                    .enumerate()
+                    .map(|(i, x)| x.json(i))
+                    .collect(),
+            )
         });
         put(m, "weight_total", &self.weight_total, Num::json);
-        put(m, "rules", &self.rules, |v| Value::Array(v.iter().map(RuleM::json).collect()));
-        put(m, "stickiness", &self.stickiness, |t| json!(t.pick(pool::STICKINESS)));
+        put(m, "rules", &self.rules, |v| {
+            Value::Array(v.iter().map(RuleM::json).collect())
+        });
+        put(m, "stickiness", &self.stickiness, |t| {
+            json!(t.pick(pool::STICKINESS))
+        });
         put(m, "rollback", &self.rollback, |b| json!(b));
-        put(m, "seed", &self.seed, |t| json!(t.pick(&["", "s", "rollout-7"])));
+        put(m, "seed", &self.seed, |t| {
+            json!(t.pick(&["", "s", "rollout-7"]))
+        });
         put(m, "session", &self.session, SessionM::json);
         put(m, "headers", &self.headers, HeadersM::json);
         if let Some(u) = self.unknown {
@@ -481,7 +701,10 @@ impl BodyM {
                 4 => m.insert("on_invalid_config".into(), json!("refuse")),
                 5 => m.insert("on_invalid_config".into(), json!("pass_through")),
                 6 => m.insert("on_invalid_config".into(), json!("Refuse")),
-                i => m.insert(["version", "weights", "$schema", "Rules"][usize::from(i % 4)].to_owned(), json!([])),
+                i => m.insert(
+                    ["version", "weights", "$schema", "Rules"][usize::from(i % 4)].to_owned(),
+                    json!([]),
+                ),
             };
         }
     }
@@ -607,13 +830,19 @@ pub struct SessionGen {
 
 impl SessionGen {
     fn text(&self, p: &Policy, now: u64) -> String {
-        let name = self.name.as_ref().map_or_else(|| p.cookie.name.clone(), |t| t.pick(pool::COOKIE));
+        let name = self
+            .name
+            .as_ref()
+            .map_or_else(|| p.cookie.name.clone(), |t| t.pick(pool::COOKIE));
         let key = match &self.key {
             KeyGen::Random(k) => *k,
             KeyGen::Derived(t) => hash::derive_key(t.pick(pool::REQ_VALUE).as_bytes()),
             KeyGen::Addr(t) => {
                 let a = t.pick(pool::ADDR);
-                let ip = a.rsplit_once(':').filter(|(ip, _)| !ip.contains(':')).map_or(a.as_str(), |(ip, _)| ip);
+                let ip = a
+                    .rsplit_once(':')
+                    .filter(|(ip, _)| !ip.contains(':'))
+                    .map_or(a.as_str(), |(ip, _)| ip);
                 hash::derive_key(ip.trim_start_matches('[').trim_end_matches(']').as_bytes())
             }
         };
@@ -623,11 +852,17 @@ impl SessionGen {
         } else {
             hash::fnv32(&[self.version])
         };
-        let expiry = now.saturating_add_signed(i64::from(self.expiry)).min(u64::from(u32::MAX)) as u32;
+        let expiry = now
+            .saturating_add_signed(i64::from(self.expiry))
+            .min(u64::from(u32::MAX)) as u32;
         let s = Session {
             key,
             version_id,
-            origin: if self.rule { Origin::Rule } else { Origin::Weight },
+            origin: if self.rule {
+                Origin::Rule
+            } else {
+                Origin::Weight
+            },
             expiry,
             endpoint: self.endpoint.as_ref().map(|t| addr(&t.pick(pool::ADDR))),
         };
@@ -663,7 +898,11 @@ pub enum CookieGen {
 #[derive(Arbitrary, Debug, Clone)]
 pub enum HeaderGen {
     /// `:path` with a query.
-    Path { prefix: Text, query: Vec<(Text, Text)>, fragment: bool },
+    Path {
+        prefix: Text,
+        query: Vec<(Text, Text)>,
+        fragment: bool,
+    },
     /// A `cookie` header.
     Cookie { pieces: Vec<CookieGen>, sep: u8 },
     /// A named header with a value.
@@ -719,7 +958,11 @@ impl ReqGen {
         // First the headers that choose the policy, then the cookies for it.
         for h in &self.headers {
             match h {
-                HeaderGen::Path { prefix, query, fragment } => {
+                HeaderGen::Path {
+                    prefix,
+                    query,
+                    fragment,
+                } => {
                     let mut p = prefix.pick(pool::REQ_PATH);
                     for (i, (k, v)) in query.iter().enumerate() {
                         p.push(if i == 0 { '?' } else { '&' });
@@ -732,7 +975,9 @@ impl ReqGen {
                     }
                     case.headers.push((b":path".to_vec(), p.into_bytes()));
                 }
-                HeaderGen::Named(n, v) => case.headers.push((n.pick(pool::REQ_HEADER).into_bytes(), v.bytes())),
+                HeaderGen::Named(n, v) => case
+                    .headers
+                    .push((n.pick(pool::REQ_HEADER).into_bytes(), v.bytes())),
                 HeaderGen::Raw(n, v) => case.headers.push((n.clone(), v.clone())),
                 HeaderGen::Cookie { .. } => {}
             }
@@ -748,8 +993,7 @@ impl ReqGen {
             };
             plugin.select(&req).cloned()
         };
-        let mut at = 0;
-        for h in &self.headers {
+        for (at, h) in self.headers.iter().enumerate() {
             if let HeaderGen::Cookie { pieces, sep } = h {
                 let sep = ["; ", ";", " ; ", ",", ";;"][usize::from(*sep) % 5];
                 let mut out: Vec<u8> = Vec::new();
@@ -774,7 +1018,6 @@ impl ReqGen {
                 let pos = at.min(case.headers.len());
                 case.headers.insert(pos, (b"cookie".to_vec(), out));
             }
-            at += 1;
         }
         case
     }
