@@ -190,6 +190,23 @@ fn version_names(v: &serde_json::Value) -> Option<Vec<String>> {
     )
 }
 
+/// `over` merged into `base`: objects key by key, anything else replaced.
+fn deep_merge(base: &mut serde_json::Value, over: &serde_json::Value) {
+    match (base, over) {
+        (serde_json::Value::Object(b), serde_json::Value::Object(o)) => {
+            for (k, v) in o {
+                match b.get_mut(k) {
+                    Some(slot) if slot.is_object() && v.is_object() => deep_merge(slot, v),
+                    _ => {
+                        b.insert(k.clone(), v.clone());
+                    }
+                }
+            }
+        }
+        (b, o) => *b = o.clone(),
+    }
+}
+
 /// The compiled plugin is the config that was written.
 fn check_fidelity(plugin: &Plugin, json: &serde_json::Value) {
     use serde_json::Value;
@@ -229,6 +246,40 @@ fn check_fidelity(plugin: &Plugin, json: &serde_json::Value) {
             let got: Vec<&str> = p.versions.iter().map(|v| v.name.as_str()).collect();
             assert_eq!(got, want, "routes[{i}] versions");
             assert_eq!(p.scope, r.name);
+            // The cookie Path: as the entry merged over the global object
+            // sets it, else the entry's one path prefix when usable as a
+            // path, else "/".
+            let mut merged = json.clone();
+            if let Some(m) = merged.as_object_mut() {
+                m.remove("routes");
+            }
+            deep_merge(&mut merged, e);
+            let prefixes: Vec<&str> = match e.get("match").and_then(|m| m.get("path_prefix")) {
+                Some(Value::String(p)) => vec![p.as_str()],
+                Some(Value::Array(a)) => a.iter().filter_map(Value::as_str).collect(),
+                _ => Vec::new(),
+            };
+            let usable = |p: &str| {
+                p.len() <= 256 && p.bytes().all(|b| b != b';' && (0x21..0x7f).contains(&b))
+            };
+            let default = match prefixes.as_slice() {
+                [one] if usable(one) => (*one).to_owned(),
+                _ => "/".to_owned(),
+            };
+            let want_path = match merged.get("session") {
+                None => default,
+                Some(Value::Object(session)) => match session.get("cookie") {
+                    None => default,
+                    Some(Value::Object(c)) => match c.get("path") {
+                        None => default,
+                        Some(Value::String(p)) => p.clone(),
+                        Some(_) => "/".to_owned(),
+                    },
+                    Some(_) => "/".to_owned(),
+                },
+                Some(_) => "/".to_owned(),
+            };
+            assert_eq!(p.cookie.path, want_path, "routes[{i}] cookie path");
         }
         let want_name = e
             .get("name")
@@ -1138,6 +1189,17 @@ pub const DECIDE_CONFIGS: &[&str] = &[
         {"name": "web", "match": {"authority": ["www.example.com", "*.web.example.com"]},
          "versions": [{"name": "v1", "weight": 90}, {"name": "v2", "weight": 10}],
          "session": {"key": {"from": "header", "name": "x-user"}}}
+      ]
+    }"#,
+    // 7: Secure only over HTTPS, a route entry whose cookie Path defaults
+    // to its one path prefix.
+    r#"{
+      "versions": [{"name": "v1"}, {"name": "v2", "weight": 50}],
+      "session": {"cookie": {"name": "sa", "secure": "auto", "same_site": "Lax",
+                             "same_site_none_compat": true, "max_age": 600}},
+      "routes": [
+        {"name": "shop", "match": {"path_prefix": "/shop"},
+         "versions": [{"name": "v1"}, {"name": "v2", "weight": 100}], "session": {"cookie": {"name": "ss"}}}
       ]
     }"#,
 ];
