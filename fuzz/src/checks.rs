@@ -617,6 +617,9 @@ pub fn check_request(plugin: &Plugin, case: &ReqCase) -> Option<Checked> {
         assert!(is_token(h), "set header {h:?}");
         assert!(no_ctl(v), "set header {h}: control bytes in {v:?}");
     }
+    for (k, v) in &plan.properties {
+        assert!(!k.is_empty() && no_ctl(v), "filter state {k}: {v:?}");
+    }
     let Some(mut ex) = plan.exchange else {
         // Pass-through: nothing set, every client copy of ours removed.
         assert!(selected.is_none(), "a selected policy passed through");
@@ -832,6 +835,8 @@ pub fn check_request(plugin: &Plugin, case: &ReqCase) -> Option<Checked> {
     let sc = ex
         .set_cookie([other.as_bytes()], &nonce)
         .expect("a Set-Cookie is due");
+    check_extras(&ex.extras(Some(&sc)));
+    check_extras(&ex.extras(None));
     assert_eq!(
         sc.event == SessionEvent::Issued,
         d.previous.is_none(),
@@ -893,6 +898,17 @@ pub fn check_request(plugin: &Plugin, case: &ReqCase) -> Option<Checked> {
         version: d.version,
         cookie: Some(value),
     })
+}
+
+/// The response extras (debug header, filter state) are well-formed.
+fn check_extras(x: &sticky_canary::pipeline::ResponseExtras) {
+    for (h, v) in &x.headers {
+        assert!(is_token(h), "debug header name {h:?}");
+        assert!(no_ctl(v.as_bytes()), "debug header {h}: {v:?}");
+    }
+    for (k, v) in &x.properties {
+        assert!(!k.is_empty() && no_ctl(v), "filter state {k}: {v:?}");
+    }
 }
 
 /// A cookie value: marker, then base64url, short enough to be read back.
@@ -1140,6 +1156,7 @@ pub const DECIDE_CONFIGS: &[&str] = &[
     // 1: persistent, two secrets, key from a header, no re-pin on failure.
     r#"{
       "versions": [{"name": "stable"}, {"name": "canary", "weight": 50}],
+      "filter_state": true, "debug_header": "x-canary-debug",
       "rules": [{"cookie": "canary", "version": "canary"}, {"header": "x-canary", "value": "always", "version": "canary"}],
       "session": {"mode": "persistent", "change_on_failure": false, "ttl": 7200,
                   "secrets": ["AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=",
@@ -1195,6 +1212,7 @@ pub const DECIDE_CONFIGS: &[&str] = &[
     // to its one path prefix.
     r#"{
       "versions": [{"name": "v1"}, {"name": "v2", "weight": 50}],
+      "filter_state": true, "debug_header": "x-debug",
       "session": {"cookie": {"name": "sa", "secure": "auto", "same_site": "Lax",
                              "same_site_none_compat": true, "max_age": 600}},
       "routes": [

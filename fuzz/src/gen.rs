@@ -668,6 +668,8 @@ pub struct BodyM {
     pub seed: Opt<Text>,
     pub session: Opt<SessionM>,
     pub headers: Opt<HeadersM>,
+    pub filter_state: Opt<bool>,
+    pub debug_header: Opt<Text>,
     /// An unknown key.
     pub unknown: Option<u8>,
 }
@@ -696,6 +698,8 @@ impl BodyM {
         });
         put(m, "session", &self.session, SessionM::json);
         put(m, "headers", &self.headers, HeadersM::json);
+        put(m, "filter_state", &self.filter_state, |b| json!(b));
+        put(m, "debug_header", &self.debug_header, |t| json!(t.pick(pool::OVERRIDE)));
         if let Some(u) = self.unknown {
             match u % 8 {
                 4 => m.insert("on_invalid_config".into(), json!("refuse")),
