@@ -158,7 +158,14 @@ pub fn check_compile_text(text: &str, secrets: &[String], extra: &[ReqCase]) -> 
     let plugin = match compile_json(text) {
         Ok(p) => p,
         Err(e) => {
-            check_config_error(&e, secrets);
+            // A secret that also stands elsewhere in the config (as a name,
+            // say) may be echoed as that.
+            let secrets: Vec<String> = secrets
+                .iter()
+                .filter(|s| text.matches(s.as_str()).count() == 1)
+                .cloned()
+                .collect();
+            check_config_error(&e, &secrets);
             check_invalid_plan(text);
             return None;
         }

@@ -458,8 +458,15 @@ impl SessionM {
 
     /// The secret strings (so errors can be checked not to echo them).
     pub fn secret_texts(&self) -> Vec<String> {
+        // Only secrets made from random bytes: arbitrary text may be a word
+        // the error message uses anyway ("expected").
         match &self.secrets {
-            Opt::Some(v) => v.iter().map(Secret::text).collect(),
+            Opt::Some(v) => v
+                .iter()
+                .filter(|s| !matches!(s, Secret::Any(_)))
+                .map(Secret::text)
+                .filter(|t| t.len() >= 12)
+                .collect(),
             _ => Vec::new(),
         }
     }
