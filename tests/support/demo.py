@@ -47,7 +47,7 @@ curl -s -H "x-canary: always" {url}/ | head -1
 for i in $(seq 50); do curl -s {url}/weighted/x | head -1; done | sort | uniq -c
 
 # The filter's counters
-curl -s {admin}/stats | grep sticky_canary
+curl -s {admin}/stats/prometheus | grep '^sticky_canary' | grep -v ' 0$'
 
 Press Ctrl-C to stop.
 """
