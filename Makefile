@@ -31,7 +31,7 @@ help:
 target:
 	@rustup target list --installed 2>/dev/null | grep -qx '$(TARGET)' || rustup target add $(TARGET)
 
-# The release build, then wasm-opt -Oz when binaryen is installed
+# The release build, then wasm-opt -O1 when binaryen is installed
 # (scripts/wasm-opt.sh; cargo's own output stays beside it as .raw.wasm).
 build: target
 	$(CARGO) build --release --target $(TARGET)
