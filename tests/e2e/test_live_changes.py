@@ -420,13 +420,26 @@ def test_config_changes_under_load(workdir, backends, delivery):
 
 
 def _read_head(sock) -> list[str]:
+    """Read one whole response (head, then exactly its Content-Length of
+    body, which may arrive in later packets) and return the head's lines.
+    Reading only up to the head would leave a late body in the socket, to
+    be taken for the next response."""
     data = b""
     while b"\r\n\r\n" not in data:
         chunk = sock.recv(65536)
         if not chunk:
             break
         data += chunk
-    return data.split(b"\r\n\r\n")[0].decode(errors="replace").split("\r\n")
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode(errors="replace").split("\r\n")
+    length = next((int(v.strip()) for k, _, v in (l.partition(":") for l in lines[1:])
+                   if k.strip().lower() == "content-length"), 0)
+    while len(body) < length:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        body += chunk
+    return lines
 
 
 def _probe_cookie(head: list[str]) -> str | None:
