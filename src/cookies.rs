@@ -79,34 +79,28 @@ fn unquote(v: &str) -> &str {
         .unwrap_or(v)
 }
 
-/// The cookies named in `names` from a `Cookie` header given as bytes, as
-/// [`parse_cookie_bytes`] gives them, in order. Pieces whose name is not
-/// wanted are skipped with a byte comparison, before any parsing: a browser
-/// sends every cookie of the site, and the filter reads one or two.
-pub fn find_cookies<'h>(
+/// The cookies named in `names` from a `Cookie` header given as bytes, in
+/// order: each `;`-separated piece that is UTF-8 is parsed as in
+/// [`parse_cookie_header`]; a piece that is not UTF-8 is skipped, and the
+/// other cookies still count. Pieces whose name is not wanted are skipped
+/// with a byte comparison, before any parsing: a browser sends every
+/// cookie of the site, and the filter reads one or two.
+pub fn find_cookies<'h, 'n>(
     header: &'h [u8],
-    names: &[&str],
-) -> impl Iterator<Item = (&'h str, &'h str)> {
-    let wanted = |piece: &[u8]| {
-        let p = piece.trim_ascii_start();
-        names.iter().any(|n| {
-            p.strip_prefix(n.as_bytes())
-                .is_some_and(|rest| matches!(rest.trim_ascii_start().first(), Some(b'=')))
-        })
-    };
-    let pieces: Vec<&'h [u8]> = header.split(|b| *b == b';').filter(|p| wanted(p)).collect();
-    pieces
-        .into_iter()
-        .filter_map(|piece| std::str::from_utf8(piece).ok())
-        .flat_map(parse_cookie_header)
-}
-
-/// The cookies of a `Cookie` header given as bytes: each `;`-separated
-/// piece that is UTF-8 is parsed as in [`parse_cookie_header`]; a piece
-/// that is not UTF-8 is skipped, and the other cookies still count.
-pub fn parse_cookie_bytes(header: &[u8]) -> impl Iterator<Item = (&str, &str)> {
+    names: &'n [&'n str],
+) -> impl Iterator<Item = (&'h str, &'h str)> + 'n
+where
+    'h: 'n,
+{
     header
         .split(|b| *b == b';')
+        .filter(move |piece| {
+            let p = piece.trim_ascii_start();
+            names.iter().any(|n| {
+                p.strip_prefix(n.as_bytes())
+                    .is_some_and(|rest| matches!(rest.trim_ascii_start().first(), Some(b'=')))
+            })
+        })
         .filter_map(|piece| std::str::from_utf8(piece).ok())
         .flat_map(parse_cookie_header)
 }

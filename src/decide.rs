@@ -105,12 +105,7 @@ pub trait Entropy {
 
 /// The values of cookie `name` among the cookies a request was read for.
 fn cookie_lookup<'a>(cookies: &[(&'a str, &'a str)], name: &str) -> Lookup<'a> {
-    let mut it = cookies.iter().filter(|(n, _)| *n == name);
-    match (it.next(), it.next()) {
-        (None, _) => Lookup::Absent,
-        (Some((_, v)), None) => Lookup::One(v),
-        _ => Lookup::Many,
-    }
+    Lookup::of(cookies.iter().filter(|(n, _)| *n == name).map(|(_, v)| *v))
 }
 
 fn rule_hits(

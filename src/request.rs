@@ -51,9 +51,12 @@ impl<'a> Lookup<'a> {
         }
     }
 
-    fn push(self, v: &'a str) -> Self {
-        match self {
-            Lookup::Absent => Lookup::One(v),
+    /// What a list of values amounts to: none, exactly one, or more.
+    pub fn of(values: impl IntoIterator<Item = &'a str>) -> Self {
+        let mut it = values.into_iter();
+        match (it.next(), it.next()) {
+            (None, _) => Lookup::Absent,
+            (Some(v), None) => Lookup::One(v),
             _ => Lookup::Many,
         }
     }
@@ -82,31 +85,24 @@ impl<'a> Request<'a> {
     /// A header by lowercase name, whatever its length (`:path` may be
     /// long). Copies that are not UTF-8 are skipped.
     fn header_any_length(&self, name: &str) -> Lookup<'a> {
-        let mut out = Lookup::Absent;
-        for (k, v) in self.headers {
-            if name_is(k, name) {
-                if let Ok(v) = std::str::from_utf8(v) {
-                    out = out.push(v);
-                }
-            }
-        }
-        out
+        Lookup::of(
+            self.headers
+                .iter()
+                .filter(|(k, _)| name_is(k, name))
+                .filter_map(|(_, v)| std::str::from_utf8(v).ok()),
+        )
     }
 
     /// Every value of a cookie, across every `cookie` header (HTTP/1 sends
     /// one, HTTP/2 may send crumbs), in order. A `name=value` piece that is
     /// not UTF-8 is skipped; the other cookies of the header still count.
-    pub fn cookie_values<'s>(&'s self, name: &'s str) -> impl Iterator<Item = &'a str> + 's {
-        self.headers
-            .iter()
-            .filter(|(k, _)| name_is(k, "cookie"))
-            .flat_map(|(_, v)| crate::cookies::parse_cookie_bytes(v))
-            .filter(move |(n, _)| *n == name)
-            .map(|(_, v)| v)
+    pub fn cookie_values(&self, name: &str) -> impl Iterator<Item = &'a str> {
+        self.cookies_named(&[name]).into_iter().map(|(_, v)| v)
     }
 
     /// The cookies named in `names`, across every `cookie` header, in
-    /// order: one pass over the headers for everything a decision reads.
+    /// order (as [`Request::cookie_values`] reads them): one pass over the
+    /// headers for everything a decision reads.
     pub fn cookies_named(&self, names: &[&str]) -> Vec<(&'a str, &'a str)> {
         self.headers
             .iter()
@@ -119,8 +115,7 @@ impl<'a> Request<'a> {
     pub fn cookie(&self, name: &str) -> Lookup<'a> {
         // No length limit here: a rule compares with a short value, and an
         // oversized session cookie must count as invalid, not absent.
-        self.cookie_values(name)
-            .fold(Lookup::Absent, |out, v| out.push(v))
+        Lookup::of(self.cookie_values(name))
     }
 
     /// A query parameter by name, percent-decoded.

@@ -120,7 +120,12 @@ fn cookie_values(case: &ReqCase, name: &str) -> Vec<String> {
     let mut out = Vec::new();
     for (k, v) in &case.headers {
         if k.eq_ignore_ascii_case(b"cookie") {
-            for (n, value) in cookies::parse_cookie_bytes(v) {
+            // Every piece parsed, then filtered: an independent reading of
+            // what cookies::find_cookies skips before parsing.
+            let pieces = v
+                .split(|b| *b == b';')
+                .filter_map(|p| std::str::from_utf8(p).ok());
+            for (n, value) in pieces.flat_map(cookies::parse_cookie_header) {
                 if n == name {
                     out.push(value.to_owned());
                 }
