@@ -29,8 +29,9 @@ use crate::decide::Entropy;
 use crate::host::{self, map, Level};
 use crate::metrics;
 use crate::pipeline::{self, Exchange, Upstream};
+use crate::request::Header;
 use crate::session::NONCE_LEN;
-use crate::{compile_json, invalid_plan, Plugin, Request};
+use crate::{compile_json, headermap, invalid_plan, Plugin, Request};
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType};
 use std::cell::RefCell;
@@ -68,6 +69,9 @@ impl Active {
 }
 
 thread_local! {
+    /// Buffers the request headers are read into, reused by every request
+    /// of the VM (one request at a time: the VM is single-threaded).
+    static HEADERS: RefCell<Vec<Header>> = const { RefCell::new(Vec::new()) };
     /// The last config each plugin (by name) had accepted in this VM, so an
     /// invalid update keeps it serving.
     static LAST_GOOD: RefCell<HashMap<Vec<u8>, Rc<Active>>> = RefCell::new(HashMap::new());
@@ -191,16 +195,39 @@ impl HttpContext for Http {
         let Some(active) = self.active.clone() else {
             return Action::Continue;
         };
-        let plugin = &active.plugin;
         // If the host cannot give the headers, the request is handled as
         // one with none.
-        let headers = host::header_pairs(map::REQUEST_HEADERS).unwrap_or_default();
+        let bytes = host::header_map_bytes(map::REQUEST_HEADERS).unwrap_or_default();
+        HEADERS.with(|pool| match pool.try_borrow_mut() {
+            Ok(mut pool) => {
+                let n = headermap::parse_into(&bytes, &mut pool);
+                self.request(&active, pool.get(..n).unwrap_or_default())
+            }
+            // Not reentrant; but never fail a request over it.
+            Err(_) => match headermap::parse(&bytes) {
+                Some(h) => self.request(&active, &h),
+                None => self.request(&active, &[]),
+            },
+        });
+        Action::Continue
+    }
+
+    fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        self.response();
+        Action::Continue
+    }
+}
+
+impl Http {
+    /// The request phase over the request's headers.
+    fn request(&mut self, active: &Active, headers: &[Header]) {
+        let plugin = &active.plugin;
         let text = |need: bool, path: &[&str]| need.then(|| host::property_text(path)).flatten();
         let route_name = text(plugin.needs_route_name, &["xds", "route_name"]);
         let virtual_host = text(plugin.needs_virtual_host, &["xds", "virtual_host_name"]);
         let client_address = text(plugin.needs_client_address, &["source", "address"]);
         let req = Request {
-            headers: &headers,
+            headers,
             route_name: route_name.as_deref(),
             virtual_host: virtual_host.as_deref(),
             client_address: client_address.as_deref(),
@@ -220,12 +247,12 @@ impl HttpContext for Http {
             host::set_property(path, value);
         }
         self.exchange = plan.exchange;
-        Action::Continue
     }
 
-    fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        let (Some(active), Some(ex)) = (self.active.clone(), self.exchange.as_mut()) else {
-            return Action::Continue;
+    /// The response phase: pin, cookie, extras.
+    fn response(&mut self) {
+        let (Some(active), Some(ex)) = (self.active.as_ref(), self.exchange.as_mut()) else {
+            return;
         };
         let mut address = None;
         let (mut attempts, mut status) = (None, None);
@@ -253,11 +280,15 @@ impl HttpContext for Http {
                     "sticky-canary: no randomness for the cookie nonce; cookie not renewed",
                 );
             } else {
-                let response = host::header_pairs(map::RESPONSE_HEADERS).unwrap_or_default();
-                let existing = response
-                    .iter()
-                    .filter(|(k, _)| k.as_slice() == b"set-cookie")
-                    .map(|(_, v)| v.as_slice());
+                // The response's own Set-Cookie values, borrowed from the
+                // map's bytes (a malformed map counts as none).
+                let response = host::header_map_bytes(map::RESPONSE_HEADERS).unwrap_or_default();
+                let mut existing: Vec<&[u8]> = Vec::new();
+                let _ = headermap::walk(&response, |k, v| {
+                    if k == b"set-cookie" {
+                        existing.push(v);
+                    }
+                });
                 cookie = ex.set_cookie(existing, &nonce);
             }
         }
@@ -274,6 +305,5 @@ impl HttpContext for Http {
         for (path, value) in &extras.properties {
             host::set_property(path, value);
         }
-        Action::Continue
     }
 }

@@ -9,10 +9,12 @@
 /// Header names and values as bytes, in the host's order.
 pub type Pairs = Vec<(Vec<u8>, Vec<u8>)>;
 
-/// Parse a serialised header map; `None` if it is malformed.
-pub fn parse(b: &[u8]) -> Option<Pairs> {
+/// Call `f` with every `(name, value)` of a serialised header map, borrowed
+/// from it, in order; `None` if it is malformed (then `f` may have seen a
+/// prefix of the pairs).
+pub fn walk<'b>(b: &'b [u8], mut f: impl FnMut(&'b [u8], &'b [u8])) -> Option<()> {
     if b.is_empty() {
-        return Some(Vec::new());
+        return Some(());
     }
     let u32_at = |i: usize| -> Option<usize> {
         let s: [u8; 4] = b.get(i..i.checked_add(4)?)?.try_into().ok()?;
@@ -23,22 +25,54 @@ pub fn parse(b: &[u8]) -> Option<Pairs> {
     if p > b.len() {
         return None;
     }
-    let mut out = Vec::with_capacity(count);
     for n in 0..count {
         let name_len = u32_at(4 + n * 8)?;
         let value_len = u32_at(8 + n * 8)?;
-        let name = b.get(p..p.checked_add(name_len)?)?.to_vec();
+        let name = b.get(p..p.checked_add(name_len)?)?;
         p = p.checked_add(name_len)?.checked_add(1)?;
-        let value = b.get(p..p.checked_add(value_len)?)?.to_vec();
+        let value = b.get(p..p.checked_add(value_len)?)?;
         p = p.checked_add(value_len)?.checked_add(1)?;
-        out.push((name, value));
+        f(name, value);
     }
+    Some(())
+}
+
+/// Parse a serialised header map; `None` if it is malformed.
+pub fn parse(b: &[u8]) -> Option<Pairs> {
+    let mut out = Vec::new();
+    walk(b, |k, v| out.push((k.to_vec(), v.to_vec())))?;
     Some(out)
+}
+
+/// Parse a serialised header map into `pool`, reusing the buffers a
+/// previous request left there: after the first requests, reading the
+/// headers allocates nothing. Returns how many pairs of `pool` are this
+/// map's (0 if it is malformed: then the request is served as one without
+/// headers, as when the host cannot give them).
+pub fn parse_into(b: &[u8], pool: &mut Pairs) -> usize {
+    let mut n = 0usize;
+    let ok = walk(b, |k, v| {
+        match pool.get_mut(n) {
+            Some((name, value)) => {
+                name.clear();
+                name.extend_from_slice(k);
+                value.clear();
+                value.extend_from_slice(v);
+            }
+            None => pool.push((k.to_vec(), v.to_vec())),
+        }
+        n += 1;
+    });
+    if ok.is_some() {
+        n
+    } else {
+        0
+    }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::parse;
+    use super::{parse, parse_into};
 
     #[test]
     fn parses_bytes_and_rejects_truncation() {
@@ -59,5 +93,35 @@ mod tests {
         }
         assert_eq!(parse(&[0xff, 0xff, 0xff, 0xff]), None);
         assert_eq!(parse(&[]), Some(Vec::new()));
+    }
+
+    fn map(pairs: &[(&[u8], &[u8])]) -> Vec<u8> {
+        let mut b = (pairs.len() as u32).to_le_bytes().to_vec();
+        for (k, v) in pairs {
+            b.extend_from_slice(&(k.len() as u32).to_le_bytes());
+            b.extend_from_slice(&(v.len() as u32).to_le_bytes());
+        }
+        for (k, v) in pairs {
+            for part in [k, v] {
+                b.extend_from_slice(part);
+                b.push(0);
+            }
+        }
+        b
+    }
+
+    #[test]
+    fn the_pool_is_reused_and_holds_only_this_map() {
+        let mut pool = Vec::new();
+        let big = map(&[(b"a", b"1"), (b"cookie", b"x=1"), (b"c", b"3")]);
+        assert_eq!(parse_into(&big, &mut pool), 3);
+        assert_eq!(pool[1], (b"cookie".to_vec(), b"x=1".to_vec()));
+        let small = map(&[(b"cookie", b"y")]);
+        assert_eq!(parse_into(&small, &mut pool), 1);
+        assert_eq!(pool[0], (b"cookie".to_vec(), b"y".to_vec()));
+        assert_eq!(Some(pool[..1].to_vec()), parse(&small));
+        // Malformed: no headers at all, never a prefix.
+        assert_eq!(parse_into(&big[..big.len() - 3], &mut pool), 0);
+        assert_eq!(parse_into(&[], &mut pool), 0);
     }
 }

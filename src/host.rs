@@ -165,19 +165,18 @@ pub fn plugin_configuration() -> Option<Vec<u8>> {
     }
 }
 
-/// Every header of a map, names and values as bytes, in the host's order.
-/// `None` if the host refused or the serialisation is malformed.
-pub fn header_pairs(map_type: u32) -> Option<Vec<(Vec<u8>, Vec<u8>)>> {
+/// A header map as the host serialises it (see [`crate::headermap`]);
+/// `None` if the host refused.
+pub fn header_map_bytes(map_type: u32) -> Option<Vec<u8>> {
     let mut data: *mut u8 = null_mut();
     let mut size: usize = 0;
     // SAFETY: out-pointers to locals; the buffer is ours on OK.
-    let bytes = unsafe {
+    unsafe {
         if proxy_get_header_map_pairs(map_type, &mut data, &mut size) != OK {
             return None;
         }
-        take(data, size)
-    };
-    crate::headermap::parse(&bytes)
+        Some(take(data, size))
+    }
 }
 
 /// One header's first value as bytes; `None` when absent or on error.

@@ -212,6 +212,13 @@ PROBES = [
     ("prop", "read the property xds.route_name", "property:xds.route_name"),
     ("resp", "add a Set-Cookie response header",
      "resp_add:set-cookie=sticky-canary=1AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA; Path=/; Max-Age=86400; HttpOnly"),
+    ("rawmap", "read the request header map's bytes, unparsed", "rawmap"),
+    ("set1", "set 1 request header (the route re-matches)", "set:x-canary-version=v1"),
+    ("del", "remove 1 request header the client did not send", "del:x-sticky-endpoint"),
+    ("rand", "read 16 random bytes (WASI random_get)", "rand"),
+    ("resp-map", "read the response header map's bytes", "resp_map"),
+    ("floor", "the calls a returning user needs: read Cookie, set 2 headers, 1 counter",
+     "get:cookie|set:x-canary-version=v1|set:x-sticky-hash=0123456789abcdef|metric:bench_probe"),
 ]
 
 

@@ -10,6 +10,10 @@
 //! - `metric:NAME`: increment a counter
 //! - `property:a.b`: read a property (path split on `.`)
 //! - `resp_add:NAME=VALUE`: add a response header (response phase)
+//! - `rawmap`: read the request header map's bytes, unparsed
+//! - `del:NAME`: remove one request header
+//! - `rand`: read 16 random bytes (WASI `random_get`)
+//! - `resp_map`: read the response header map's bytes (response phase)
 //!
 //! An empty configuration makes an empty filter: Envoy still calls into the
 //! VM for every request and response, the filter does nothing.
@@ -27,6 +31,28 @@ enum Op {
     Metric(u32),
     Property(Vec<String>),
     RespAdd(String, String),
+    RawMap,
+    Del(String),
+    Rand,
+    RespMap,
+}
+
+extern "C" {
+    fn proxy_get_header_map_pairs(map_type: u32, data: *mut *mut u8, size: *mut usize) -> u32;
+}
+
+/// The map's serialised bytes, unparsed (the host allocates them).
+fn raw_map(map_type: u32) -> usize {
+    let mut data: *mut u8 = std::ptr::null_mut();
+    let mut size = 0usize;
+    // SAFETY: out-pointers to locals; on success the buffer is ours.
+    unsafe {
+        if proxy_get_header_map_pairs(map_type, &mut data, &mut size) != 0 || data.is_null() {
+            return 0;
+        }
+        drop(Vec::from_raw_parts(data, size, size));
+    }
+    size
 }
 
 proxy_wasm::main! {{
@@ -70,6 +96,10 @@ impl RootContext for Root {
                     let (k, v) = pair(arg);
                     Op::RespAdd(k, v)
                 }
+                "rawmap" => Op::RawMap,
+                "del" => Op::Del(arg.to_owned()),
+                "rand" => Op::Rand,
+                "resp_map" => Op::RespMap,
                 _ => return false,
             });
         }
@@ -121,7 +151,15 @@ impl HttpContext for Http {
                         .flatten()
                         .map_or(0, |v| v.len())
                 }
-                Op::RespAdd(..) => {}
+                Op::RawMap => n += raw_map(0),
+                Op::Del(k) => {
+                    let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, k, None);
+                }
+                Op::Rand => {
+                    let mut b = [0u8; 16];
+                    n += getrandom_16(&mut b);
+                }
+                Op::RespAdd(..) | Op::RespMap => {}
             }
         }
         std::hint::black_box(n);
@@ -130,10 +168,26 @@ impl HttpContext for Http {
 
     fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
         for op in self.ops.iter() {
-            if let Op::RespAdd(k, v) = op {
-                let _ = hostcalls::add_map_value(MapType::HttpResponseHeaders, k, v);
+            match op {
+                Op::RespAdd(k, v) => {
+                    let _ = hostcalls::add_map_value(MapType::HttpResponseHeaders, k, v);
+                }
+                Op::RespMap => {
+                    std::hint::black_box(raw_map(2));
+                }
+                _ => {}
             }
         }
         Action::Continue
     }
+}
+
+#[link(wasm_import_module = "wasi_snapshot_preview1")]
+extern "C" {
+    fn random_get(buf: *mut u8, len: usize) -> u16;
+}
+
+fn getrandom_16(b: &mut [u8; 16]) -> usize {
+    // SAFETY: a valid buffer of the given length.
+    usize::from(unsafe { random_get(b.as_mut_ptr(), b.len()) } == 0)
 }
