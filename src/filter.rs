@@ -30,6 +30,7 @@ use crate::host::{self, map, Level};
 use crate::metrics;
 use crate::pipeline::{self, Exchange, Upstream};
 use crate::request::Header;
+use crate::rng::Reseeding;
 use crate::session::NONCE_LEN;
 use crate::{compile_json, headermap, invalid_plan, Plugin, Request};
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
@@ -175,11 +176,21 @@ impl RootContext for Root {
     }
 }
 
+/// Session keys and nonces: the core's keystream ([`crate::rng`]), seeded
+/// by WASI `random_get` on first use in this VM.
 struct WasiEntropy;
+
+thread_local! {
+    static RNG: RefCell<Reseeding<fn(&mut [u8]) -> bool>> =
+        RefCell::new(Reseeding::new(|b: &mut [u8]| getrandom::getrandom(b).is_ok()));
+}
 
 impl Entropy for WasiEntropy {
     fn fill(&mut self, buf: &mut [u8]) -> bool {
-        getrandom::getrandom(buf).is_ok()
+        RNG.with(|r| match r.try_borrow_mut() {
+            Ok(mut r) => r.fill(buf),
+            Err(_) => getrandom::getrandom(buf).is_ok(),
+        })
     }
 }
 

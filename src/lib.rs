@@ -25,6 +25,7 @@
 //! | [`hash`] | FNV-1a: buckets, sticky hashes, version ids |
 //! | [`metrics`] | counter names and labels |
 //! | [`headermap`] | the proxy-wasm serialised header map |
+//! | [`rng`] | session keys and nonces: a keystream seeded by the host |
 //!
 //! and the adapter (`filter` and `host`, wasm32-wasip1 only), which makes
 //! the host calls: it reads the request into a [`Request`], calls
@@ -62,6 +63,7 @@ pub mod metrics;
 pub mod pipeline;
 pub mod policy;
 pub mod request;
+pub mod rng;
 pub mod session;
 
 pub use compile::{compile_json, invalid_plan, ConfigError, InvalidPlan};
