@@ -160,7 +160,7 @@ pub fn decide(policy: &Policy, req: &Request<'_>, rng: &mut dyn Entropy) -> Deci
     };
     let key_fallback = policy.key_source != KeySource::Cookie && external.is_none();
     // Every cookie the decision reads, from one pass over the headers.
-    let cookies = req.cookies_named(&policy.cookie_names());
+    let cookies = req.cookies_named(&policy.read_cookies);
     let read = read_session(policy, req, &cookies, external);
     let rejected = read.rejected;
     let (incoming, cookie_state, stale_key) = (read.session, read.state, read.stale_key);
@@ -171,7 +171,7 @@ pub fn decide(policy: &Policy, req: &Request<'_>, rng: &mut dyn Entropy) -> Deci
         (None, None, None) => new_key(rng, req),
     };
 
-    let weights = policy.weights_at(now);
+    let weights = policy.weights(now);
     // A remembered canary now at weight 0 with rollback: reassigned by weight.
     let rolled_back = incoming.as_ref().is_some_and(|s| {
         policy.sticky
@@ -311,7 +311,10 @@ fn read_session(
 ) -> SessionRead {
     let name = policy.cookie.name.as_str();
     let mut seen = 0usize;
-    let mut valid: Vec<(Session, bool)> = Vec::new();
+    // The copies that opened: the first apart, so the usual single copy
+    // allocates nothing.
+    let mut first: Option<(Session, bool)> = None;
+    let mut more: Vec<(Session, bool)> = Vec::new();
     let mut rejected = None;
     for value in cookies.iter().filter(|(n, _)| *n == name).map(|(_, v)| *v) {
         seen += 1;
@@ -326,7 +329,11 @@ fn read_session(
         }
         match policy.opened.open(value, name, &policy.seal_keys, req.now) {
             Ok((session, stale_key)) if external.is_none_or(|k| k == session.key) => {
-                valid.push((session, stale_key));
+                if first.is_none() {
+                    first = Some((session, stale_key));
+                } else {
+                    more.push((session, stale_key));
+                }
             }
             Ok(_) => {
                 rejected.get_or_insert(Rejection::OtherKey);
@@ -336,9 +343,9 @@ fn read_session(
             }
         }
     }
-    let state = match (seen, valid.len()) {
+    let state = match (seen, &first) {
         (0, _) => CookieState::Absent,
-        (_, 0) => CookieState::Invalid,
+        (_, None) => CookieState::Invalid,
         _ => CookieState::Valid,
     };
     let same = |a: &Session, b: &Session| {
@@ -347,7 +354,7 @@ fn read_session(
             && a.origin == b.origin
             && a.endpoint == b.endpoint
     };
-    let Some(first_copy) = valid.first() else {
+    let Some(first_copy) = first else {
         return SessionRead {
             session: None,
             state,
@@ -356,22 +363,28 @@ fn read_session(
             rejected,
         };
     };
-    if valid.iter().all(|(s, _)| same(s, &first_copy.0)) {
-        let best = valid
-            .iter()
-            .max_by_key(|(s, _)| s.expiry)
-            .unwrap_or(first_copy);
+    if more.iter().all(|(s, _)| same(s, &first_copy.0)) {
+        // The copy with the latest expiry (the last of equals).
+        let mut best = first_copy;
+        for copy in more {
+            if copy.0.expiry >= best.0.expiry {
+                best = copy;
+            }
+        }
         // A valid session beside copies that do not open: the session is
         // kept, and the rejected copy still counts.
         return SessionRead {
-            session: Some(best.0.clone()),
+            session: Some(best.0),
             state,
             stale_key: best.1,
             conflict_key: None,
             rejected,
         };
     }
-    let mut keys: Vec<[u8; 16]> = valid.iter().map(|(s, _)| s.key).collect();
+    let mut keys: Vec<[u8; 16]> = std::iter::once(&first_copy)
+        .chain(&more)
+        .map(|(s, _)| s.key)
+        .collect();
     keys.sort_unstable();
     keys.dedup();
     let conflict_key = match keys.as_slice() {

@@ -246,7 +246,7 @@ impl Http {
         };
         let plan = pipeline::on_request(plugin, &req, &mut WasiEntropy);
         for (name, value) in &plan.set {
-            host::set_header(map::REQUEST_HEADERS, name, Some(value));
+            host::set_header(map::REQUEST_HEADERS, name, Some(value.as_ref()));
         }
         for name in &plan.remove {
             host::set_header(map::REQUEST_HEADERS, name, None);

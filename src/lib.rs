@@ -43,7 +43,8 @@
 //! struct Seven;
 //! impl Entropy for Seven { fn fill(&mut self, b: &mut [u8]) -> bool { b.fill(7); true } }
 //! let plan = pipeline::on_request(&plugin, &req, &mut Seven);
-//! assert_eq!(plan.set[0], ("x-canary-version", b"v2".to_vec()));
+//! assert_eq!(plan.set[0].0, "x-canary-version");
+//! assert_eq!(&*plan.set[0].1, b"v2");
 //! let mut exchange = plan.exchange.unwrap();
 //! assert!(exchange.upstream_answered(&pipeline::Upstream::default()));
 //! let cookie = exchange.set_cookie([], &[0; 24]).unwrap();

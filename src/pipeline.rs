@@ -22,13 +22,14 @@ use crate::metrics::{Counter, SessionEvent};
 use crate::policy::{PinMode, Plugin, Policy};
 use crate::request::Request;
 use crate::session::{MAX_ENDPOINT, NONCE_LEN};
+use std::borrow::Cow;
 use std::rc::Rc;
 
 /// What the adapter does to the request.
 #[derive(Debug)]
 pub struct RequestPlan<'p> {
     /// Request headers to set, replacing any copy the client sent.
-    pub set: Vec<(&'p str, Vec<u8>)>,
+    pub set: Vec<(&'p str, Cow<'p, [u8]>)>,
     /// Request headers to remove (clients' copies of ours).
     pub remove: Vec<&'p str>,
     /// Counters to add 1 to.
@@ -107,15 +108,23 @@ pub fn on_request<'p>(
         .versions
         .get(decision.version)
         .map_or("", |v| v.name.as_str());
-    let mut set = vec![
-        (p.headers.version.as_str(), version.as_bytes().to_vec()),
-        (p.headers.hash.as_str(), decision.hash.as_bytes().to_vec()),
-    ];
+    let mut set = Vec::with_capacity(3);
+    set.push((
+        p.headers.version.as_str(),
+        Cow::Borrowed(version.as_bytes()),
+    ));
+    set.push((
+        p.headers.hash.as_str(),
+        Cow::Owned(decision.hash.as_bytes().to_vec()),
+    ));
     let mut remove = Vec::new();
     // The endpoint header is ours alone: never let a client's copy
     // through. (`decide` only pins in persistent mode.)
     match decision.endpoint.as_deref() {
-        Some(ep) => set.push((p.headers.endpoint.as_str(), ep.as_bytes().to_vec())),
+        Some(ep) => set.push((
+            p.headers.endpoint.as_str(),
+            Cow::Owned(ep.as_bytes().to_vec()),
+        )),
         None if req.header_present(&p.headers.endpoint) => remove.push(p.headers.endpoint.as_str()),
         None => {}
     }

@@ -35,6 +35,30 @@ pub struct Plugin {
     pub passthrough: Counter,
 }
 
+/// Effective weights, one per version (see [`Policy::weights`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Weights {
+    /// Up to [`Weights::INLINE`] weights, and how many there are.
+    Inline([u32; Weights::INLINE], usize),
+    /// More versions than that.
+    Heap(Vec<u32>),
+}
+
+impl Weights {
+    /// Versions whose weights need no allocation.
+    pub const INLINE: usize = 8;
+}
+
+impl std::ops::Deref for Weights {
+    type Target = [u32];
+    fn deref(&self) -> &[u32] {
+        match self {
+            Weights::Inline(w, n) => w.get(..*n).unwrap_or(w),
+            Weights::Heap(w) => w,
+        }
+    }
+}
+
 /// One per-route entry.
 #[derive(Debug)]
 pub struct RouteEntry {
@@ -310,6 +334,8 @@ pub struct Policy {
     /// Sealed session cookies that opened recently (saves the AEAD for
     /// returning users).
     pub opened: OpenedCache,
+    /// [`Policy::cookie_names`], computed once.
+    pub read_cookies: Vec<String>,
 }
 
 impl Policy {
@@ -324,13 +350,33 @@ impl Policy {
         w
     }
 
+    /// [`Policy::weights_at`] without a heap allocation for up to
+    /// [`Weights::INLINE`] versions (the per-request path).
+    pub fn weights(&self, now: u64) -> Weights {
+        let n = self.versions.len();
+        if n > Weights::INLINE {
+            return Weights::Heap(self.weights_at(now));
+        }
+        let mut w = [0u32; Weights::INLINE];
+        for (slot, v) in w.iter_mut().zip(&self.versions) {
+            *slot = v.weight.at(now);
+        }
+        let others: u32 = w
+            .iter()
+            .take(n)
+            .skip(1)
+            .fold(0u32, |a, b| a.saturating_add(*b));
+        w[0] = self.total.saturating_sub(others);
+        Weights::Inline(w, n)
+    }
+
     /// Index of the version with this cookie id.
     pub fn version_by_id(&self, id: u32) -> Option<usize> {
         self.versions.iter().position(|v| v.id == id)
     }
 
     /// The cookies a decision under this policy reads: the session cookie
-    /// and every cookie rule's.
+    /// and every cookie rule's, once each (see [`Policy::read_cookies`]).
     pub fn cookie_names(&self) -> Vec<&str> {
         let mut names = vec![self.cookie.name.as_str()];
         for r in &self.rules {
@@ -440,6 +486,50 @@ pub fn version_for_bucket(weights: &[u32], bucket: u32) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn inline_weights_are_the_weights() {
+        let ramp = |to| Weight::Ramp {
+            start: 100,
+            end: 200,
+            from: 0,
+            to,
+            steps: 0,
+        };
+        for n in [2usize, 3, 8, 9, 12] {
+            let json = format!(
+                r#"{{"versions": [{}]}}"#,
+                (0..n)
+                    .map(|i| match i {
+                        0 => r#"{"name": "v0"}"#.to_owned(),
+                        _ => format!(r#"{{"name": "v{i}", "weight": {}}}"#, i.min(9)),
+                    })
+                    .collect::<Vec<_>>()
+                    .join(",")
+            );
+            let Ok(plugin) = crate::compile_json(&json) else {
+                panic!("{json}");
+            };
+            let Some(global) = plugin.global else {
+                panic!("{json}");
+            };
+            let mut p = (*global).clone();
+            if n > 1 {
+                p.versions[1].weight = ramp(7);
+            }
+            for now in [0, 150, 300] {
+                assert_eq!(
+                    &*p.weights(now),
+                    p.weights_at(now).as_slice(),
+                    "{n} versions at {now}"
+                );
+            }
+            assert_eq!(
+                matches!(p.weights(0), Weights::Heap(_)),
+                n > Weights::INLINE
+            );
+        }
+    }
 
     #[test]
     fn bucket_layout() {

@@ -103,12 +103,14 @@ impl<'a> Request<'a> {
     /// The cookies named in `names`, across every `cookie` header, in
     /// order (as [`Request::cookie_values`] reads them): one pass over the
     /// headers for everything a decision reads.
-    pub fn cookies_named(&self, names: &[&str]) -> Vec<(&'a str, &'a str)> {
-        self.headers
-            .iter()
-            .filter(|(k, _)| name_is(k, "cookie"))
-            .flat_map(|(_, v)| crate::cookies::find_cookies(v, names))
-            .collect()
+    pub fn cookies_named<N: AsRef<str>>(&self, names: &[N]) -> Vec<(&'a str, &'a str)> {
+        let mut out = Vec::new();
+        for (k, v) in self.headers {
+            if name_is(k, "cookie") {
+                out.extend(crate::cookies::find_cookies(v, names));
+            }
+        }
+        out
     }
 
     /// A cookie by name, across every `cookie` header (any length).

@@ -409,7 +409,7 @@ fn compile_policy(
     };
     let names: Vec<&str> = versions.iter().map(|v| v.name.as_str()).collect();
     let counters = counters.policy(scope, &names, shared.key_source != KeySource::Cookie);
-    Ok(Policy {
+    let mut policy = Policy {
         scope: scope.to_owned(),
         versions,
         total,
@@ -428,7 +428,14 @@ fn compile_policy(
         debug_header,
         counters,
         opened: Default::default(),
-    })
+        read_cookies: Vec::new(),
+    };
+    policy.read_cookies = policy
+        .cookie_names()
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
+    Ok(policy)
 }
 
 #[cfg(test)]
