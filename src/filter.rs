@@ -180,8 +180,11 @@ impl RootContext for Root {
 /// by WASI `random_get` on first use in this VM.
 struct WasiEntropy;
 
+/// WASI `random_get`, the keystream's seed.
+type HostRandom = fn(&mut [u8]) -> bool;
+
 thread_local! {
-    static RNG: RefCell<Reseeding<fn(&mut [u8]) -> bool>> =
+    static RNG: RefCell<Reseeding<HostRandom>> =
         RefCell::new(Reseeding::new(|b: &mut [u8]| getrandom::getrandom(b).is_ok()));
 }
 
