@@ -189,8 +189,14 @@ def all_cases() -> list[Case]:
         C("up-plain", "upstream: sticky-canary balanced, plain", "sticky", plain, upstream=True, baseline="up-none"),
         C("up-sealed", "upstream: sticky-canary balanced, sealed", "sticky", sealed, upstream=True,
           baseline="up-none"),
+        # Persistent mode's own cluster (override_host with a Maglev
+        # fallback, as envoy-config/persistent) without the filter: the
+        # baseline of the persistent case, so that its "added" is the
+        # filter's part and not the load-balancing policy's.
+        C("up-none-persistent", "upstream: no filter, persistent-mode cluster (override_host)", "none",
+          upstream=True, persistent=True),
         C("up-persistent", "upstream: sticky-canary persistent, pinned pod", "sticky", persistent, upstream=True,
-          persistent=True, baseline="up-none"),
+          persistent=True, baseline="up-none-persistent"),
         C("up-hash", "upstream: Envoy hash_policy on a cookie", "none", upstream=True, route_hash="cookie",
           baseline="up-none"),
         C("up-stateful", "upstream: Envoy stateful_session (cookie)", "stateful", upstream=True, baseline="up-none"),
