@@ -28,15 +28,23 @@ pub fn render_for(
     https: bool,
 ) -> String {
     let mut c = String::with_capacity(spec.name.len() + value.len() + 96);
-    let _ = write!(c, "{}={}; Path={}", spec.name, value, spec.path);
+    // push_str, not write!: this runs for every Set-Cookie, and the
+    // formatting machinery costs more than the copies.
+    c.push_str(&spec.name);
+    c.push('=');
+    c.push_str(value);
+    c.push_str("; Path=");
+    c.push_str(&spec.path);
     if let Some(d) = &spec.domain {
-        let _ = write!(c, "; Domain={d}");
+        c.push_str("; Domain=");
+        c.push_str(d);
     }
     if let Some(s) = spec.max_age {
         let _ = write!(c, "; Max-Age={s}");
     }
     if let Some(s) = spec.expires {
-        let _ = write!(c, "; Expires={}", http_date(now.saturating_add(s)));
+        c.push_str("; Expires=");
+        c.push_str(&http_date(now.saturating_add(s)));
     }
     let secure = spec.secure == Secure::Always || (spec.secure == Secure::Auto && https);
     if secure {

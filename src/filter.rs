@@ -236,10 +236,10 @@ impl Http {
     /// The request phase over the request's headers.
     fn request(&mut self, active: &Active, headers: &[Header]) {
         let plugin = &active.plugin;
-        let text = |need: bool, path: &[&str]| need.then(|| host::property_text(path)).flatten();
-        let route_name = text(plugin.needs_route_name, &["xds", "route_name"]);
-        let virtual_host = text(plugin.needs_virtual_host, &["xds", "virtual_host_name"]);
-        let client_address = text(plugin.needs_client_address, &["source", "address"]);
+        let text = |need: bool, path: &[u8]| need.then(|| host::property_text(path)).flatten();
+        let route_name = text(plugin.needs_route_name, b"xds\0route_name");
+        let virtual_host = text(plugin.needs_virtual_host, b"xds\0virtual_host_name");
+        let client_address = text(plugin.needs_client_address, b"source\0address");
         let req = Request {
             headers,
             route_name: route_name.as_deref(),
@@ -271,9 +271,9 @@ impl Http {
         let mut address = None;
         let (mut attempts, mut status) = (None, None);
         if ex.wants_upstream() {
-            address = host::property_text(&["upstream", "address"]);
+            address = host::property_text(b"upstream\0address");
             if ex.wants_attempts(address.as_deref()) {
-                attempts = host::property(&["upstream", "request_attempt_count"])
+                attempts = host::property_at(b"upstream\0request_attempt_count")
                     .and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok())
                     .map(u64::from_le_bytes);
                 status = host::header(map::RESPONSE_HEADERS, ":status")

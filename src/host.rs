@@ -234,6 +234,12 @@ pub fn property(path: &[&str]) -> Option<Vec<u8>> {
         }
         serialised.extend_from_slice(part.as_bytes());
     }
+    property_at(&serialised)
+}
+
+/// A property by its serialised path (parts joined by NUL bytes, as in
+/// `b"upstream\0address"`) as bytes: no allocation for the path.
+pub fn property_at(serialised: &[u8]) -> Option<Vec<u8>> {
     let mut data: *mut u8 = null_mut();
     let mut size: usize = 0;
     let ptr = if serialised.is_empty() {
@@ -260,9 +266,10 @@ pub fn set_property(path: &str, value: &[u8]) {
     }
 }
 
-/// A property as UTF-8 text; anything else counts as absent.
-pub fn property_text(path: &[&str]) -> Option<String> {
-    String::from_utf8(property(path)?).ok()
+/// A property by serialised path ([`property_at`]) as UTF-8 text; anything
+/// else counts as absent.
+pub fn property_text(serialised: &[u8]) -> Option<String> {
+    String::from_utf8(property_at(serialised)?).ok()
 }
 
 /// A metric id; `None` if the host refused to define it.
