@@ -27,12 +27,24 @@ pub fn render_for(
     user_agent: Option<&str>,
     https: bool,
 ) -> String {
-    let mut c = String::with_capacity(spec.name.len() + value.len() + 96);
+    render_with(spec, |c| c.push_str(value), now, user_agent, https)
+}
+
+/// [`render_for`] with the value written by `value` into the header being
+/// built (the filter encodes the session straight into it).
+pub fn render_with(
+    spec: &CookieSpec,
+    value: impl FnOnce(&mut String),
+    now: u64,
+    user_agent: Option<&str>,
+    https: bool,
+) -> String {
+    let mut c = String::with_capacity(spec.name.len() + spec.path.len() + 200);
     // push_str, not write!: this runs for every Set-Cookie, and the
     // formatting machinery costs more than the copies.
     c.push_str(&spec.name);
     c.push('=');
-    c.push_str(value);
+    value(&mut c);
     c.push_str("; Path=");
     c.push_str(&spec.path);
     if let Some(d) = &spec.domain {

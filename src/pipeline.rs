@@ -326,10 +326,12 @@ impl Exchange {
             return None;
         }
         let d = &self.decision;
-        let value = d.session.encode(&p.cookie.name, &p.seal_keys, nonce);
-        let header = cookies::render_for(
+        let header = cookies::render_with(
             &p.cookie,
-            &value,
+            |out| {
+                d.session
+                    .encode_into(&p.cookie.name, &p.seal_keys, nonce, out)
+            },
             self.now,
             self.user_agent.as_deref(),
             self.https,

@@ -97,6 +97,11 @@ pub enum Opened {
     Invalid,
 }
 
+/// Characters of unpadded base64 for `n` bytes.
+fn base64_len(n: usize) -> usize {
+    (n * 4).div_ceil(3)
+}
+
 impl Session {
     fn payload(&self) -> Vec<u8> {
         let ep = self
@@ -167,15 +172,29 @@ impl Session {
     /// Encode as a cookie value: sealed under `keys[0]` when keys are given
     /// (`nonce` must be fresh random bytes), plain otherwise.
     pub fn encode(&self, cookie_name: &str, keys: &[SealKey], nonce: &[u8; NONCE]) -> String {
+        let mut out = String::new();
+        self.encode_into(cookie_name, keys, nonce, &mut out);
+        out
+    }
+
+    /// [`Session::encode`], appended to `out` (the `Set-Cookie` being
+    /// rendered: no separate value string).
+    pub fn encode_into(
+        &self,
+        cookie_name: &str,
+        keys: &[SealKey],
+        nonce: &[u8; NONCE],
+        out: &mut String,
+    ) {
         let payload = self.payload();
         match keys.first() {
             None => {
                 let check = fnv64(&[AAD_PREFIX, cookie_name.as_bytes(), b"\0", &payload]);
                 let mut body = payload;
                 body.extend_from_slice(&check.to_be_bytes());
-                let mut out = String::from("1");
-                URL_SAFE_NO_PAD.encode_string(&body, &mut out);
-                out
+                out.reserve(1 + base64_len(body.len()));
+                out.push('1');
+                URL_SAFE_NO_PAD.encode_string(&body, out);
             }
             Some(key) => {
                 let aad = aad(cookie_name);
@@ -194,9 +213,9 @@ impl Session {
                 let mut body = Vec::with_capacity(NONCE + sealed.len());
                 body.extend_from_slice(nonce);
                 body.extend_from_slice(&sealed);
-                let mut out = String::from("2");
-                URL_SAFE_NO_PAD.encode_string(&body, &mut out);
-                out
+                out.reserve(1 + base64_len(body.len()));
+                out.push('2');
+                URL_SAFE_NO_PAD.encode_string(&body, out);
             }
         }
     }
