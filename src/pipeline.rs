@@ -17,28 +17,58 @@
 //! command-line tool run these same steps.
 
 use crate::cookies;
-use crate::decide::{decide, CookieState, Decision, Entropy};
+use crate::decide::{decide, CookieState, Decision, Entropy, PodHash};
 use crate::metrics::{Counter, SessionEvent};
 use crate::policy::{PinMode, Plugin, Policy};
 use crate::request::Request;
 use crate::session::{MAX_ENDPOINT, NONCE_LEN};
-use std::borrow::Cow;
+use smallvec::SmallVec;
 use std::rc::Rc;
 
 /// What the adapter does to the request.
 #[derive(Debug)]
 pub struct RequestPlan<'p> {
     /// Request headers to set, replacing any copy the client sent.
-    pub set: Vec<(&'p str, Cow<'p, [u8]>)>,
+    pub set: SmallVec<[(&'p str, HeaderValue<'p>); 3]>,
     /// Request headers to remove (clients' copies of ours).
     pub remove: Vec<&'p str>,
     /// Counters to add 1 to.
-    pub count: Vec<Counter>,
+    pub count: SmallVec<[Counter; 3]>,
     /// Filter state to set (`"filter_state": true`), as property paths
     /// under Envoy's `wasm.` prefix and values.
     pub properties: Vec<(&'static str, Vec<u8>)>,
     /// The response phase's state; `None` when the request passed through.
     pub exchange: Option<Exchange>,
+}
+
+/// A request header value the plan sets: borrowed from the policy (a
+/// version name), the sticky hash inline, or owned (an endpoint). Reads as
+/// bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HeaderValue<'p> {
+    /// Borrowed from the compiled config.
+    Borrowed(&'p [u8]),
+    /// The 16 hex digits of a [`PodHash`].
+    Hash(PodHash),
+    /// Anything else.
+    Owned(Vec<u8>),
+}
+
+impl std::ops::Deref for HeaderValue<'_> {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            HeaderValue::Borrowed(v) => v,
+            HeaderValue::Hash(h) => h.as_bytes(),
+            HeaderValue::Owned(v) => v,
+        }
+    }
+}
+
+impl AsRef<[u8]> for HeaderValue<'_> {
+    fn as_ref(&self) -> &[u8] {
+        self
+    }
 }
 
 /// Filter state keys (Envoy stores them as `wasm.<key>`: print them with
@@ -90,14 +120,14 @@ pub fn on_request<'p>(
         // Untouched, except that a client's copy of our headers goes:
         // nothing a client sends may steer a route to a version.
         return RequestPlan {
-            set: Vec::new(),
+            set: SmallVec::new(),
             remove: plugin
                 .override_headers
                 .iter()
                 .map(String::as_str)
                 .filter(|h| req.header_present(h))
                 .collect(),
-            count: vec![plugin.passthrough],
+            count: smallvec::smallvec![plugin.passthrough],
             properties: Vec::new(),
             exchange: None,
         };
@@ -108,22 +138,19 @@ pub fn on_request<'p>(
         .versions
         .get(decision.version)
         .map_or("", |v| v.name.as_str());
-    let mut set = Vec::with_capacity(3);
+    let mut set = SmallVec::new();
     set.push((
         p.headers.version.as_str(),
-        Cow::Borrowed(version.as_bytes()),
+        HeaderValue::Borrowed(version.as_bytes()),
     ));
-    set.push((
-        p.headers.hash.as_str(),
-        Cow::Owned(decision.hash.as_bytes().to_vec()),
-    ));
+    set.push((p.headers.hash.as_str(), HeaderValue::Hash(decision.hash)));
     let mut remove = Vec::new();
     // The endpoint header is ours alone: never let a client's copy
     // through. (`decide` only pins in persistent mode.)
     match decision.endpoint.as_deref() {
         Some(ep) => set.push((
             p.headers.endpoint.as_str(),
-            Cow::Owned(ep.as_bytes().to_vec()),
+            HeaderValue::Owned(ep.as_bytes().to_vec()),
         )),
         None if req.header_present(&p.headers.endpoint) => remove.push(p.headers.endpoint.as_str()),
         None => {}

@@ -14,6 +14,10 @@ pub const MAX_VALUE: usize = 1024;
 /// as bytes (Envoy passes bytes that are not UTF-8 through).
 pub type Header = (Vec<u8>, Vec<u8>);
 
+/// Cookies found in a request, as `(name, value)`: inline up to 4 (a
+/// decision reads one or two), on the heap beyond.
+pub type Cookies<'a> = smallvec::SmallVec<[(&'a str, &'a str); 4]>;
+
 /// What the adapter read from the host for one request.
 #[derive(Debug, Clone, Copy)]
 pub struct Request<'a> {
@@ -103,8 +107,8 @@ impl<'a> Request<'a> {
     /// The cookies named in `names`, across every `cookie` header, in
     /// order (as [`Request::cookie_values`] reads them): one pass over the
     /// headers for everything a decision reads.
-    pub fn cookies_named<N: AsRef<str>>(&self, names: &[N]) -> Vec<(&'a str, &'a str)> {
-        let mut out = Vec::new();
+    pub fn cookies_named<N: AsRef<str>>(&self, names: &[N]) -> Cookies<'a> {
+        let mut out = Cookies::new();
         for (k, v) in self.headers {
             if name_is(k, "cookie") {
                 out.extend(crate::cookies::find_cookies(v, names));
