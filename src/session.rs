@@ -43,6 +43,9 @@ const FLAG_RULE: u8 = 1;
 const FLAG_ENDPOINT: u8 = 2;
 const FIXED: usize = 1 + 1 + 4 + 4 + 16;
 const CHECK: usize = 8;
+/// The longest payload: the fixed part, the endpoint's length byte and
+/// the longest endpoint.
+const MAX_PAYLOAD: usize = FIXED + 1 + MAX_ENDPOINT;
 const NONCE: usize = 24;
 const TAG: usize = 16;
 const AAD_PREFIX: &[u8] = b"sticky-canary/cookie/1\0";
@@ -103,12 +106,13 @@ fn base64_len(n: usize) -> usize {
 }
 
 impl Session {
-    fn payload(&self) -> Vec<u8> {
+    /// The payload in `buf` (on the stack: no allocation per cookie);
+    /// returns its length. `buf` leaves room for the plain check after it.
+    fn payload_into(&self, buf: &mut [u8; MAX_PAYLOAD + CHECK]) -> usize {
         let ep = self
             .endpoint
             .as_deref()
             .filter(|e| !e.is_empty() && e.len() <= MAX_ENDPOINT);
-        let mut out = Vec::with_capacity(FIXED + 1 + ep.map_or(0, str::len) + CHECK);
         let mut flags = 0;
         if self.origin == Origin::Rule {
             flags |= FLAG_RULE;
@@ -116,16 +120,22 @@ impl Session {
         if ep.is_some() {
             flags |= FLAG_ENDPOINT;
         }
-        out.push(FORMAT);
-        out.push(flags);
-        out.extend_from_slice(&self.expiry.to_be_bytes());
-        out.extend_from_slice(&self.version_id.to_be_bytes());
-        out.extend_from_slice(&self.key);
+        let mut n = 0usize;
+        let mut put = |bytes: &[u8]| {
+            if let Some(dst) = buf.get_mut(n..n + bytes.len()) {
+                dst.copy_from_slice(bytes);
+                n += bytes.len();
+            }
+        };
+        put(&[FORMAT, flags]);
+        put(&self.expiry.to_be_bytes());
+        put(&self.version_id.to_be_bytes());
+        put(&self.key);
         if let Some(ep) = ep {
-            out.push(ep.len() as u8);
-            out.extend_from_slice(ep.as_bytes());
+            put(&[ep.len() as u8]);
+            put(ep.as_bytes());
         }
-        out
+        n
     }
 
     fn from_payload(p: &[u8]) -> Option<Session> {
@@ -186,15 +196,20 @@ impl Session {
         nonce: &[u8; NONCE],
         out: &mut String,
     ) {
-        let payload = self.payload();
+        let mut buf = [0u8; MAX_PAYLOAD + CHECK];
+        let n = self.payload_into(&mut buf);
+        let (payload, rest) = buf.split_at_mut(n);
+        let payload: &[u8] = payload;
         match keys.first() {
             None => {
-                let check = fnv64(&[AAD_PREFIX, cookie_name.as_bytes(), b"\0", &payload]);
-                let mut body = payload;
-                body.extend_from_slice(&check.to_be_bytes());
+                let check = fnv64(&[AAD_PREFIX, cookie_name.as_bytes(), b"\0", payload]);
+                if let Some(dst) = rest.get_mut(..CHECK) {
+                    dst.copy_from_slice(&check.to_be_bytes());
+                }
+                let body = buf.get(..n + CHECK).unwrap_or_default();
                 out.reserve(1 + base64_len(body.len()));
                 out.push('1');
-                URL_SAFE_NO_PAD.encode_string(&body, out);
+                URL_SAFE_NO_PAD.encode_string(body, out);
             }
             Some(key) => {
                 let aad = aad(cookie_name);
@@ -205,7 +220,7 @@ impl Session {
                     .encrypt(
                         XNonce::from_slice(nonce),
                         Payload {
-                            msg: &payload,
+                            msg: payload,
                             aad: &aad,
                         },
                     )
