@@ -215,7 +215,8 @@ impl HttpContext for Http {
         HEADERS.with(|pool| match pool.try_borrow_mut() {
             Ok(mut pool) => {
                 let n = headermap::parse_into(&bytes, &mut pool);
-                self.request(&active, pool.get(..n).unwrap_or_default())
+                self.request(&active, pool.get(..n).unwrap_or_default());
+                headermap::trim_pool(&mut pool);
             }
             // Not reentrant; but never fail a request over it.
             Err(_) => match headermap::parse(&bytes) {

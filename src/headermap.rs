@@ -70,9 +70,29 @@ pub fn parse_into(b: &[u8], pool: &mut Pairs) -> usize {
     }
 }
 
+/// Largest buffer (name or value) and most pairs a pool keeps after a
+/// request: an unusually large request does not keep its memory for the
+/// life of the VM.
+pub const POOL_KEEP_BYTES: usize = 16 * 1024;
+/// See [`POOL_KEEP_BYTES`].
+pub const POOL_KEEP_PAIRS: usize = 128;
+
+/// Drop what [`parse_into`] grew beyond [`POOL_KEEP_BYTES`] and
+/// [`POOL_KEEP_PAIRS`].
+pub fn trim_pool(pool: &mut Pairs) {
+    pool.truncate(POOL_KEEP_PAIRS);
+    for (name, value) in pool.iter_mut() {
+        for b in [name, value] {
+            if b.capacity() > POOL_KEEP_BYTES {
+                *b = Vec::new();
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::{parse, parse_into};
+    use super::{parse, parse_into, trim_pool, POOL_KEEP_BYTES, POOL_KEEP_PAIRS};
 
     #[test]
     fn parses_bytes_and_rejects_truncation() {
@@ -123,5 +143,25 @@ mod tests {
         // Malformed: no headers at all, never a prefix.
         assert_eq!(parse_into(&big[..big.len() - 3], &mut pool), 0);
         assert_eq!(parse_into(&[], &mut pool), 0);
+    }
+
+    #[test]
+    fn a_large_request_does_not_keep_its_memory() {
+        let big = vec![b'x'; POOL_KEEP_BYTES + 1];
+        let mut pairs: Vec<(&[u8], &[u8])> = vec![(b"cookie", &big)];
+        pairs.extend(std::iter::repeat((b"a".as_slice(), b"1".as_slice())).take(200));
+        let mut pool = Vec::new();
+        assert_eq!(parse_into(&map(&pairs), &mut pool), 201);
+        trim_pool(&mut pool);
+        assert_eq!(pool.len(), POOL_KEEP_PAIRS);
+        assert_eq!(pool[0].1.capacity(), 0, "the large value's buffer is gone");
+        assert_eq!(
+            pool[1],
+            (b"a".to_vec(), b"1".to_vec()),
+            "small buffers stay"
+        );
+        // And the pool still serves the next request.
+        assert_eq!(parse_into(&map(&[(b"cookie", b"y")]), &mut pool), 1);
+        assert_eq!(pool[0], (b"cookie".to_vec(), b"y".to_vec()));
     }
 }
