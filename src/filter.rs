@@ -216,7 +216,10 @@ impl HttpContext for Http {
             Ok(mut pool) => {
                 let n = headermap::parse_into(&bytes, &mut pool);
                 self.request(&active, pool.get(..n).unwrap_or_default());
-                headermap::trim_pool(&mut pool);
+                // Only a large map can have grown the pool past its limits.
+                if bytes.len() > headermap::POOL_KEEP_BYTES || n > headermap::POOL_KEEP_PAIRS {
+                    headermap::trim_pool(&mut pool);
+                }
             }
             // Not reentrant; but never fail a request over it.
             Err(_) => match headermap::parse(&bytes) {
