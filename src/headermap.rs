@@ -149,7 +149,7 @@ mod tests {
     fn a_large_request_does_not_keep_its_memory() {
         let big = vec![b'x'; POOL_KEEP_BYTES + 1];
         let mut pairs: Vec<(&[u8], &[u8])> = vec![(b"cookie", &big)];
-        pairs.extend(std::iter::repeat((b"a".as_slice(), b"1".as_slice())).take(200));
+        pairs.extend(std::iter::repeat_n((b"a".as_slice(), b"1".as_slice()), 200));
         let mut pool = Vec::new();
         assert_eq!(parse_into(&map(&pairs), &mut pool), 201);
         trim_pool(&mut pool);
