@@ -200,6 +200,11 @@ def all_cases() -> list[Case]:
         C("up-hash", "upstream: Envoy hash_policy on a cookie", "none", upstream=True, route_hash="cookie",
           baseline="up-none"),
         C("up-stateful", "upstream: Envoy stateful_session (cookie)", "stateful", upstream=True, baseline="up-none"),
+        # Persistent mode's response-phase read, priced on a proxied request
+        # (direct responses have no upstream address).
+        C("up-empty", "upstream: empty Rust wasm filter", "probe", upstream=True, baseline="up-none"),
+        C("p-up-addr", "host call: read upstream.address in the response phase (upstream)", "probe",
+          upstream=True, baseline="up-empty", probe_ops="resp_prop:upstream.address"),
     ] + [
         # What single proxy-wasm host calls cost: the probe filter making one
         # kind of call per request, against the empty filter.

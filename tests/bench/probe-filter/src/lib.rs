@@ -14,6 +14,7 @@
 //! - `del:NAME`: remove one request header
 //! - `rand`: read 16 random bytes (WASI `random_get`)
 //! - `resp_map`: read the response header map's bytes (response phase)
+//! - `resp_prop:a.b`: read a property in the response phase (`upstream.address`)
 //!
 //! An empty configuration makes an empty filter: Envoy still calls into the
 //! VM for every request and response, the filter does nothing.
@@ -35,6 +36,7 @@ enum Op {
     Del(String),
     Rand,
     RespMap,
+    RespProp(Vec<String>),
 }
 
 extern "C" {
@@ -100,6 +102,7 @@ impl RootContext for Root {
                 "del" => Op::Del(arg.to_owned()),
                 "rand" => Op::Rand,
                 "resp_map" => Op::RespMap,
+                "resp_prop" => Op::RespProp(arg.split('.').map(str::to_owned).collect()),
                 _ => return false,
             });
         }
@@ -159,7 +162,7 @@ impl HttpContext for Http {
                     let mut b = [0u8; 16];
                     n += getrandom_16(&mut b);
                 }
-                Op::RespAdd(..) | Op::RespMap => {}
+                Op::RespAdd(..) | Op::RespMap | Op::RespProp(_) => {}
             }
         }
         std::hint::black_box(n);
@@ -174,6 +177,10 @@ impl HttpContext for Http {
                 }
                 Op::RespMap => {
                     std::hint::black_box(raw_map(2));
+                }
+                Op::RespProp(p) => {
+                    let v = hostcalls::get_property(p.iter().map(String::as_str).collect());
+                    std::hint::black_box(v.ok().flatten().map_or(0, |v| v.len()));
                 }
                 _ => {}
             }
