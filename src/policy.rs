@@ -35,29 +35,9 @@ pub struct Plugin {
     pub passthrough: Counter,
 }
 
-/// Effective weights, one per version (see [`Policy::weights`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Weights {
-    /// Up to [`Weights::INLINE`] weights, and how many there are.
-    Inline([u32; Weights::INLINE], usize),
-    /// More versions than that.
-    Heap(Vec<u32>),
-}
-
-impl Weights {
-    /// Versions whose weights need no allocation.
-    pub const INLINE: usize = 8;
-}
-
-impl std::ops::Deref for Weights {
-    type Target = [u32];
-    fn deref(&self) -> &[u32] {
-        match self {
-            Weights::Inline(w, n) => w.get(..*n).unwrap_or(w),
-            Weights::Heap(w) => w,
-        }
-    }
-}
+/// Effective weights, one per version (see [`Policy::weights`]): inline up
+/// to 8 versions.
+pub type Weights = smallvec::SmallVec<[u32; 8]>;
 
 /// One per-route entry.
 #[derive(Debug)]
@@ -334,7 +314,8 @@ pub struct Policy {
     /// Sealed session cookies that opened recently (saves the AEAD for
     /// returning users).
     pub opened: OpenedCache,
-    /// [`Policy::cookie_names`], computed once.
+    /// The cookies a decision under this policy reads: the session cookie
+    /// and every cookie rule's, once each (compiled once, read per request).
     pub read_cookies: Vec<String>,
 }
 
@@ -342,7 +323,13 @@ impl Policy {
     /// Effective weight of every version at `now`; the default version gets
     /// what the others leave.
     pub fn weights_at(&self, now: u64) -> Vec<u32> {
-        let mut w: Vec<u32> = self.versions.iter().map(|v| v.weight.at(now)).collect();
+        self.weights(now).into_vec()
+    }
+
+    /// [`Policy::weights_at`] without a heap allocation for up to 8
+    /// versions (the per-request path).
+    pub fn weights(&self, now: u64) -> Weights {
+        let mut w: Weights = self.versions.iter().map(|v| v.weight.at(now)).collect();
         let others: u32 = w.iter().skip(1).fold(0u32, |a, b| a.saturating_add(*b));
         if let Some(first) = w.first_mut() {
             *first = self.total.saturating_sub(others);
@@ -350,43 +337,9 @@ impl Policy {
         w
     }
 
-    /// [`Policy::weights_at`] without a heap allocation for up to
-    /// [`Weights::INLINE`] versions (the per-request path).
-    pub fn weights(&self, now: u64) -> Weights {
-        let n = self.versions.len();
-        if n > Weights::INLINE {
-            return Weights::Heap(self.weights_at(now));
-        }
-        let mut w = [0u32; Weights::INLINE];
-        for (slot, v) in w.iter_mut().zip(&self.versions) {
-            *slot = v.weight.at(now);
-        }
-        let others: u32 = w
-            .iter()
-            .take(n)
-            .skip(1)
-            .fold(0u32, |a, b| a.saturating_add(*b));
-        w[0] = self.total.saturating_sub(others);
-        Weights::Inline(w, n)
-    }
-
     /// Index of the version with this cookie id.
     pub fn version_by_id(&self, id: u32) -> Option<usize> {
         self.versions.iter().position(|v| v.id == id)
-    }
-
-    /// The cookies a decision under this policy reads: the session cookie
-    /// and every cookie rule's, once each (see [`Policy::read_cookies`]).
-    pub fn cookie_names(&self) -> Vec<&str> {
-        let mut names = vec![self.cookie.name.as_str()];
-        for r in &self.rules {
-            if let RuleSource::Cookie(c) = &r.source {
-                if !names.contains(&c.as_str()) {
-                    names.push(c.as_str());
-                }
-            }
-        }
-        names
     }
 
     /// Does this policy need the client address property?
@@ -513,21 +466,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn inline_weights_are_the_weights() {
-        let ramp = |to| Weight::Ramp {
-            start: 100,
-            end: 200,
-            from: 0,
-            to,
-            steps: 0,
-        };
+    fn weights_before_and_after_a_ramp_inline_up_to_8_versions() {
         for n in [2usize, 3, 8, 9, 12] {
             let json = format!(
                 r#"{{"versions": [{}]}}"#,
                 (0..n)
                     .map(|i| match i {
                         0 => r#"{"name": "v0"}"#.to_owned(),
-                        _ => format!(r#"{{"name": "v{i}", "weight": {}}}"#, i.min(9)),
+                        _ => format!(r#"{{"name": "v{i}", "weight": {i}}}"#),
                     })
                     .collect::<Vec<_>>()
                     .join(",")
@@ -539,20 +485,25 @@ mod tests {
                 panic!("{json}");
             };
             let mut p = (*global).clone();
-            if n > 1 {
-                p.versions[1].weight = ramp(7);
-            }
-            for now in [0, 150, 300] {
+            p.versions[1].weight = Weight::Ramp {
+                start: 100,
+                end: 200,
+                from: 0,
+                to: 7,
+                steps: 0,
+            };
+            for (now, ramped) in [(0u64, 0u32), (300, 7)] {
+                let mut want: Vec<u32> = (0..n as u32).collect();
+                want[1] = ramped;
+                want[0] = 100 - want.iter().sum::<u32>();
                 assert_eq!(
-                    &*p.weights(now),
-                    p.weights_at(now).as_slice(),
+                    p.weights(now).as_slice(),
+                    want.as_slice(),
                     "{n} versions at {now}"
                 );
+                assert_eq!(p.weights_at(now), want, "{n} versions at {now}");
             }
-            assert_eq!(
-                matches!(p.weights(0), Weights::Heap(_)),
-                n > Weights::INLINE
-            );
+            assert_eq!(p.weights(0).spilled(), n > 8, "{n} versions");
         }
     }
 

@@ -409,7 +409,15 @@ fn compile_policy(
     };
     let names: Vec<&str> = versions.iter().map(|v| v.name.as_str()).collect();
     let counters = counters.policy(scope, &names, shared.key_source != KeySource::Cookie);
-    let mut policy = Policy {
+    let mut read_cookies = vec![shared.cookie.name.clone()];
+    for r in &rules {
+        if let RuleSource::Cookie(c) = &r.source {
+            if !read_cookies.contains(c) {
+                read_cookies.push(c.clone());
+            }
+        }
+    }
+    Ok(Policy {
         scope: scope.to_owned(),
         versions,
         total,
@@ -428,14 +436,8 @@ fn compile_policy(
         debug_header,
         counters,
         opened: Default::default(),
-        read_cookies: Vec::new(),
-    };
-    policy.read_cookies = policy
-        .cookie_names()
-        .into_iter()
-        .map(str::to_owned)
-        .collect();
-    Ok(policy)
+        read_cookies,
+    })
 }
 
 #[cfg(test)]
