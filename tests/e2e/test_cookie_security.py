@@ -20,12 +20,12 @@ canary-v1, so a cookie that was wrongly honoured would show.
 from __future__ import annotations
 
 import base64
-import struct
 import time
 
 import pytest
 
 import harness
+from cookie_format import plain_cookie
 from test_persistent_helpers import (
     COOKIE,
     KEY_NEW,
@@ -151,48 +151,21 @@ def test_expired_cookie_is_treated_as_absent(env):
     assert_treated_as_absent(r, u, n)
 
 
-# -- unsigned cookies: the plain format, crafted here --------------------------
-
-AAD_PREFIX = b"sticky-canary/cookie/1\0"
-
-
-def fnv1a64(data: bytes) -> int:
-    h = 0xCBF29CE484222325
-    for b in data:
-        h = ((h ^ b) * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
-    return h
-
-
-def fnv1a32(data: bytes) -> int:
-    h = 0x811C9DC5
-    for b in data:
-        h = ((h ^ b) * 0x01000193) & 0xFFFFFFFF
-    return h
-
-
-def plain_cookie(name: str, version: str, key: bytes, endpoint: str | None = None, rule: bool = True) -> str:
-    """A cookie in the plain (format `1`) layout of src/session.rs: what a
-    client can build without the key. Valid where no secret is configured."""
-    flags = (1 if rule else 0) | (2 if endpoint else 0)
-    payload = struct.pack(">BBII", 1, flags, int(time.time()) + 3000, fnv1a32(version.encode())) + key
-    if endpoint:
-        payload += bytes([len(endpoint)]) + endpoint.encode()
-    check = fnv1a64(AAD_PREFIX + name.encode() + b"\0" + payload)
-    return "1" + base64.urlsafe_b64encode(payload + struct.pack(">Q", check)).decode().rstrip("=")
+# -- unsigned cookies: the plain format (cookie_format.plain_cookie) -----------
 
 
 def test_unsigned_cookie_is_treated_as_absent(env):
     target = env.pods["sec-v2-b"]
     # Control: on /plain/ (no secrets) the crafted cookie is a valid session
     # for canary-v2: the crafting is right.
-    ctl = User(cookie_name="sticky-plain", value=plain_cookie("sticky-plain", V2, b"k" * 16))
+    ctl = User(cookie_name="sticky-plain", value=plain_cookie("sticky-plain", V2, b"k" * 16, expires_in=3000, rule=True))
     r = env.get("old", ctl, "/plain/")
     assert (r.status, r.name, ctl.issued) == (200, V2, 0), r
     # With secrets set, the same kind of cookie, naming a canary-v2 pod, is
     # ignored: new users' version and pod, new sealed cookie.
     landed = set()
     for i in range(20):
-        u = User(value=plain_cookie(COOKIE, V2, bytes([i]) * 16, endpoint=target.address))
+        u = User(value=plain_cookie(COOKIE, V2, bytes([i]) * 16, expires_in=3000, rule=True, endpoint=target.address))
         r = env.get("old", u)
         assert_treated_as_absent(r, u, 0)
         landed.add(r.hostname)

@@ -101,10 +101,8 @@ query
 
 from __future__ import annotations
 
-import base64
 import copy
 import re
-import struct
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -112,6 +110,7 @@ from typing import Callable
 import pytest
 
 import harness
+from cookie_format import with_expiry
 
 V1, V2 = "canary-v1", "canary-v2"
 C = "my-sticky-cookie"
@@ -145,31 +144,6 @@ PLUGIN = {
          "session": {"key": {"from": "header", "name": "x-user"}, "cookie": {"name": COOKIE_OF["hkey"]}}},
     ],
 }
-
-
-# -- cookies crafted from issued ones ------------------------------------------
-
-AAD_PREFIX = b"sticky-canary/cookie/1\0"
-
-
-def _fnv1a64(data: bytes) -> int:
-    h = 0xCBF29CE484222325
-    for b in data:
-        h = ((h ^ b) * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
-    return h
-
-
-def with_expiry(value: str, name: str, delta: int) -> str:
-    """The same plain (format `1`, src/session.rs) session as `value` with
-    its expiry moved by `delta` seconds: what the filter would have issued
-    for that session `delta` seconds later."""
-    assert value[0] == "1", value
-    body = base64.urlsafe_b64decode(value[1:] + "=" * (-len(value[1:]) % 4))
-    payload = bytearray(body[:-8])
-    (expiry,) = struct.unpack(">I", payload[2:6])
-    payload[2:6] = struct.pack(">I", expiry + delta)
-    check = _fnv1a64(AAD_PREFIX + name.encode() + b"\0" + bytes(payload))
-    return "1" + base64.urlsafe_b64encode(bytes(payload) + struct.pack(">Q", check)).decode().rstrip("=")
 
 
 # -- the stack ----------------------------------------------------------------

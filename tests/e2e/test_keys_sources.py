@@ -19,20 +19,17 @@ import collections
 
 import pytest
 
+from cookie_format import bucket, derive_key, pod_hash, version_for_bucket
 from test_rollouts import (
     COOKIE,
     V1,
     V2,
     User,
     assert_binomial,
-    bucket,
-    derive_key,
     envoy_config,
     pod_endpoints,
-    pod_hash,
     report,
     start_envoys,
-    version_for_bucket,
     visit,
     visit_all,
 )

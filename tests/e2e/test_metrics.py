@@ -18,20 +18,18 @@ the missing HELP text (Envoy never emits HELP lines).
 
 from __future__ import annotations
 
-import base64
 import collections
 import copy
 import json
 import os
 import re
 import shutil
-import struct
 import subprocess
-import time
 
 import pytest
 
 import harness
+from cookie_format import bucket, open_cookie, plain_cookie
 from test_persistent_helpers import V1, V2, Eds, User, config as persistent_config, plugin as persistent_plugin
 from test_persistent_helpers import set_endpoints, start_pods
 
@@ -134,44 +132,6 @@ def without_help_complaints(lines: list[str]) -> list[str]:
     return [l for l in lines if not re.fullmatch(r"sticky_canary_[a-z_]+ no help text", l)]
 
 
-# ---------------------------------------------------------------------------
-# Plain cookies with a chosen expiry (src/session.rs, format 1)
-
-AAD_PREFIX = b"sticky-canary/cookie/1\0"
-_M64 = (1 << 64) - 1
-
-
-def fnv64(*parts: bytes) -> int:
-    h = 0xCBF29CE484222325
-    for p in parts:
-        for b in p:
-            h = ((h ^ b) * 0x100000001B3) & _M64
-    return h
-
-
-def fnv32(data: bytes) -> int:
-    h = 0x811C9DC5
-    for b in data:
-        h = ((h ^ b) * 0x01000193) & 0xFFFFFFFF
-    return h
-
-
-def bucket(k: bytes, total: int = 100, seed: bytes = b"") -> int:
-    """The weighted bucket of a session key (src/hash.rs; test_rollouts.py
-    checks this reference against the filter)."""
-    h = fnv64(b"sticky-canary/bucket\0", seed, b"\0", k)
-    return (((h ^ (h >> 29) ^ (h >> 47)) & _M64) * total) >> 64
-
-
-def plain_cookie(name: str, version: str, k: bytes, *, expires_in: int, rule: bool = False, check_xor: int = 0) -> str:
-    """A plain session cookie for `version` and key `k`, expiring
-    `expires_in` seconds from now (negative: already expired). `rule`:
-    placed by a rule (else by weight). `check_xor` != 0 spoils the check."""
-    payload = struct.pack(">BBII", 1, 1 if rule else 0, int(time.time()) + expires_in, fnv32(version.encode())) + k
-    check = fnv64(AAD_PREFIX + name.encode() + b"\0" + payload) ^ check_xor
-    return "1" + base64.urlsafe_b64encode(payload + struct.pack(">Q", check)).decode().rstrip("=")
-
-
 def config_loads(e: harness.Envoy, line: str) -> int:
     """How many times the filter logged `line` (once per config load)."""
     return sum(line in l for l in e.log().splitlines())
@@ -188,13 +148,6 @@ def key_in(lo: int, hi: int) -> bytes:
         if lo <= bucket(k) < hi:
             return k
     raise AssertionError("no key found")  # pragma: no cover (p < 1e-100)
-
-
-def open_plain(value: str) -> tuple[bytes, int, bool]:
-    """(key, version id, placed by rule) of a plain cookie."""
-    body = base64.urlsafe_b64decode(value[1:] + "=" * (-len(value[1:]) % 4))
-    p = body[:-8]
-    return p[10:26], int.from_bytes(p[6:10], "big"), bool(p[1] & 1)
 
 
 # ---------------------------------------------------------------------------
@@ -255,7 +208,7 @@ def test_labelled_counts_of_a_known_mix(local):
     # The 4 cookie-rule users come back without the rule cookie: their
     # session remembers canary-v2 (placed by a rule), no Set-Cookie.
     for v in rule_v2:
-        assert open_plain(v)[2], "a rule-placed session"
+        assert open_cookie(v).by_rule, "a rule-placed session"
         get(cookies={COOKIE: v}, expect=V2, issued=False)
     want[dec(G, V2, "returning")] += 4
 
@@ -271,7 +224,7 @@ def test_labelled_counts_of_a_known_mix(local):
     for _ in range(3):
         v = plain_cookie(COOKIE, V1, new_key(), expires_in=600)
         r = get(cookies={COOKIE: v}, expect=V1, issued=True)
-        assert open_plain(r.cookies_named(COOKIE)[0].value)[0] == open_plain(v)[0], "same key"
+        assert open_cookie(r.cookies_named(COOKIE)[0].value).key == open_cookie(v).key, "same key"
     want[dec(G, V1, "returning")] += 3
     want[ses(G, V1, "renewed")] += 3
 
@@ -314,7 +267,8 @@ def test_labelled_counts_of_a_known_mix(local):
     for i in range(60):
         r = get(f"/weighted/{i}", cookie_name=WEIGHTED_COOKIE, issued=True)
         value = r.cookies_named(WEIGHTED_COOKIE)[0].value
-        k, _, by_rule = open_plain(value)
+        s = open_cookie(value)
+        k, by_rule = s.key, s.by_rule
         # The version is the one the key's bucket gives (not a rule).
         assert not by_rule and r.name == (V2 if bucket(k) < 20 else V1), (bucket(k), r)
         seen[r.name] += 1
@@ -338,7 +292,7 @@ def test_labelled_counts_of_a_known_mix(local):
     want[ses(W, V1, "switched")] += 2
     # The global session cookie means nothing here: a new user.
     r = get("/weighted/", cookies={COOKIE: newcomers[0]}, cookie_name=WEIGHTED_COOKIE, issued=True)
-    k = open_plain(r.cookies_named(WEIGHTED_COOKIE)[0].value)[0]
+    k = open_cookie(r.cookies_named(WEIGHTED_COOKIE)[0].value).key
     assert r.name == (V2 if bucket(k) < 20 else V1), r
     want[dec(W, r.name, "new")] += 1
     want[ses(W, r.name, "issued")] += 1

@@ -31,7 +31,6 @@ short-lived thread pool, or they are killed as soon as that pool shuts down.
 
 from __future__ import annotations
 
-import base64
 import collections
 import concurrent.futures
 import copy
@@ -43,6 +42,7 @@ from typing import Callable, Mapping, Sequence
 import pytest
 
 import harness
+from cookie_format import CookieSession, bucket, derive_key, open_cookie, pod_hash, version_for_bucket, version_id
 
 V1, V2, V3 = "canary-v1", "canary-v2", "canary-v3"
 COOKIE = "sticky-canary"  # the default session cookie name
@@ -60,83 +60,6 @@ def report(line: str) -> None:
     """A measured figure, printed for `pytest -s` (and the README)."""
     print(f"measured: {line}")
 
-
-# ---------------------------------------------------------------------------
-# Reference of the documented hashing (src/hash.rs) and cookie (src/session.rs)
-
-_M64 = (1 << 64) - 1
-
-
-def fnv64(*parts: bytes) -> int:
-    h = 0xCBF29CE484222325
-    for p in parts:
-        for b in p:
-            h = ((h ^ b) * 0x100000001B3) & _M64
-    return h
-
-
-def fnv32(data: bytes) -> int:
-    h = 0x811C9DC5
-    for b in data:
-        h = ((h ^ b) * 0x01000193) & 0xFFFFFFFF
-    return h
-
-
-def derive_key(identity: str) -> bytes:
-    """The session key derived from a header, query value or client IP."""
-    src = identity.encode()
-    a = fnv64(b"sticky-canary/key\0", b"a\0", src)
-    b = fnv64(b"sticky-canary/key\0", b"b\0", src)
-    return a.to_bytes(8, "big") + b.to_bytes(8, "big")
-
-
-def bucket(key: bytes, total: int = 100, seed: bytes = b"") -> int:
-    h = fnv64(b"sticky-canary/bucket\0", seed, b"\0", key)
-    mixed = h ^ (h >> 29) ^ (h >> 47)
-    return (mixed * total) >> 64
-
-
-def pod_hash(key: bytes) -> str:
-    """The x-sticky-hash value for a session key."""
-    return f"{fnv64(b'sticky-canary/pod' + bytes([0]), key):016x}"
-
-
-def version_for_bucket(versions: Sequence[tuple[str, int]], b: int) -> str:
-    """Non-default versions own consecutive ranges from bucket 0 in config
-    order; the default (first) version owns the rest."""
-    upper = 0
-    for name, weight in versions[1:]:
-        upper += weight
-        if b < upper:
-            return name
-    return versions[0][0]
-
-
-@dataclass
-class CookieSession:
-    key: bytes
-    version_id: int
-    by_rule: bool
-    expiry: int
-
-
-def open_cookie(value: str) -> CookieSession:
-    """Decode a plain (unsealed) session cookie: '1' + base64url(payload ||
-    8-byte check); payload = format, flags, expiry, version id, key."""
-    assert value[:1] == "1", f"not a plain session cookie: {value!r}"
-    body = base64.urlsafe_b64decode(value[1:] + "=" * (-len(value[1:]) % 4))
-    p = body[:-8]
-    assert p[0] == 1 and len(p) == 26, f"unexpected cookie payload {p!r}"
-    return CookieSession(
-        key=p[10:26],
-        version_id=int.from_bytes(p[6:10], "big"),
-        by_rule=bool(p[1] & 1),
-        expiry=int.from_bytes(p[2:6], "big"),
-    )
-
-
-def version_id(name: str) -> int:
-    return fnv32(name.encode())
 
 
 def test_reference_hash_matches_the_filter(fleet):
