@@ -55,18 +55,6 @@ def rel(p: Path) -> str:
         return str(p)
 
 
-def apt_install(tool: str, package: str) -> None:
-    """Debian: install a missing tool the bench needs, when running as root."""
-    if shutil.which(tool) or os.geteuid() != 0 or not shutil.which("apt-get"):
-        return
-    log(f"bench: {tool} not found; apt-get install -y {package}")
-    try:
-        subprocess.run(["apt-get", "install", "-y", "-q", package], capture_output=True, timeout=900,
-                       env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
-    except (OSError, subprocess.TimeoutExpired) as e:
-        log(f"bench: apt-get failed: {e}")
-
-
 def fresh(*paths: Path) -> None:
     """Results of an earlier run must never stand in for this one's."""
     for p in paths:
@@ -74,7 +62,6 @@ def fresh(*paths: Path) -> None:
 
 
 def step_instr(args) -> tuple[str, dict | None, list[str]]:
-    apt_install("valgrind", "valgrind")
     out = OUT / "instr.json"
     fresh(out, out.with_suffix(".md"))
     cmd = [sys.executable, rel(BENCH_DIR / "instr.py"), "--batch", str(args.batch), "--warmup", str(args.warmup),
@@ -186,7 +173,6 @@ def step_sizes() -> tuple[str, list[str]]:
     wasm = {"sticky_canary.wasm": run.FILTER_WASM, "empty filter (probe)": run.PROBE_WASM}
     lines = ["| module | as built, bytes | `wasm-opt -Oz`, bytes | saved |", "|---|---:|---:|---:|"]
     cmds = []
-    apt_install("wasm-opt", "binaryen")
     opt = shutil.which("wasm-opt")
     ver = ""
     for name, p in wasm.items():

@@ -791,7 +791,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.wasm:
         FILTER_WASM = args.wasm.resolve()
     if not shutil.which("valgrind") or not shutil.which("callgrind_control"):
-        sys.exit("instr: valgrind is missing (apt-get install -y valgrind)")
+        sys.exit("instr: valgrind is missing (scripts/setup.sh bench installs it)")
     for p in (FILTER_WASM, PROBE_WASM):
         if not p.exists():
             sys.exit(f"instr: {p} missing (`make bench` builds it)")

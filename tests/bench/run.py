@@ -641,20 +641,12 @@ def build_probe() -> bool:
     return False
 
 
-def ensure_wrk(allow_install: bool) -> None:
-    if shutil.which("wrk"):
-        return
-    if allow_install and os.geteuid() == 0 and shutil.which("apt-get"):
-        log("bench: wrk not found; trying `apt-get install -y wrk`")
-        try:
-            subprocess.run(["apt-get", "install", "-y", "-q", "wrk"], capture_output=True, timeout=300,
-                           env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
-        except (OSError, subprocess.TimeoutExpired):
-            pass
+def ensure_wrk() -> None:
+    """wrk comes from scripts/setup.sh bench (make bench runs it first)."""
     if not shutil.which("wrk"):
-        log("bench: wrk is not available; using a Python keep-alive client instead. Envoy CPU per request is still "
-            "measured, but at a lower request rate Envoy batches less per wake-up, so the absolute figures come out "
-            "higher; the cost the filter adds stays comparable.")
+        log("bench: wrk is not available (scripts/setup.sh bench installs it); using a Python keep-alive client "
+            "instead. Envoy CPU per request is still measured, but at a lower request rate Envoy batches less per "
+            "wake-up, so the absolute figures come out higher; the cost the filter adds stays comparable.")
 
 
 def envoy_version(binary: str) -> str:
@@ -835,7 +827,6 @@ def main() -> int:
     ap.add_argument("--no-memory", action="store_true", help="skip the RSS-per-worker phase")
     ap.add_argument("--workers", type=int, default=4, help="worker threads for the RSS-per-worker phase (default 4)")
     ap.add_argument("--no-build", action="store_true", help="use the .wasm already built")
-    ap.add_argument("--no-install", action="store_true", help="never try to install wrk")
     ap.add_argument("--wasm", type=Path, default=FILTER_WASM, help="the sticky-canary .wasm to measure")
     ap.add_argument("--compare", type=Path, default=None,
                     help="another build of the filter: each sticky-canary case also runs on it, "
@@ -886,7 +877,7 @@ def main() -> int:
             wasm_paths["probe"] = PROBE_WASM
         else:
             cases = [c for c in cases if c.wasm != "probe"]
-    ensure_wrk(not args.no_install)
+    ensure_wrk()
 
     ncpu = len(os.sched_getaffinity(0))
     cpus = sorted(os.sched_getaffinity(0))

@@ -16,7 +16,7 @@ Setup (everything on 127.0.0.1, started here, stopped at the end):
   with `direct_response` (Python whoami would be the bottleneck). Each pod
   answers `x-pod: <its name>` and echoes the request's `x-user` and
   `x-canary-version` (the filter's decision) as response headers;
-- `wrk` (`apt-get install wrk`) with tests/bench/soak.lua sends the load:
+- `wrk` (scripts/setup.sh soak installs it) with tests/bench/soak.lua sends the load:
   one request in NEW_EVERY is a new user (no cookie), the rest come from
   a pool of returning users, each with the cookie it was issued before the
   soak. For every answer to a returning user the script checks the
@@ -170,7 +170,7 @@ def main() -> int:
 
     wrk = shutil.which("wrk")
     if not wrk:
-        log("soak: wrk not found: apt-get install wrk")
+        log("soak: wrk not found (scripts/setup.sh soak installs it)")
         return 2
     for p in (harness.ENVOY_BIN, harness.WASM_PATH):
         if not p.exists():
