@@ -13,7 +13,7 @@ adds the explicit clear. The end-to-end tests prove the routing itself.
 
 from __future__ import annotations
 
-import harness
+import testkit
 
 
 def _uleb(data: bytes, i: int) -> tuple[int, int]:
@@ -48,7 +48,7 @@ def exports(path) -> list[str]:
 
 
 def test_the_module_exports_abi_0_2_1_only():
-    names = exports(harness.WASM_PATH)
+    names = exports(testkit.WASM_PATH)
     abis = sorted(n for n in names if n.startswith("proxy_abi_version_"))
     assert abis == ["proxy_abi_version_0_2_1"], (
         f"the module exports {abis}: Envoy >= 1.33 does not clear the route cache after header "

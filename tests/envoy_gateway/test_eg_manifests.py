@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import copy
 import re
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-import eg_validate as ev
+from testkit import eg_validate as ev
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 EG = REPO_ROOT / "envoy-gateway"

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-import istio_validate as iv
+from testkit import istio_validate as iv
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 ISTIO = REPO_ROOT / "istio"

@@ -10,7 +10,8 @@ import re
 
 import yaml
 
-from promtext import REPO_ROOT, RULES, promtool
+from promtext import REPO_ROOT, RULES
+from testkit.tools import promtool
 
 DOC = REPO_ROOT / "docs" / "metrics.md"
 

@@ -1,30 +1,30 @@
-"""Validate Envoy Gateway and Gateway API manifests without a cluster.
+"""Validate Envoy Gateway and Gateway API manifests without a cluster
+(used by tests/envoy_gateway, tests/istio and tests/migrate).
 
 ``validate(doc) -> list[str]`` returns the problems of one YAML document
 (empty: valid):
 
 - Envoy Gateway kinds (EnvoyExtensionPolicy, BackendTrafficPolicy) and
   Gateway API kinds (GatewayClass, Gateway, HTTPRoute): the JSON Schemas in
-  ``schemas/`` (converted from the kubernetes-models npm packages by
-  ``export_schemas.py``), every object closed, then the CRDs' CEL rules
+  ``tests/envoy_gateway/schemas/`` (converted from the kubernetes-models npm
+  packages by ``tests/envoy_gateway/export_schemas.py``), every object
+  closed, then the CRDs' CEL rules
   that matter here (re-implemented below; the schemas do not carry them);
 - Kubernetes built-in kinds: ``kubernetes-validate`` in strict mode, as in
-  tests/istio/istio_validate.py.
+  ``testkit.istio_validate``.
 """
 
 from __future__ import annotations
 
 import functools
 import json
-import sys
-from pathlib import Path
 
 import jsonschema
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "istio"))
-import istio_validate  # noqa: E402  (Kubernetes kinds, error formatting)
+from . import istio_validate  # Kubernetes kinds, error formatting
+from .paths import REPO_ROOT
 
-SCHEMA_DIR = Path(__file__).resolve().parent / "schemas"
+SCHEMA_DIR = REPO_ROOT / "tests" / "envoy_gateway" / "schemas"
 
 
 @functools.cache

@@ -9,17 +9,13 @@ the report renders as well-formed SVG with the three panels.
 
 from __future__ import annotations
 
-import sys
 import xml.etree.ElementTree as ET
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "report"))
-
-import report  # noqa: E402  (tests/report/report.py)
+import report  # report.py beside this file
 
 
-def test_rollout_report_through_envoy(workdir):
-    res = report.run_rollout(workdir / "report", users=60, steps=2, step_seconds=3, to=50,
+def test_rollout_report_through_envoy(tmp_path):
+    res = report.run_rollout(tmp_path / "report", users=60, steps=2, step_seconds=3, to=50,
                              visit_rate=0.7, seed=3, log=lambda *_: None)
     s = report.summarize(res)
     assert res.rounds == 4

@@ -1,13 +1,15 @@
-"""Validate Kubernetes / Istio manifests without a cluster.
+"""Validate Kubernetes / Istio manifests without a cluster (used by
+tests/istio, tests/envoy_gateway and tests/migrate).
 
 ``validate(doc, *, min_istio=None) -> list[str]`` returns the problems of one
 YAML document (empty: valid). What each kind is checked against:
 
 - Istio resources (``*.istio.io``):
-  1. the Istio 1.31 JSON Schemas in ``schemas/istio-1.31/`` (exported from
-     ``cloudcoil-models-istio==1.31.0.1``, itself generated from Istio's CRD
-     OpenAPI; see ``export_istio_schemas.py``), every object closed; a kind
-     exported only from an older release (``Telemetry``: ``schemas/istio-1.24/``)
+  1. the Istio 1.31 JSON Schemas in ``tests/istio/schemas/istio-1.31/``
+     (exported from ``cloudcoil-models-istio==1.31.0.1``, itself generated
+     from Istio's CRD OpenAPI; see ``tests/istio/export_istio_schemas.py``),
+     every object closed; a kind exported only from an older release
+     (``Telemetry``: ``schemas/istio-1.24/``)
      is checked against that one, and the error says which;
   2. the pydantic models of the installed ``cloudcoil-models-istio``
      (1.24.2.1, from tests/requirements.txt), with unknown keys rejected at
@@ -19,7 +21,8 @@ YAML document (empty: valid). What each kind is checked against:
   keys rejected), against Kubernetes ``K8S_VERSION``.
 - Gateway API kinds (``GATEWAY_API``): the JSON Schemas of
   tests/envoy_gateway/schemas/ (from the @kubernetes-models/gateway-api npm
-  package, see tests/envoy_gateway/export_schemas.py), every object closed.
+  package, see tests/envoy_gateway/export_schemas.py), every object closed
+  (``testkit.eg_validate.check_schema``).
 
 Strictness matches ``kubectl apply`` since kubectl 1.25 (server-side field
 validation ``Strict``): a misspelt field is an error, not silently pruned.
@@ -32,13 +35,14 @@ import json
 import re
 import types
 import typing
-from pathlib import Path
 
 import jsonschema
 import kubernetes_validate
 import pydantic
 
-SCHEMA_DIR = Path(__file__).resolve().parent / "schemas" / "istio-1.31"
+from .paths import REPO_ROOT
+
+SCHEMA_DIR = REPO_ROOT / "tests" / "istio" / "schemas" / "istio-1.31"
 K8S_VERSION = "1.33"
 INSTALLED_ISTIO = (1, 24)  # cloudcoil-models-istio 1.24.2.1
 GATEWAY_API = {("gateway.networking.k8s.io/v1", "Gateway"), ("gateway.networking.k8s.io/v1", "HTTPRoute"), ("gateway.networking.k8s.io/v1", "GatewayClass")}
@@ -236,10 +240,7 @@ def check_kubernetes(doc: dict) -> list[str]:
 
 
 def _gateway_api(doc: dict) -> list[str]:
-    import sys
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "envoy_gateway"))
-    import eg_validate
+    from . import eg_validate  # it uses this module too
 
     return eg_validate.check_schema(doc)
 
