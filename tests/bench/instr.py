@@ -56,7 +56,7 @@ from pathlib import Path
 
 from benchlib import (BENCH_DIR, BROWSER_COOKIES, BROWSER_HEADERS_BASE, COOKIE, FILTER_WASM, LUA_SCRIPT, OUT_DIR,
                       PROBE_WASM, SECRET, VERSIONS, die_with_parent, envoy_binary, log, select_cases)
-from testkit import free_port
+from testkit import Process, free_port, start_process, tail
 from testkit.envoy import admin_ready
 
 # Other cookies a site sets; with the plain session cookie the Cookie header
@@ -392,15 +392,12 @@ class Run:
         self.timeout = timeout
         self.port = free_port()
         self.admin = free_port()
-        self.proc: subprocess.Popen | None = None
+        self.proc: Process | None = None
         self.pinned = 0
         self.v2 = 0
 
     def tail(self, n: int = 25) -> str:
-        try:
-            return "\n".join((self.dir / "envoy.log").read_text(errors="replace").splitlines()[-n:])
-        except OSError:
-            return ""
+        return tail(self.proc.log(), n) if self.proc else ""
 
     def control(self, *args: str) -> None:
         assert self.proc
@@ -431,28 +428,13 @@ class Run:
                self.binary, "-c", str(cfg), "--concurrency", "1", "--disable-hot-restart",
                "--log-level", "warning", "--drain-time-s", "1"]
         (self.dir / "command").write_text(" ".join(cmd) + "\n")
-        self.logf = open(self.dir / "envoy.log", "wb")
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=self.logf, stderr=subprocess.STDOUT,
-                                     preexec_fn=die_with_parent)
-        deadline = time.monotonic() + self.timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"Envoy exited ({self.proc.returncode}):\n{self.tail()}")
-            if admin_ready(self.admin, timeout=5):
-                return
-            time.sleep(0.3)
-        raise RuntimeError(f"Envoy not ready after {self.timeout:.0f}s:\n{self.tail()}")
+        self.proc = start_process(f"envoy {self.case.key} (callgrind)", cmd, self.dir / "envoy.log",
+                                  ready=lambda _: admin_ready(self.admin, timeout=5), timeout=self.timeout,
+                                  preexec_fn=die_with_parent, poll=0.3)
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=30)
-        if getattr(self, "logf", None):
-            self.logf.close()
+        if self.proc:
+            self.proc.stop(grace=60.0)
 
     # The expected answer of every measured request.
     def check(self, status: int, hs: list[tuple[str, str]], body: str) -> str | None:

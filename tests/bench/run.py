@@ -75,7 +75,7 @@ from pathlib import Path
 
 from benchlib import (BROWSER_COOKIES, BROWSER_HEADERS_BASE, COOKIE, FILTER_WASM, LUA_SCRIPT, OUT_DIR,
                       PROBE_CRATE, PROBE_TARGET, PROBE_WASM, ROOT, SECRET, VERSIONS, die_with_parent, envoy_binary, log, select_cases)
-from testkit import free_port
+from testkit import Process, free_port, tail, wait_until
 from testkit.envoy import admin_ready
 
 BROWSER_HEADERS = BROWSER_HEADERS_BASE + [("Upgrade-Insecure-Requests", "1")]
@@ -292,27 +292,21 @@ class Envoy:
         self.cfg_path = tmp / f"envoy-{name}.json"
         self.log_path = tmp / f"envoy-{name}.log"
         self.cfg_path.write_text(json.dumps(envoy_config(case, self.port, self.admin, wasm_paths), indent=1))
-        self.logf = open(self.log_path, "wb")
         cmd = [binary, "-c", str(self.cfg_path), "--concurrency", str(concurrency), "--disable-hot-restart",
                "--log-level", "warning", "--drain-time-s", "1"]
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=self.logf, stderr=subprocess.STDOUT,
-                                     preexec_fn=pin(cpu))
+        # Started here, waited for in wait_ready: every case's Envoy starts at once.
+        self.proc = Process(f"envoy {name}", cmd, self.log_path, preexec_fn=pin(cpu))
 
     def wait_ready(self, timeout: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"Envoy for case {self.case.key} exited ({self.proc.returncode}):\n{self.tail()}")
-            if admin_ready(self.admin):
-                return
-            time.sleep(0.2)
-        raise RuntimeError(f"Envoy for case {self.case.key} not ready after {timeout}s:\n{self.tail()}")
+        def ready() -> bool:
+            if not self.proc.alive():
+                raise RuntimeError(f"Envoy for case {self.case.key} exited ({self.proc.popen.returncode}):\n{self.tail()}")
+            return admin_ready(self.admin)
+
+        wait_until(ready, lambda: f"Envoy for case {self.case.key} to be ready:\n{self.tail()}", timeout, interval=0.2)
 
     def tail(self, n: int = 30) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
-        except OSError:
-            return ""
+        return tail(self.proc.log(), n)
 
     def counters(self) -> dict[str, int]:
         status, _, body = fetch(self.admin, "/stats?format=json", timeout=10)
@@ -325,14 +319,7 @@ class Envoy:
         return out
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
-        self.logf.close()
+        self.proc.stop(grace=10.0)
 
 
 # --------------------------------------------------------------------------
