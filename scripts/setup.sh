@@ -61,7 +61,10 @@ rust_cmds=()  # rustup / cargo install commands, one string each
 go_tools=()   # "name package@version"
 problems=()   # one line each; nothing can fix these here
 
-need_pkg() { apt_pkgs+=("$1"); apt_why+=("$2"); }
+need_pkg() {
+    apt_pkgs+=("$1")
+    [[ " ${apt_why[*]-} " == *" $2 "* ]] || apt_why+=("$2")
+}
 
 # A C toolchain: cargo links build scripts and the native tests with cc.
 have cc || need_pkg "gcc libc6-dev" "cc"
@@ -127,18 +130,18 @@ if wants run || wants test || wants bench || wants soak; then
     # python3 -m venv needs ensurepip, which Debian ships in python3-venv.
     if [ ! -x .venv/bin/python ] && ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then
         pyver="$(python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null || echo 3)"
-        need_pkg "python3-venv python${pyver}-venv" "python3 -m venv"
+        need_pkg "python3-venv python${pyver}-venv" "venv"
     fi
 fi
 if wants test; then
-    have node || need_pkg nodejs "node: runs the wasm32 test binaries"
-    have npm || need_pkg npm "npm: the schemas of tests/observability"
+    have node || need_pkg nodejs "node"
+    have npm || need_pkg npm "npm"
     have wasm-opt || need_pkg binaryen "wasm-opt"
     have promtool || need_pkg prometheus "promtool"
 fi
 if wants bench; then
     have wasm-opt || need_pkg binaryen "wasm-opt"
-    { have valgrind && have callgrind_control; } || need_pkg valgrind "valgrind, callgrind_control"
+    { have valgrind && have callgrind_control; } || need_pkg valgrind "valgrind"
 fi
 if wants bench || wants soak; then have wrk || need_pkg wrk "wrk"; fi
 
@@ -173,6 +176,7 @@ fi
 SUDO=()
 can_apt=1
 apt_cmd="apt-get install -y --no-install-recommends ${uniq_pkgs[*]-}"
+why="$(IFS=,; echo "${apt_why[*]-}" | sed 's/,/, /g')"
 if [ ${#uniq_pkgs[@]} -gt 0 ]; then
     if ! have apt-get; then
         can_apt=0
@@ -182,7 +186,7 @@ if [ ${#uniq_pkgs[@]} -gt 0 ]; then
             SUDO=(sudo -n)
         else
             can_apt=0
-            problems+=("missing Debian packages ($(IFS=,; echo "${apt_why[*]}")): run: sudo apt-get update && sudo $apt_cmd")
+            problems+=("missing Debian packages (for $why): run: sudo apt-get update && sudo $apt_cmd")
         fi
     fi
 fi
@@ -190,7 +194,8 @@ fi
 if [ "$check" -eq 1 ]; then
     for p in "${problems[@]+"${problems[@]}"}"; do echo "setup: $p"; done
     if [ ${#uniq_pkgs[@]} -gt 0 ] && [ "$can_apt" -eq 1 ]; then
-        echo "setup: missing $(IFS=,; echo "${apt_why[*]}"): would run: ${SUDO[*]-} apt-get update && ${SUDO[*]-} $apt_cmd"
+        s="${SUDO[*]-}${SUDO[*]:+ }"
+        echo "setup: missing Debian packages (for $why): would run: ${s}apt-get update && ${s}$apt_cmd"
     fi
     for c in "${rust_cmds[@]+"${rust_cmds[@]}"}"; do echo "setup: would run: $c"; done
     for t in "${go_tools[@]+"${go_tools[@]}"}"; do
