@@ -23,7 +23,7 @@ properties as declared, enums as declared.
 
 What the declarations do not carry, and so neither do these schemas:
 patterns, lengths, ranges and the CRDs' CEL rules (x-kubernetes-validations);
-tests/envoy_gateway/eg_validate.py re-implements the CEL rules that matter
+tests/testkit/eg_validate.py re-implements the CEL rules that matter
 for these manifests.
 """
 

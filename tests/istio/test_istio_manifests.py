@@ -1,5 +1,5 @@
 """Every manifest under istio/ and examples/ is valid, and the validator is
-strict enough to catch a misspelt field (see istio_validate.py for what each
+strict enough to catch a misspelt field (see testkit/istio_validate.py for what each
 kind is checked against).
 
 Then the manifests are checked against each other the way the walkthrough
