@@ -14,7 +14,7 @@
 #          Node and npm, python3-venv, binaryen (wasm-opt), prometheus
 #          (promtool), and the Go programs of scripts/go-tools.txt, built into
 #          .tools/bin (go install, pinned)
-#   fuzz   the nightly toolchain and cargo-fuzz (pinned: CARGO_FUZZ below)
+#   fuzz   the nightly toolchain and cargo-fuzz 0.13.2 (CARGO_FUZZ below)
 #   bench  valgrind, wrk, binaryen, the wasm32-wasip1 target, python3-venv
 #   soak   wrk, the wasm32-wasip1 target, python3-venv
 #
