@@ -50,7 +50,9 @@ pub struct RouteEntry {
     pub policy: Option<Rc<Policy>>,
 }
 
-/// Compiled route match: every non-empty list must have a hit.
+/// Compiled route match: every non-empty list must have a hit (any of its
+/// values). The path lists read the `:path` without its query string and
+/// fragment; see [`crate::routing`] for how each compares.
 #[derive(Debug, Default)]
 pub struct RouteMatch {
     /// Exact `xds.route_name` values.
@@ -62,8 +64,18 @@ pub struct RouteMatch {
     pub authorities: Vec<Regex>,
     /// The same patterns as the config gives them (for people).
     pub authority_patterns: Vec<String>,
-    /// Path prefixes.
+    /// `path_exact`: the path equals one of these.
+    pub path_exact: Vec<String>,
+    /// `path_prefix`: the path starts with one of these strings (`/api`
+    /// also matches `/apis`).
     pub path_prefixes: Vec<String>,
+    /// `path_separated_prefix`: whole path elements, as Envoy's
+    /// `path_separated_prefix` and Kubernetes' `Prefix` (`/api` matches
+    /// `/api` and `/api/x`, not `/apis`). `/` matches every path; no other
+    /// value ends with `/`.
+    pub path_separated_prefixes: Vec<String>,
+    /// `path_regex`: regex-lite patterns searched in the path (unanchored).
+    pub path_regexes: Vec<Regex>,
 }
 
 /// A version's weight over time.
