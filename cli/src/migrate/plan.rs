@@ -443,7 +443,14 @@ impl Model<'_> {
             let mut slots: Vec<(Slot, PathType, String, Outcome)> = Vec::new();
             for l in &rendered {
                 let location_path = l.ingress_path.clone().unwrap_or_else(|| "/".to_owned());
-                let matcher = if regex_mode {
+                let has_copy = rendered
+                    .iter()
+                    .any(|e| e.exact_copy && e.ingress_path == l.ingress_path);
+                let matcher = if regex_mode && !l.exact_copy && has_copy {
+                    // `~* ^/foo/` is followed by its copy `~* ^/foo`, which
+                    // matches all it does: the copy stands for both.
+                    continue;
+                } else if regex_mode {
                     PathMatchKey::Regex(l.path.clone())
                 } else if l.exact_copy {
                     continue; // covered by its Prefix sibling's separated prefix
@@ -452,11 +459,8 @@ impl Model<'_> {
                 } else if l.path == "/" {
                     PathMatchKey::SeparatedPrefix("/".to_owned())
                 } else {
-                    let sibling = rendered
-                        .iter()
-                        .any(|e| e.exact_copy && e.ingress_path == l.ingress_path);
                     match &l.ingress_path {
-                        Some(ip) if sibling && !ip.ends_with('/') => {
+                        Some(ip) if has_copy && !ip.ends_with('/') => {
                             PathMatchKey::SeparatedPrefix(ip.clone())
                         }
                         _ => PathMatchKey::Prefix(l.path.clone()),
