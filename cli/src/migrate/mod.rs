@@ -171,7 +171,15 @@ pub fn migrate(inputs: &[(String, String)], opts: &Options) -> Result<Output, St
         ingresses.extend(ingress::parse(text, source, &mut report)?);
     }
     if ingresses.is_empty() {
-        return Err("no networking.k8s.io/v1 Ingress in the input".to_owned());
+        // What was skipped, and why, before the error.
+        let skipped = if report.findings.is_empty() {
+            String::new()
+        } else {
+            report.render()
+        };
+        return Err(format!(
+            "{skipped}sticky-canary migrate: no networking.k8s.io/v1 Ingress in the input"
+        ));
     }
     if let Some(h) = &opts.wasm_sha256 {
         if h.len() != 64 || !h.bytes().all(|b| b.is_ascii_hexdigit()) {
@@ -275,6 +283,10 @@ pub fn run(args: &MigrateArgs) -> i32 {
     }
     let out = match migrate(&inputs, args) {
         Ok(o) => o,
+        Err(e) if e.contains("sticky-canary migrate: ") => {
+            eprintln!("{e}");
+            return 2;
+        }
         Err(e) => {
             eprintln!("sticky-canary migrate: {e}");
             return 2;
