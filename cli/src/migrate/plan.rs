@@ -896,6 +896,23 @@ pub fn build(ingresses: &[Ingress], prefix: &str, report: &mut Report) -> Result
             canary,
         });
     }
+    // A canary Ingress ingress-nginx never uses anywhere: what the
+    // migration could not carry over from it changes nothing.
+    for (i, (ing, p)) in ingresses.iter().zip(&parsed).enumerate() {
+        let o = ing.object();
+        if p.canary.is_some()
+            && !ambiguous_canaries.contains_key(&i)
+            && !plan
+                .locations
+                .iter()
+                .any(|l| l.canary.as_ref().is_some_and(|c| c.object == o))
+        {
+            report.downgrade(
+                &o,
+                "ingress-nginx never uses this canary, so nothing is lost",
+            );
+        }
+    }
     for (i, (mut at, mut who)) in ambiguous_canaries {
         at.dedup();
         who.sort_unstable();
