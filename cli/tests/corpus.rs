@@ -987,16 +987,10 @@ fn run_corpus(dir: &Path, label: &str) -> (String, Vec<String>) {
     (counts.join(", "), failures)
 }
 
-#[test]
-fn every_public_entry_migrates_with_ingress_nginx_s_semantics() {
-    let dir = corpus_dir();
-    let n = std::fs::read_to_string(dir.join("expectations.json")).unwrap();
-    let n = serde_json::from_str::<Value>(&n).unwrap()["entries"]
-        .as_array()
-        .map_or(0, Vec::len);
-    assert!(n >= 20, "{n} entries in {}", dir.display());
-    let (counts, failures) = run_corpus(&dir, "corpus");
-    println!("public ingress corpus: {counts}");
+/// Run a corpus and fail with every difference, printing the counts.
+fn assert_corpus(dir: &Path, label: &str) {
+    let (counts, failures) = run_corpus(dir, label);
+    println!("{label}: {counts}");
     assert!(
         failures.is_empty(),
         "{} entry x target runs differ from ingress-nginx ({counts}):\n{}",
@@ -1005,20 +999,26 @@ fn every_public_entry_migrates_with_ingress_nginx_s_semantics() {
     );
 }
 
+#[test]
+fn every_public_entry_migrates_with_ingress_nginx_s_semantics() {
+    let dir = corpus_dir();
+    let n = std::fs::read_to_string(dir.join("expectations.json")).unwrap();
+    let n = serde_json::from_str::<Value>(&n).unwrap()["entries"]
+        .as_array()
+        .map_or(0, Vec::len);
+    assert!(n >= 20, "{n} entries in {}", dir.display());
+    assert_corpus(&dir, "public ingress corpus");
+}
+
 /// The project's own entries (tests/fixtures/semantics/, in the corpus's
 /// format, from the same ingress-nginx source): path types below and beside
 /// each other, regex hosts, creation order from timestamps, a canary path
 /// that matches nothing.
 #[test]
 fn path_types_order_and_regex_hosts_follow_ingress_nginx() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/semantics");
-    let (counts, failures) = run_corpus(&dir, "semantics");
-    println!("semantics fixtures: {counts}");
-    assert!(
-        failures.is_empty(),
-        "{} entry x target runs differ from ingress-nginx ({counts}):\n{}",
-        failures.len(),
-        failures.join("\n")
+    assert_corpus(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/semantics"),
+        "semantics fixtures",
     );
 }
 

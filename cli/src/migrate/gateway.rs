@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 
 use super::ingress::Port;
 use super::istio::host_label;
-use super::plan::{Location, PathMatch, Plan};
+use super::plan::{regex_escape, Location, PathMatch, Plan};
 use super::plugin::{canary_version, KEYS_ENV};
 use super::report::Report;
 use super::Options;
@@ -25,27 +25,15 @@ pub const GATEWAY: &str = "sticky-canary";
 pub const PLACEHOLDER_SHA256: &str =
     "0000000000000000000000000000000000000000000000000000000000000000";
 
-/// A RE2 regex of the same length class for every prefix of a host (see
-/// [`path`]): `<p>(/.*)?` for whole path elements, `<p>(?:.*)` for a
-/// prefix ending with `/`.
-fn regex_escape(s: &str) -> String {
-    let mut out = String::new();
-    for c in s.chars() {
-        if "\\.+*?()|[]{}^$".contains(c) {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out
-}
-
 /// The HTTPRoute path match of a location. Gateway API's `PathPrefix`
 /// ignores a trailing slash (`/foo/` matches `/foo`), which ingress-nginx's
 /// `Prefix /foo/` does not, so such a prefix is a regular expression; and
 /// because Envoy Gateway ranks every regular expression above every
 /// `PathPrefix`, a host with one such prefix gets all its prefixes as
 /// regular expressions, written so that a longer prefix is a longer regex
-/// (Envoy Gateway then orders them longest first, as nginx does).
+/// (Envoy Gateway then orders them longest first, as nginx does): `<p>(/.*)?`
+/// for whole path elements and `<p>(?:.*)` for a prefix ending with `/`,
+/// the same 6 characters after the escaped path.
 fn path(l: &Location, regex_prefixes: bool) -> Value {
     match &l.matcher {
         PathMatch::Exact(p) => json!({"type": "Exact", "value": p}),

@@ -6,7 +6,7 @@
 use serde_json::{json, Value};
 
 use super::ingress::Port;
-use super::plan::{Location, PathMatch, Plan};
+use super::plan::{regex_escape, Location, PathMatch, Plan};
 use super::plugin::{any_persistent, canary_version, main_version, KEYS_ENV};
 use super::report::Report;
 use super::Options;
@@ -28,17 +28,6 @@ pub fn host_label(host: &str) -> String {
         })
         .collect();
     super::plan::shorten(s.trim_matches('-'), 63)
-}
-
-fn regex_escape(s: &str) -> String {
-    let mut out = String::new();
-    for c in s.chars() {
-        if "\\.+*?()|[]{}^$".contains(c) {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out
 }
 
 /// The VirtualService `uri` match of a location (Istio matches the path

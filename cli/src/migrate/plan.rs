@@ -133,6 +133,18 @@ pub fn upstream_name(b: &Backend) -> String {
     shorten(&clean, 64)
 }
 
+/// `s` with the RE2 / regex-lite metacharacters escaped.
+pub fn regex_escape(s: &str) -> String {
+    let mut out = String::new();
+    for c in s.chars() {
+        if "\\.+*?()|[]{}^$".contains(c) {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
 /// Cut `s` to `max` characters, keeping it unique with an FNV-1a suffix.
 pub fn shorten(s: &str, max: usize) -> String {
     if s.len() <= max {
