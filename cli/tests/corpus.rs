@@ -191,17 +191,21 @@ fn request_headers(
     h
 }
 
-/// The route entry (its name) that covers the request, if any.
-fn selected(plugin: &sticky_canary::Plugin, host: &str, path: &str) -> Option<String> {
-    let h = request_headers(host, path, &[], &[]);
-    let req = sticky_canary::Request {
-        headers: &h,
+/// A request with these headers, at a fixed time.
+fn request(headers: &[(Vec<u8>, Vec<u8>)]) -> sticky_canary::Request<'_> {
+    sticky_canary::Request {
+        headers,
         route_name: None,
         virtual_host: None,
         client_address: None,
         now: 1_800_000_000,
-    };
-    plugin.select(&req).map(|p| p.scope.clone())
+    }
+}
+
+/// The route entry (its name) that covers the request, if any.
+fn selected(plugin: &sticky_canary::Plugin, host: &str, path: &str) -> Option<String> {
+    let h = request_headers(host, path, &[], &[]);
+    plugin.select(&request(&h)).map(|p| p.scope.clone())
 }
 
 /// The version the filter decides for a new user.
@@ -213,14 +217,7 @@ fn version(
     cookies: &[(String, String)],
 ) -> Option<String> {
     let h = request_headers(host, path, headers, cookies);
-    let req = sticky_canary::Request {
-        headers: &h,
-        route_name: None,
-        virtual_host: None,
-        client_address: None,
-        now: 1_800_000_000,
-    };
-    let plan = sticky_canary::pipeline::on_request(plugin, &req, &mut Fixed);
+    let plan = sticky_canary::pipeline::on_request(plugin, &request(&h), &mut Fixed);
     plan.set
         .iter()
         .find(|(n, _)| *n == "x-canary-version")
