@@ -42,7 +42,7 @@ pub struct CanaryAt {
 }
 
 /// How a location matches the request path, in the filter's terms.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum PathMatch {
     /// `Exact`: the path exactly (`path_exact`).
     Exact(String),
@@ -225,15 +225,7 @@ struct Outcome {
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 struct Slot {
     host: String,
-    matcher: PathMatchKey,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
-enum PathMatchKey {
-    Exact(String),
-    SeparatedPrefix(String),
-    Prefix(String),
-    Regex(String),
+    matcher: PathMatch,
 }
 
 struct Model<'a> {
@@ -243,8 +235,8 @@ struct Model<'a> {
 }
 
 /// One run: the locations of every server, in match order, each with its
-/// outcome; plus the path type and location path of each.
-type Run = Vec<(Slot, PathType, String, Outcome)>;
+/// location path (`$location_path`) and its outcome.
+type Run = Vec<(Slot, String, Outcome)>;
 
 impl Model<'_> {
     fn is_canary(&self, i: usize) -> bool {
@@ -452,7 +444,7 @@ impl Model<'_> {
                 }
             }
             let host = server.host.clone();
-            let mut slots: Vec<(Slot, PathType, String, Outcome)> = Vec::new();
+            let mut slots: Vec<(Slot, String, Outcome)> = Vec::new();
             for l in &rendered {
                 let location_path = l.ingress_path.clone().unwrap_or_else(|| "/".to_owned());
                 let has_copy = rendered
@@ -463,19 +455,19 @@ impl Model<'_> {
                     // matches all it does: the copy stands for both.
                     continue;
                 } else if regex_mode {
-                    PathMatchKey::Regex(l.path.clone())
+                    PathMatch::Regex(l.path.clone())
                 } else if l.exact_copy {
                     continue; // covered by its Prefix sibling's separated prefix
                 } else if l.path_type == PathType::Exact {
-                    PathMatchKey::Exact(l.path.clone())
+                    PathMatch::Exact(l.path.clone())
                 } else if l.path == "/" {
-                    PathMatchKey::SeparatedPrefix("/".to_owned())
+                    PathMatch::SeparatedPrefix("/".to_owned())
                 } else {
                     match &l.ingress_path {
                         Some(ip) if has_copy && !ip.ends_with('/') => {
-                            PathMatchKey::SeparatedPrefix(ip.clone())
+                            PathMatch::SeparatedPrefix(ip.clone())
                         }
-                        _ => PathMatchKey::Prefix(l.path.clone()),
+                        _ => PathMatch::Prefix(l.path.clone()),
                     }
                 };
                 let outcome = self.outcome(l, &host, &location_path, &ups);
@@ -490,12 +482,12 @@ impl Model<'_> {
                 if slots.iter().any(|(s, ..)| *s == slot) {
                     continue;
                 }
-                slots.push((slot, l.path_type, location_path, outcome));
+                slots.push((slot, location_path, outcome));
             }
             if !regex_mode {
                 // Exact first, then prefixes by nginx path length (longest
                 // prefix wins); the order above already is length-first.
-                slots.sort_by_key(|(s, ..)| !matches!(s.matcher, PathMatchKey::Exact(_)));
+                slots.sort_by_key(|(s, ..)| !matches!(s.matcher, PathMatch::Exact(_)));
             }
             run.extend(slots);
         }
@@ -761,7 +753,7 @@ pub fn build(ingresses: &[Ingress], prefix: &str, report: &mut Report) -> Result
     // Canary Ingress -> (locations, candidate canary Ingresses) where the
     // canary depends on the creation order.
     let mut ambiguous_canaries: BTreeMap<usize, (Vec<String>, Vec<usize>)> = BTreeMap::new();
-    for (slot, _, location_path, out) in first {
+    for (slot, location_path, out) in first {
         let others: Vec<Option<&Outcome>> = runs
             .iter()
             .skip(1)
@@ -876,12 +868,7 @@ pub fn build(ingresses: &[Ingress], prefix: &str, report: &mut Report) -> Result
             report.note(&object, "affinity", format!("at {at}: the Service has cookie affinity from another Ingress; ingress-nginx sets no cookie here (only at the paths of the Ingress that asked for it), and neither does the migration"));
         }
         let key = out.key_from.and_then(|k| parsed[k].key.clone());
-        let matcher = match &slot.matcher {
-            PathMatchKey::Exact(p) => PathMatch::Exact(p.clone()),
-            PathMatchKey::SeparatedPrefix(p) => PathMatch::SeparatedPrefix(p.clone()),
-            PathMatchKey::Prefix(p) => PathMatch::Prefix(p.clone()),
-            PathMatchKey::Regex(p) => PathMatch::Regex(p.clone()),
-        };
+        let matcher = slot.matcher.clone();
         if out.default_backend {
             report.note(
                 &object,
