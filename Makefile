@@ -8,7 +8,7 @@
 #   make soak     1,000,000 requests through Envoy: errors, RSS, stickiness (tests/bench/soak.py)
 #   make report   a rollout through Envoy as a picture: .run/report/report.svg
 #   make fuzz     every fuzz target for FUZZ_SECONDS (default 60) each (nightly, cargo-fuzz)
-#   make oci      the OCI image + manifests rendered into dist/ (REGISTRY=ghcr.io/you)
+#   make oci      the OCI image + manifests rendered into dist/ (REGISTRY=ghcr.io/you; PIN=files to pin)
 #   make lint     fmt-check + clippy -D warnings (wasm32-wasip1, native all targets)
 #   make fmt / clippy / clean
 #
@@ -128,7 +128,7 @@ fuzz:
 	fuzz/run.sh $(FUZZ_SECONDS) $(FUZZ_TARGETS)
 
 oci: build venv
-	$(VENV_PY) istio/oci.py $(if $(REGISTRY),--registry $(REGISTRY))
+	$(VENV_PY) istio/oci.py $(if $(REGISTRY),--registry $(REGISTRY)) $(if $(PIN),--pin $(PIN))
 
 fmt:
 	$(CARGO) fmt --all

@@ -5,6 +5,8 @@
     python3 istio/oci.py --registry ghcr.io/you   # = make oci REGISTRY=ghcr.io/you
     python3 istio/oci.py --wasm target/wasm32-wasip1/release/sticky_canary.wasm --out target/oci
     python3 istio/oci.py --pin my/wasmplugin.yaml   # also write the digest into your own manifests
+    python3 istio/oci.py --registry ghcr.io/you --pin out/envoy-gateway.yaml   # = make oci REGISTRY=... PIN=...
+                                               # (`sticky-canary migrate` output: registry and digest)
 
 Writes an OCI image layout directory (``oci-layout``, ``index.json``,
 ``blobs/sha256/...``) and a tar of it next to it (``target/oci.tar``). The
@@ -240,30 +242,40 @@ def write_tar(img: dict, path: Path, mtime: int) -> None:
 
 SHA_LINE = re.compile(r"^(?P<indent>[ \t]*)sha256:[ \t]*(?P<value>[\"']?[0-9a-fA-F]*[\"']?)(?P<rest>[ \t]*(#.*)?)$", re.M)
 URL_LINE = re.compile(r"^[ \t]*url:[ \t]*[\"']?(?P<url>[^\"'\s#]+)", re.M)
-KIND_LINE = re.compile(r"^kind:[ \t]*(WasmPlugin|TrafficExtension)[ \t]*$", re.M)
+KIND_LINE = re.compile(r"^kind:[ \t]*(WasmPlugin|TrafficExtension|EnvoyExtensionPolicy)[ \t]*$", re.M)
 
 
-def pin(path: Path, img: dict) -> list[str]:
-    """Rewrite the sha256 line of every WasmPlugin / TrafficExtension in a
-    YAML file: the manifest digest for oci:// URLs, the plugin.wasm sha256
-    for http(s):// URLs. Comments and layout are kept. Returns what changed."""
+def pin(path: Path, img: dict, registry: str = PLACEHOLDER_REGISTRY) -> list[str]:
+    """Rewrite the sha256 line of every WasmPlugin / TrafficExtension /
+    EnvoyExtensionPolicy in a YAML file (`sticky-canary migrate` output, or
+    your own copies): the manifest digest for oci:// URLs and Envoy
+    Gateway's scheme-less image references, the plugin.wasm sha256 for
+    http(s):// URLs; a placeholder registry (REGISTRY.example/REPLACE-ME)
+    becomes `registry`. Comments and layout are kept, the REPLACE-ME notes
+    on the lines changed go. Returns what changed."""
     text = path.read_text()
     docs = re.split(r"(?m)^(---[ \t]*\n)", text)
     changes = []
     for i, doc in enumerate(docs):
-        if not KIND_LINE.search(doc):
+        kind = KIND_LINE.search(doc)
+        if not kind:
             continue
+        if registry != PLACEHOLDER_REGISTRY:
+            doc = PLACEHOLDER_REF.sub(lambda m: f"{registry}/{m.group('name')}:{m.group('tag')}", doc)
+            doc = re.sub(r"(?m)^([ \t]*url:[^#\n]*?)[ \t]+# REPLACE-ME:.*$", r"\1", doc)
+            docs[i] = doc
         url = URL_LINE.search(doc)
         if not url:
             continue
-        scheme = url.group("url").split("://", 1)[0]
-        if scheme == "oci":
+        scheme = url.group("url").split("://", 1)[0] if "://" in url.group("url") else None
+        if scheme == "oci" or (scheme is None and kind.group(1) == "EnvoyExtensionPolicy"):
             value = sha256(img["manifest"])
         elif scheme in ("http", "https"):
             value = img["wasm_sha256"]
         else:
             continue  # file://: Istio does not check it
-        new, n = SHA_LINE.subn(lambda m: f"{m.group('indent')}sha256: {value}{m.group('rest')}", doc, count=1)
+        rest = lambda m: re.sub(r"[ \t]*# REPLACE-ME:.*$", "", m.group("rest"))  # noqa: E731
+        new, n = SHA_LINE.subn(lambda m: f"{m.group('indent')}sha256: {value}{rest(m)}", doc, count=1)
         if n:
             docs[i] = new
             changes.append(f"{path}: {url.group('url')} -> sha256 {value}")
@@ -306,7 +318,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT, help="OCI image layout directory to write; the tar goes to OUT.tar (default target/oci)")
     ap.add_argument("--name", default="sticky-canary", help="image name for docker load (default sticky-canary)")
     ap.add_argument("--tag", default=None, help="tag (default: the Cargo.toml version)")
-    ap.add_argument("--pin", type=Path, nargs="*", default=[], metavar="YAML", help="also write the digest into these WasmPlugin / TrafficExtension manifests")
+    ap.add_argument("--pin", type=Path, nargs="*", default=[], metavar="YAML", help="also write the digest (and --registry) into these WasmPlugin / TrafficExtension / EnvoyExtensionPolicy manifests, e.g. `sticky-canary migrate` output")
     ap.add_argument("--registry", default=PLACEHOLDER_REGISTRY, help="registry/path the image is pushed to, written into the rendered manifests (default: the placeholder)")
     ap.add_argument("--dist", type=Path, default=DEFAULT_DIST, help="where to render the manifests of istio/ and envoy-gateway/ (default dist/)")
     ap.add_argument("--json", action="store_true", help="print the digests as JSON")
@@ -326,12 +338,12 @@ def main(argv: list[str] | None = None) -> int:
     write_layout(img, out)
     tar_path = out.parent / (out.name + ".tar")
     write_tar(img, tar_path, mtime)
-    changes = []
-    for p in args.pin:
-        changes += pin(p, img)
     registry = args.registry.rstrip("/")
     if registry != PLACEHOLDER_REGISTRY and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9.:-]*(/[a-z0-9][a-z0-9._/-]*)?", registry):
         ap.error(f"--registry wants host[:port][/path] without a scheme, got {args.registry!r}")
+    changes = []
+    for p in args.pin:
+        changes += pin(p, img, registry)
     rendered = render(img, registry, args.dist)
 
     info = {

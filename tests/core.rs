@@ -1708,8 +1708,8 @@ fn duplicate_session_cookies() {
     );
 }
 
-/// ingress-nginx parity: a route entry matched by one path prefix scopes its
-/// cookie to that path unless a path is set; `"secure": "auto"` follows the
+/// ingress-nginx parity: a route entry matched by one literal path (of any
+/// type) scopes its cookie to that path unless a path is set; `"secure": "auto"` follows the
 /// request's scheme; the SameSite=None compatibility switch is accepted
 /// with Lax.
 #[test]
@@ -1728,6 +1728,23 @@ fn ingress_nginx_cookie_defaults() {
         .map(|r| r.policy.as_ref().unwrap().cookie.path.as_str())
         .collect();
     assert_eq!(paths, ["/shop/", "/", "/"]);
+    // The other path types: the cookie follows the location path as the
+    // Ingress wrote it (ingress-nginx's `location_path`); a regex is no
+    // cookie path, so `/`.
+    let typed = plugin(
+        r#"{"session":{"cookie":{"name":"sc"}},
+            "routes":[
+              {"name":"exact","match":{"path_exact":"/login"},"versions":[{"name":"a"},{"name":"b","weight":0}]},
+              {"name":"sep","match":{"authority":"a.example","path_separated_prefix":"/foo/bar"},"versions":[{"name":"a"},{"name":"b","weight":0}]},
+              {"name":"re","match":{"path_regex":"(?i)^/foo/.*"},"versions":[{"name":"a"},{"name":"b","weight":0}]},
+              {"name":"both","match":{"path_exact":"/a","path_separated_prefix":"/a"},"versions":[{"name":"a"},{"name":"b","weight":0}]}]}"#,
+    );
+    let paths: Vec<&str> = typed
+        .routes
+        .iter()
+        .map(|r| r.policy.as_ref().unwrap().cookie.path.as_str())
+        .collect();
+    assert_eq!(paths, ["/login", "/foo/bar", "/", "/"]);
     let global_path = plugin(
         r#"{"session":{"cookie":{"path":"/app"}},
             "routes":[{"match":{"path_prefix":"/shop/"},"versions":[{"name":"a"},{"name":"b","weight":0}]}]}"#,

@@ -113,7 +113,10 @@ pub fn run(a: Args) -> Result<ExitCode, Fatal> {
         // Pass-through: which entry (if any) matched, and what is stripped.
         let entry = plugin.routes.iter().find(|e| e.matcher.matches(&req));
         let why = match entry {
-            Some(e) => format!("route entry {} matches and is disabled", e.name),
+            Some(e) => format!(
+                "route entry {} ({}) matches and is disabled",
+                e.name, e.matcher
+            ),
             None => "no route entry matches and there is no global policy".to_owned(),
         };
         let stripped: Vec<&String> = plugin
@@ -356,9 +359,22 @@ pub fn run(a: Args) -> Result<ExitCode, Fatal> {
     } else {
         format!("route entry {}", policy.scope)
     };
+    // The selected entry's match, as the config writes it (path types too).
+    let entry_match = plugin
+        .routes
+        .iter()
+        .find(|e| {
+            e.policy
+                .as_ref()
+                .is_some_and(|p| std::rc::Rc::ptr_eq(p, policy))
+        })
+        .map(|e| e.matcher.to_string());
     match a.format {
         Format::Text => {
-            println!("policy: {scope}");
+            match &entry_match {
+                Some(m) => println!("policy: {scope} ({m})"),
+                None => println!("policy: {scope}"),
+            }
             println!("version: {version}");
             println!("reason: {reason_text}");
             println!("sticky hash: {hash} ({key_note})");
@@ -389,6 +405,7 @@ pub fn run(a: Args) -> Result<ExitCode, Fatal> {
             };
             let out = json!({
                 "policy": scope,
+                "match": entry_match,
                 "pass_through": false,
                 "version": version,
                 "reason": {"kind": reason_kind, "rule": rule, "text": reason_text},

@@ -202,6 +202,10 @@ pub mod pool {
         "*",
         "",
         "api",
+        "/api/",
+        "/api?x=1",
+        "(?i)^/API",
+        "^/(a",
     ];
     /// Env variable names for secrets_env.
     pub const ENV: &[&str] = &[
@@ -651,6 +655,9 @@ pub struct MatchM {
     pub virtual_host: Opt<OneOrMany>,
     pub authority: Opt<OneOrMany>,
     pub path_prefix: Opt<OneOrMany>,
+    pub path_exact: Opt<OneOrMany>,
+    pub path_separated_prefix: Opt<OneOrMany>,
+    pub path_regex: Opt<OneOrMany>,
 }
 
 impl MatchM {
@@ -660,6 +667,14 @@ impl MatchM {
         put(&mut m, "virtual_host", &self.virtual_host, OneOrMany::json);
         put(&mut m, "authority", &self.authority, OneOrMany::json);
         put(&mut m, "path_prefix", &self.path_prefix, OneOrMany::json);
+        put(&mut m, "path_exact", &self.path_exact, OneOrMany::json);
+        put(
+            &mut m,
+            "path_separated_prefix",
+            &self.path_separated_prefix,
+            OneOrMany::json,
+        );
+        put(&mut m, "path_regex", &self.path_regex, OneOrMany::json);
         Value::Object(m)
     }
 }
@@ -706,7 +721,9 @@ impl BodyM {
         put(m, "session", &self.session, SessionM::json);
         put(m, "headers", &self.headers, HeadersM::json);
         put(m, "filter_state", &self.filter_state, |b| json!(b));
-        put(m, "debug_header", &self.debug_header, |t| json!(t.pick(pool::OVERRIDE)));
+        put(m, "debug_header", &self.debug_header, |t| {
+            json!(t.pick(pool::OVERRIDE))
+        });
         if let Some(u) = self.unknown {
             match u % 8 {
                 4 => m.insert("on_invalid_config".into(), json!("refuse")),

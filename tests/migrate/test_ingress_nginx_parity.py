@@ -399,7 +399,6 @@ AFFINITY_CASES = [
         f"{A}: use-regex with session-cookie-path",
         single(aff({"use-regex": "true", "session-cookie-path": "/foo/bar"}), "/foo/.*", ),
         a_sets(path="/foo/bar", want_path="/foo/bar"),
-        xfail="use-regex paths are migrated as literal prefixes (reported LOSSY), so /foo/bar matches no route",
     ),
     Case(f"{A}: warns when use-regex without session-cookie-path", single(aff({"use-regex": "true"}), "/foo/.*"), a_regex_warning),
     Case(
