@@ -240,13 +240,15 @@ class EnvoyGateway:
     # -- side processes ----------------------------------------------------
 
     def start_pods(self, spec: Iterable[tuple[str, str, int]]) -> dict[str, Backend]:
-        """whoami pods `(version, hostname, port)` on 127.0.0.1 inside."""
+        """whoami pods `(version, hostname, port)` on 127.0.0.1 inside. They
+        answer in one write (``--one-write``), as the real traefik/whoami does:
+        a pod killed mid-request has then sent all of its answer or none."""
         started = {}
         for version, hostname, port in spec:
             proc = start_process(
                 f"whoami {hostname}",
                 [sys.executable, str(WHOAMI), "--port", str(port), "--name", version, "--hostname", hostname,
-                 "--verbose"],
+                 "--verbose", "--one-write"],
                 self.work / "logs" / f"whoami-{hostname}.log",
                 ready=lambda p, port=port: "whoami listening" in p.log() and self.ns.accepts(port),
                 preexec_fn=self.ns.preexec(self.work))
