@@ -241,8 +241,11 @@ def test_the_first_policy_update_after_envoy_starts_runs_on_new_vms(stack):
     plugin in new Wasm VMs, so an invalid config then has no last good config
     to keep: every VM passes requests through (to stable, no pin, no
     cookie), and traffic still flows. Later invalid updates keep the last
-    good config (test_eg_standalone.py). If this fails, the VMs are reused:
-    update the README's Envoy Gateway notes on invalid configs."""
+    good config (test_eg_standalone.py), except one identical to a config
+    this Envoy already ran: Envoy reuses the plugin instance it made for it
+    (no new on_configure), so it passes through again. If this fails,
+    update the notes on invalid configs in README.md and
+    envoy-gateway/README.md."""
     stack.show()
     mark = len(stack.eg.log())
     users = pinned_users(stack, 8)
@@ -265,3 +268,22 @@ def test_the_first_policy_update_after_envoy_starts_runs_on_new_vms(stack):
     with stack.eg.client(HOST) as c:
         r = c.get_ok("/", cookies={"canary": "v2"})
         assert r.name == "canary-v1" and r.set_cookies == [] and seen(r, "x-sticky-endpoint") == []
+
+    # The valid config back: the filter serves it.
+    good = load(PERSISTENT / "envoyextensionpolicy.yaml")
+    good[0]["spec"]["wasm"][0]["code"] = stack.eg.read("envoyextensionpolicy.yaml")[0]["spec"]["wasm"][0]["code"]
+    stack.eg.write("envoyextensionpolicy.yaml", good)
+    wait_until(lambda: all('"eighty"' not in c for c in stack.eg.plugin_configs() or ['"eighty"']),
+               "the valid config in Envoy")
+    with stack.eg.client(HOST) as c:
+        wait_until(lambda: c.get_ok("/", cookies={"canary": "v2"}).name == "canary-v2", "the filter serving again")
+    # The same invalid config again: no new on_configure (no log line), and
+    # the earlier pass-through instance serves, not the last good config.
+    mark = len(stack.eg.log())
+    stack.eg.edit("envoyextensionpolicy.yaml", bad)
+    wait_until(lambda: all('"eighty"' in c for c in stack.eg.plugin_configs() or [""]), "the invalid config again")
+    with stack.eg.client(HOST) as c:
+        wait_until(lambda: c.get_ok("/", cookies={"canary": "v2"}).name == "canary-v1",
+                   "the pass-through instance serving the repeated config")
+        assert all(c.get_ok("/", cookies={"canary": "v2"}).name == "canary-v1" for _ in range(10))
+    assert "sticky-canary: invalid plugin config" not in stack.eg.log()[mark:]
