@@ -162,6 +162,21 @@ def new_users(stack: Stack, n: int, headers=None) -> list:
         return [c.get_ok("/", headers=headers) for _ in range(n)]
 
 
+def during_change(stack: Stack, sessions: list[Session], change, until, what: str):
+    """Traffic from `sessions` while `change()` is written and until
+    `until()` holds in Envoy; then 200 more requests. The counted result."""
+    traffic = Traffic(lambda: stack.eg.client(HOST), sessions).start()
+    try:
+        traffic.wait_sent(50)
+        change()
+        wait_until(until, what)
+        traffic.wait_sent(200)
+    finally:
+        result = traffic.stop()
+    print(f"during the change: {result}")
+    return result
+
+
 def sessions(stack: Stack, n: int) -> list[Session]:
     out = []
     for r in new_users(stack, n):
@@ -308,16 +323,9 @@ def test_a_live_weight_change_moves_exactly_the_users_of_the_new_buckets(stack):
     eg_pid, envoy_pids = stack.eg.proc.pid, stack.eg.envoy_pids()
     # The traffic's users do not take the cookies they are given, so that
     # each user's first request after the change shows whether it moved.
-    traffic = Traffic(lambda: stack.eg.client(HOST), [Session(s.cookie, s.version) for s in users]
-                      + [Session(None)] * 10).start()
-    try:
-        traffic.wait_sent(50)
-        stack.eg.edit(EEP, set_weight(50))
-        wait_until(lambda: weights(stack) == [50], lambda: f"weight 50 in Envoy (now {weights(stack)})")
-        traffic.wait_sent(200)
-    finally:
-        result = traffic.stop()
-    print(f"during the change: {result}")
+    result = during_change(stack, [Session(s.cookie, s.version) for s in users] + [Session(None)] * 10,
+                           lambda: stack.eg.edit(EEP, set_weight(50)), lambda: weights(stack) == [50],
+                           "weight 50 in Envoy")
     try:
         assert result.failed == 0, result.errors
         assert stack.eg.proc.pid == eg_pid and stack.eg.proc.alive() and stack.eg.envoy_pids() == envoy_pids
@@ -359,15 +367,8 @@ def test_an_invalid_plugin_config_keeps_the_last_good_one_and_traffic_flows(stac
     refused = "sticky_canary_config_total.result=.=refused;.;"
     refused_before = stack.eg.counters("sticky_canary_config_total").get(refused, 0)
     mark = len(stack.eg.log())
-    traffic = Traffic(lambda: stack.eg.client(HOST), users + [Session(None)] * 5).start()
-    try:
-        traffic.wait_sent(50)
-        stack.eg.edit(EEP, set_weight("eighty"))
-        wait_until(lambda: weights(stack) == ["eighty"], lambda: f"the invalid config in Envoy (now {weights(stack)})")
-        traffic.wait_sent(200)
-    finally:
-        result = traffic.stop()
-    print(f"during the change: {result}")
+    result = during_change(stack, users + [Session(None)] * 5, lambda: stack.eg.edit(EEP, set_weight("eighty")),
+                           lambda: weights(stack) == ["eighty"], "the invalid config in Envoy")
     try:
         assert result.failed == 0 and result.moved == 0, result
         counters = stack.eg.counters("sticky_canary_config")
@@ -392,17 +393,11 @@ def test_an_image_that_cannot_be_fetched_fails_open_and_traffic_flows(stack):
     users = [s for s in sessions(stack, 40) if s.version == "canary-v2"][:5] or sessions(stack, 1)
     missing = f"{stack.registry.address}/sticky/not-pushed:0.1.0"
     mark = len(stack.eg.log())
-    traffic = Traffic(lambda: stack.eg.client(HOST), [Session(s.cookie) for s in users] + [Session(None)]).start()
-    try:
-        traffic.wait_sent(30)
-        # Another repository: Envoy Gateway's cache is keyed by image name and
-        # digest, so only a new name or digest makes it fetch again.
-        stack.eg.edit(EEP, lambda d: d[0]["spec"]["wasm"][0]["code"]["image"].update(url=missing))
-        wait_until(lambda: stack.eg.wasm_filters() == [], "the filter gone from Envoy's listener")
-        traffic.wait_sent(200)
-    finally:
-        result = traffic.stop()
-    print(f"during the change: {result}")
+    # Another repository: Envoy Gateway's cache is keyed by image name and
+    # digest, so only a new name or digest makes it fetch again.
+    result = during_change(stack, [Session(s.cookie) for s in users] + [Session(None)],
+                           lambda: stack.eg.edit(EEP, lambda d: d[0]["spec"]["wasm"][0]["code"]["image"].update(url=missing)),
+                           lambda: stack.eg.wasm_filters() == [], "the filter gone from Envoy's listener")
     try:
         assert result.failed == 0, result.errors
         log = stack.eg.log()[mark:]
