@@ -9,7 +9,8 @@ that unshares a network and a mount namespace, brings ``lo`` up (its only
 interface: nothing inside can reach anything outside, nor be reached),
 gives the namespace its own root (a tmpfs with every top-level entry of
 ``/`` bind-mounted back, so every path of the machine is the same path
-inside), then bind-mounts ``hosts`` (a file written from the dict) over
+inside, except ``/dev/shm``, a tmpfs of its own, where Envoy keeps its
+hot-restart memory), then bind-mounts ``hosts`` (a file written from the dict) over
 ``/etc/hosts`` and each ``binds`` source over its target (a directory
 created on the tmpfs when it does not exist, such as ``/certs``). Nothing
 outside ``workdir`` is created or changed. Several namespaces coexist: the
@@ -97,6 +98,11 @@ for e in sorted(os.listdir("/")):
     else:
         open(dst, "w").close()
         chk(libc.mount(src.encode(), dst.encode(), None, MS_BIND, None), "bind " + src)
+# A /dev/shm of its own: Envoy's hot-restart shared memory
+# (envoy_shared_memory_<base id>) must not meet another Envoy's, nor stay
+# behind on the machine.
+if os.path.isdir(root + "/dev/shm"):
+    chk(libc.mount(b"tmpfs", (root + "/dev/shm").encode(), b"tmpfs", 0, b"mode=1777"), "mount a tmpfs /dev/shm")
 for src, target in spec["binds"]:
     dst = root + target
     if os.path.isdir(src):
