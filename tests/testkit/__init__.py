@@ -44,9 +44,16 @@ Modules
     istio_validate, eg_validate
                   Istio, Envoy Gateway, Gateway API and Kubernetes manifests
                   against their CRD schemas and CEL rules, without a cluster
+    kube          a Kubernetes API server without a cluster (etcd and
+                  kube-apiserver from tests/tools/kube): ``start_kube``,
+                  ``KubeAPI`` (apply, delete, CRDs)
+    istio         istiod and a pilot-agent ingress gateway built from
+                  Istio's module: ``start_istiod``, ``start_gateway``,
+                  ServiceEntry/WorkloadEntry for whoami pods, config_dump
+                  readers
 
 A launcher for another program (Envoy Gateway, istiod, pilot-agent, the OCI
-registry) belongs in a module of its own here: it finds the binary with
+registry, kube-apiserver) belongs in a module of its own here: it finds the binary with
 ``tools.go_tool(name)``, starts it with ``process.start_process`` and a
 readiness check, and returns an object with ``.proc`` (so a failing test
 gets its log) and ``.stop()``; see ``backends`` for the smallest example.
