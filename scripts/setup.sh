@@ -2,7 +2,7 @@
 # Installs what a make target needs beyond the README's prerequisites
 # (Rust via rustup, Python 3.11, make, git, Go 1.26, on Debian or Ubuntu):
 #
-#   scripts/setup.sh [--check] [GROUP...]       GROUP: build run lint test fuzz bench soak
+#   scripts/setup.sh [--check] [GROUP...]       GROUP: build run lint test fuzz bench soak oci
 #                                                (default: test)
 #
 #   every  a C compiler (gcc, libc6-dev: cargo links build scripts with cc)
@@ -19,8 +19,9 @@
 #   fuzz   the nightly toolchain and cargo-fuzz (pinned: CARGO_FUZZ below)
 #   bench  valgrind, wrk, binaryen, the wasm32-wasip1 target, python3-venv
 #   soak   wrk, the wasm32-wasip1 target, python3-venv
+#   oci    ORAS (the oras pin of scripts/go-tools.txt, into .tools/bin), for make oci-push
 #
-# make build, run, test, lint, fuzz, bench and soak call it first,
+# make build, run, test, lint, fuzz, bench, soak and oci-push call it first,
 # and .ci/run calls it; it is the only place that installs anything (the
 # .venv and tests/observability/node_modules are the Makefile's, from their
 # lock files). Safe to re-run: it only checks when everything is there (well
@@ -44,9 +45,9 @@ groups=()
 for arg in "$@"; do
     case "$arg" in
         --check) check=1 ;;
-        build | run | lint | test | fuzz | bench | soak) groups+=("$arg") ;;
+        build | run | lint | test | fuzz | bench | soak | oci) groups+=("$arg") ;;
         -h | --help) sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
-        *) echo "setup: unknown group '$arg' (build run lint test fuzz bench soak, or --check)" >&2; exit 2 ;;
+        *) echo "setup: unknown group '$arg' (build run lint test fuzz bench soak oci, or --check)" >&2; exit 2 ;;
     esac
 done
 [ ${#groups[@]} -gt 0 ] || groups=(test)
@@ -152,7 +153,7 @@ fi
 if wants bench || wants soak; then have wrk || need_pkg wrk "wrk"; fi
 
 # --- Go programs (tests start them; scripts/go-tools.txt pins them) ----------
-if wants test; then
+if wants test || wants oci; then
     if ! have go; then
         problems+=("go not found: install Go 1.26 (https://go.dev/dl/), a README prerequisite")
     else
@@ -163,6 +164,8 @@ if wants test; then
     fi
     while read -r name pkg _; do
         [ -n "$name" ] && [ "${name:0:1}" != "#" ] || continue
+        # oci alone needs only the pusher.
+        wants test || [ "$name" = oras ] || continue
         if [ ! -x "$TOOLS/bin/$name" ] || [ "$(cat "$TOOLS/stamps/$name" 2>/dev/null || true)" != "$pkg" ]; then
             go_tools+=("$name $pkg")
         fi
