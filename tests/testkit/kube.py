@@ -11,6 +11,7 @@ files is read and ignored). Both programs are built by scripts/setup.sh
 from the wrapper module tests/tools/kube (its go.mod says why go install
 cannot build kube-apiserver) into .tools/bin.
 
+``kube_version()``: the k8s.io/kubernetes release the module pins.
 ``kube_tool(name) -> Path``: ``kube-apiserver`` or ``etcd`` in .tools/bin,
 after checking that scripts/setup.sh built it from the module as it is now
 (the stamp: a hash of go.mod, go.sum and etcd/main.go).
@@ -46,6 +47,7 @@ import copy
 import hashlib
 import http.client
 import json
+import re
 import ssl
 import subprocess
 import time
@@ -72,6 +74,13 @@ CORE_KINDS = {
     "ConfigMap": ("/api/v1", "configmaps", True),
     "CustomResourceDefinition": ("/apis/apiextensions.k8s.io/v1", "customresourcedefinitions", False),
 }
+
+
+def kube_version() -> str:
+    """The k8s.io/kubernetes release tests/tools/kube/go.mod pins (v1.36.1)."""
+    m = re.search(r"^\s*k8s\.io/kubernetes (v\S+)", (KUBE_MODULE / "go.mod").read_text(), re.M)
+    assert m, "k8s.io/kubernetes is not required in tests/tools/kube/go.mod"
+    return m.group(1)
 
 
 def module_stamp() -> str:

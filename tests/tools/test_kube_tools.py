@@ -11,7 +11,7 @@ import re
 import subprocess
 
 from testkit import hang_guard
-from testkit.kube import KUBE_MODULE, kube_tool
+from testkit.kube import KUBE_MODULE, kube_tool, kube_version
 from testkit.tools import tool
 
 
@@ -30,7 +30,7 @@ def build_info(path) -> list[list[str]]:
 
 
 def test_kube_apiserver_is_the_pinned_release(tmp_path):
-    version = required("k8s.io/kubernetes")
+    version = kube_version()
     path = kube_tool("kube-apiserver")
     info = build_info(path)
     assert ["path", "k8s.io/kubernetes/cmd/kube-apiserver"] in [f[:2] for f in info], info
