@@ -28,7 +28,8 @@ REGISTRY=127.0.0.1:5000`` renders them into dist/), the migration's
 ``--wasm-url`` and endpoint addresses are substituted; the test prints
 them, the Istio version and its figures at the end of the session. What
 the gateway lacks compared with istio-proxy: testkit/istio.py and
-istio/README.md ("How this is tested"). Needs private namespaces (root).
+istio/README.md ("How this is tested"). Needs private namespaces: root, or
+unprivileged user namespaces (testkit.netns says which is missing).
 """
 
 from __future__ import annotations
