@@ -421,6 +421,7 @@ def cluster(workdir: Path):
     """A Cluster in a private network namespace: the registry with the
     image `make oci-push` pushed, etcd and kube-apiserver with Istio's
     CRDs. Everything is stopped at the end, whatever happens."""
+    testkit.require_envoy_and_wasm()
     problem = namespace_problem("the Istio tests (istiod, pilot-agent, kube-apiserver)")
     if problem:
         pytest.fail(problem, pytrace=False)
