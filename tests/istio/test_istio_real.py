@@ -35,6 +35,7 @@ unprivileged user namespaces (testkit.netns says which is missing).
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import re
@@ -110,16 +111,27 @@ def gateway_policies() -> list[dict]:
     ]
 
 
-@pytest.fixture(scope="class")
-def walkthrough(cluster):
-    with rs.stack(cluster, "walkthrough") as s:
-        docs = cluster.docs("base/destinationrule.yaml", "gateway/gateway.yaml", "gateway/virtualservice.yaml",
-                            "gateway/wasmplugin.yaml")
+GATEWAY = ("base/destinationrule.yaml", "gateway/gateway.yaml", "gateway/virtualservice.yaml",
+           "gateway/wasmplugin.yaml")
+
+
+@contextlib.contextmanager
+def gateway_stack(cluster: rs.Cluster, name: str, extra=None):
+    """istio/base + istio/gateway as shipped (plus `extra(stack)`, objects
+    of the test), the four pods, istiod and the gateway, the plugin serving."""
+    with rs.stack(cluster, name) as s:
+        docs = cluster.docs(*GATEWAY)
         s.apply(s.start_pods(MY_APP, "default", PODS))
-        s.apply(docs + other_team(s) + gateway_policies())
+        s.apply(docs + (extra(s) if extra else []))
         s.start()
         rs.wait_for_plugin(s)
         s.plugin = rs.one("WasmPlugin", docs)
+        yield s
+
+
+@pytest.fixture(scope="class")
+def walkthrough(cluster):
+    with gateway_stack(cluster, "walkthrough", lambda s: other_team(s) + gateway_policies()) as s:
         yield s
 
 
@@ -299,14 +311,7 @@ def bad_then_good(s: rs.Stack, plugin: dict, deliver, ecds_name: str, how: str) 
 
 @pytest.fixture(scope="class")
 def through_api(cluster):
-    with rs.stack(cluster, "ecds-kube") as s:
-        docs = cluster.docs("base/destinationrule.yaml", "gateway/gateway.yaml", "gateway/virtualservice.yaml",
-                            "gateway/wasmplugin.yaml")
-        s.apply(s.start_pods(MY_APP, "default", PODS))
-        s.apply(docs)
-        s.start()
-        rs.wait_for_plugin(s)
-        s.plugin = rs.one("WasmPlugin", docs)
+    with gateway_stack(cluster, "ecds-kube") as s:
         yield s
 
 
@@ -341,8 +346,7 @@ def from_files(cluster):
     registry (empty: the backends are files too)."""
     with rs.stack(cluster, "files") as s:
         s.write_config(s.start_pods(MY_APP, "default", PODS), "backends")
-        for rel in ("base/destinationrule.yaml", "gateway/gateway.yaml", "gateway/virtualservice.yaml",
-                    "gateway/wasmplugin.yaml"):
+        for rel in GATEWAY:
             s.write_config(cluster.docs(rel), rel.replace("/", "-")[:-5])
         s.start(files=True)
         yield s
@@ -638,8 +642,7 @@ def artifacts(cluster):
         (d / "config.json").write_text("{}\n")
         s.two = oras_push(cluster, d, "two-layers", [f"plugin.wasm:{WASM_LAYER}", f"config.json:{WASM_CONFIG_LAYER}"])
         s.one = oras_push(cluster, d, "one-layer", [f"plugin.wasm:{WASM_LAYER}"])
-        docs = cluster.docs("base/destinationrule.yaml", "gateway/gateway.yaml", "gateway/virtualservice.yaml",
-                            "gateway/wasmplugin.yaml")
+        docs = cluster.docs(*GATEWAY)
         s.plugin = rs.one("WasmPlugin", docs)
         s.apply(s.start_pods(MY_APP, "default", PODS))
         s.apply([d for d in docs if d["kind"] != "WasmPlugin"] + [with_image(s.plugin, cluster, "two-layers", s.two)])

@@ -12,8 +12,8 @@ Envoy's health and Prometheus listeners, the agent's status port) on fixed
 ports. The test talks to them through the namespace's sockets
 (``Gateway.client``, ``Gateway.admin``, ``Istiod.debug``).
 
-What differs from a gateway in a cluster, and why (istio/README.md, "Tested
-with istiod and pilot-agent", says the same for users):
+What differs from a gateway in a cluster, and why (istio/README.md, "How
+this is tested", says the same for users):
 
 - The Envoy is the upstream one from PyPI, not istio-proxy, so it lacks
   Istio's own extensions. istiod is told not to emit them:
@@ -45,25 +45,24 @@ Path``: the module in Go's module cache (scripts/setup.sh downloaded it);
 ``istio_crds() -> [dict]``: its CRDs (``manifests/charts/base/files/crd-all.gen.yaml``).
 
 ``start_istiod(workdir, kube, ns, *, config_dir=None, env=None,
-timeout=120) -> Istiod``: ``pilot-discovery discovery`` with the kubeconfig, the mesh
-config above and every port on a free loopback port; ``config_dir``: read
-Istio config from files instead (``--configDir``; Kubernetes is then only
-its service registry). Ready when ``/ready`` is 200. ``Istiod``: ``.proc``,
+timeout=120) -> Istiod``: ``pilot-discovery discovery`` with the
+kubeconfig, the mesh config above and every port on a free loopback port;
+``config_dir``: read Istio config from files instead (``--configDir``;
+Kubernetes is then only its service registry). Ready when ``/ready`` is
+200. ``Istiod``: ``.proc``,
 ``.grpc_port`` (plaintext xDS), ``.http_port``, ``.log()``,
 ``.debug(path)``, ``.stop()``.
 
 ``start_gateway(workdir, istiod, ns, *, env=None, timeout=120) ->
-Gateway``:
-``pilot-agent proxy router`` as the pod ``istio-ingressgateway-0`` of
+Gateway``: ``pilot-agent proxy router`` as the pod ``istio-ingressgateway-0`` of
 ``istio-system`` with the labels ``istio: ingressgateway``; ready when its
 Envoy is ``LIVE`` (Envoy waits for the listeners and their ECDS filters)
 and port 80 accepts. ``env``: more environment (``STICKY_CANARY_KEYS``
 reaches the Wasm VM through Envoy's environment). ``Gateway`` is a
 ``testkit.Envoy`` (``.counters``, ``.metric``, ``.cluster_hosts``,
-``.config_dump()``, ``.admin(path)``, ``.client(authority)``; a failing
+``.config_dump()``, ``.admin(path)``, ``.client(authority=host)``; a failing
 test gets its ``config_dump``) plus ``.config_dump_json(eds=False) ->
-dict``,
-``.wasm_cache``; ``.stop()`` SIGTERMs the agent (it drains and stops
+dict``, ``.wasm_cache``; ``.stop()`` SIGTERMs the agent (it drains and stops
 Envoy) and then kills the agent's whole process group, because Envoy
 outlives a killed agent.
 
@@ -77,17 +76,12 @@ From a config_dump: ``http_filters(dump, listener="0.0.0.0_80") -> [name]``
 (the HTTP filter chain in order), ``ecds_configs(dump) -> {name:
 typed_config}``, ``cluster(dump, name) -> dict | None``,
 ``route_config(dump, name) -> dict | None``.
-
-``substitute(text, registry, digest=None) -> (text, [what])``: the only
-edits a shipped manifest gets: the registry placeholder
-(``REGISTRY.example/REPLACE-ME``) and the placeholder digest.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -100,7 +94,7 @@ import yaml
 from .backends import Backend
 from .clients import Client
 from .envoy import Envoy
-from .paths import ENVOY_BIN
+from .envoy_gateway import real_envoy_binary
 from .ports import LOOPBACK
 from .process import Process, start_process
 from .tools import go_tool, go_tools, tool
@@ -170,17 +164,6 @@ def istio_crds() -> list[dict]:
     """Istio's CRDs, from the pinned module (never copied into this repository)."""
     path = istio_source() / "manifests" / "charts" / "base" / "files" / "crd-all.gen.yaml"
     return [d for d in yaml.safe_load_all(path.read_text()) if d and d.get("kind") == "CustomResourceDefinition"]
-
-
-def envoy_binary() -> Path:
-    """The pip Envoy's real executable. .venv/bin/envoy is a Python script
-    that execs it; pilot-agent's binaryPath must be the executable."""
-    out = subprocess.run([str(ENVOY_BIN.parent / "python"), "-c",
-                          "import envoy, pathlib; print(pathlib.Path(envoy.__file__).parent / '_bin' / 'envoy')"],
-                         capture_output=True, text=True, timeout=hang_guard(60))
-    path = Path(out.stdout.strip())
-    assert out.returncode == 0 and path.is_file(), f"the pip Envoy's binary not found (make venv): {out.stderr}"
-    return path
 
 
 # ---------------------------------------------------------------------------
@@ -292,7 +275,7 @@ def start_gateway(workdir: Path, istiod: Istiod, ns, *, env: Mapping[str, str] |
     proxy_config = {
         "discoveryAddress": f"{LOOPBACK}:{istiod.grpc_port}",
         "controlPlaneAuthPolicy": "NONE",  # plaintext xDS: no root certificate needed
-        "binaryPath": str(envoy_binary()),
+        "binaryPath": str(real_envoy_binary()),  # the executable, not .venv/bin/envoy's wrapper
         "proxyAdminPort": admin,
         "statusPort": status,
         "concurrency": 1,
@@ -412,37 +395,19 @@ def ecds_configs(dump: dict) -> dict[str, dict]:
     return out
 
 
-def cluster(dump: dict, name: str) -> dict | None:
-    for c in _configs(dump, "ClustersConfigDump"):
-        for dc in c.get("dynamic_active_clusters", []):
-            if dc["cluster"]["name"] == name:
-                return dc["cluster"]
+def _dynamic(dump: dict, suffix: str, key: str, item: str, name: str) -> dict | None:
+    for c in _configs(dump, suffix):
+        for entry in c.get(key, []):
+            if entry[item]["name"] == name:
+                return entry[item]
     return None
+
+
+def cluster(dump: dict, name: str) -> dict | None:
+    """The dynamic (CDS) cluster `name`."""
+    return _dynamic(dump, "ClustersConfigDump", "dynamic_active_clusters", "cluster", name)
 
 
 def route_config(dump: dict, name: str) -> dict | None:
-    for c in _configs(dump, "RoutesConfigDump"):
-        for rc in c.get("dynamic_route_configs", []):
-            if rc["route_config"]["name"] == name:
-                return rc["route_config"]
-    return None
-
-
-# ---------------------------------------------------------------------------
-# shipped manifests
-
-REGISTRY_PLACEHOLDER = "REGISTRY.example/REPLACE-ME"
-_ZERO_DIGEST = re.compile(r'sha256: "0{64}"')
-
-
-def substitute(text: str, registry: str, digest: str | None = None) -> tuple[str, list[str]]:
-    """The registry placeholder -> `registry`, the placeholder digest ->
-    `digest` (hex, no `sha256:`). Returns the text and what was changed."""
-    done = []
-    if REGISTRY_PLACEHOLDER in text:
-        text = text.replace(REGISTRY_PLACEHOLDER, registry)
-        done.append(f"registry {REGISTRY_PLACEHOLDER} -> {registry}")
-    if digest is not None and _ZERO_DIGEST.search(text):
-        text = _ZERO_DIGEST.sub(f'sha256: "{digest}"', text)
-        done.append(f"sha256 000...0 -> {digest}")
-    return text, done
+    """The dynamic (RDS) route configuration `name` (``http.80``)."""
+    return _dynamic(dump, "RoutesConfigDump", "dynamic_route_configs", "route_config", name)
