@@ -61,7 +61,7 @@ fn one(plugin: &Plugin, headers: &[Header], upstream: Option<&str>, rng: &mut Xo
         return n;
     };
     let d = &ex.decision;
-    n += d.version + usize::from(d.hash.0[0]) + d.endpoint.as_ref().map_or(0, String::len);
+    n += d.version + usize::from(d.hash.as_bytes()[0]) + d.endpoint.as_ref().map_or(0, String::len);
     let up = Upstream {
         address: upstream,
         ..Upstream::default()

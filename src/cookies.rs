@@ -2,9 +2,54 @@
 //! crate) and rendering the session's `Set-Cookie`.
 
 use crate::browsers::rejects_same_site_none;
-use crate::policy::{CookieSpec, SameSite, Secure};
 use std::fmt::Write;
 use std::time::{Duration, UNIX_EPOCH};
+
+/// `SameSite` attribute.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SameSite {
+    /// `SameSite=None` (requires `Secure`).
+    None,
+    /// `SameSite=Lax`.
+    Lax,
+    /// `SameSite=Strict`.
+    Strict,
+}
+
+/// The session cookie's name and attributes.
+#[derive(Debug, Clone)]
+pub struct CookieSpec {
+    /// Name.
+    pub name: String,
+    /// `Path`.
+    pub path: String,
+    /// `Domain`.
+    pub domain: Option<String>,
+    /// `Max-Age` seconds.
+    pub max_age: Option<u64>,
+    /// Seconds from now for `Expires`.
+    pub expires: Option<u64>,
+    /// `Secure`.
+    pub secure: Secure,
+    /// `HttpOnly`.
+    pub http_only: bool,
+    /// `SameSite`.
+    pub same_site: Option<SameSite>,
+    /// Omit `SameSite=None` for browsers that reject it.
+    pub same_site_none_compat: bool,
+}
+
+/// When the cookie carries `Secure`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Secure {
+    /// Always.
+    Always,
+    /// Never.
+    Never,
+    /// When the request came over HTTPS (`:scheme` or `x-forwarded-proto`
+    /// is `https`), as ingress-nginx does by default.
+    Auto,
+}
 
 /// The `Set-Cookie` value for `value` under `spec` at Unix time `now`, for
 /// a request that did not come over HTTPS (see [`render_for`]).

@@ -25,11 +25,11 @@
 //! "last good" survives an ECDS or listener update; a new VM (new code or
 //! VM settings) starts without one.
 
-use crate::decide::Entropy;
 use crate::host::{self, map, Level};
 use crate::metrics;
 use crate::pipeline::{self, Exchange, Upstream};
 use crate::request::Header;
+use crate::rng::Entropy;
 use crate::rng::Reseeding;
 use crate::session::NONCE_LEN;
 use crate::{compile_json, headermap, invalid_plan, Plugin, Request};

@@ -68,10 +68,11 @@ pub mod rng;
 pub mod session;
 
 pub use compile::{compile_json, invalid_plan, ConfigError, InvalidPlan};
-pub use decide::{decide, CookieState, Decision, Entropy, Reason};
+pub use decide::{decide, Basis, CookieState, Decision, Reason};
 pub use pipeline::{on_request, Exchange, RequestPlan, Upstream};
 pub use policy::{Plugin, Policy};
 pub use request::{Header, Request};
+pub use rng::Entropy;
 
 // The adapter only exists where Envoy loads the filter: wasm32-wasip1.
 // Elsewhere (native tests, wasm32-unknown-unknown for wasm-bindgen-test)

@@ -195,52 +195,6 @@ pub enum KeySource {
     },
 }
 
-/// `SameSite` attribute.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SameSite {
-    /// `SameSite=None` (requires `Secure`).
-    None,
-    /// `SameSite=Lax`.
-    Lax,
-    /// `SameSite=Strict`.
-    Strict,
-}
-
-/// The session cookie's name and attributes.
-#[derive(Debug, Clone)]
-pub struct CookieSpec {
-    /// Name.
-    pub name: String,
-    /// `Path`.
-    pub path: String,
-    /// `Domain`.
-    pub domain: Option<String>,
-    /// `Max-Age` seconds.
-    pub max_age: Option<u64>,
-    /// Seconds from now for `Expires`.
-    pub expires: Option<u64>,
-    /// `Secure`.
-    pub secure: Secure,
-    /// `HttpOnly`.
-    pub http_only: bool,
-    /// `SameSite`.
-    pub same_site: Option<SameSite>,
-    /// Omit `SameSite=None` for browsers that reject it.
-    pub same_site_none_compat: bool,
-}
-
-/// When the cookie carries `Secure`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Secure {
-    /// Always.
-    Always,
-    /// Never.
-    Never,
-    /// When the request came over HTTPS (`:scheme` or `x-forwarded-proto`
-    /// is `https`), as ingress-nginx does by default.
-    Auto,
-}
-
 /// Names of the headers the filter writes.
 #[derive(Debug, Clone)]
 pub struct HeaderNames {
@@ -291,7 +245,7 @@ pub struct Policy {
     /// Bucket seed.
     pub seed: Vec<u8>,
     /// Session cookie.
-    pub cookie: CookieSpec,
+    pub cookie: crate::cookies::CookieSpec,
     /// Where the session key comes from.
     pub key_source: KeySource,
     /// Session lifetime, seconds.
@@ -340,6 +294,12 @@ impl Policy {
     /// Index of the version with this cookie id.
     pub fn version_by_id(&self, id: u32) -> Option<usize> {
         self.versions.iter().position(|v| v.id == id)
+    }
+
+    /// The bucket of a session key under this policy: FNV-1a of the seed
+    /// and the key, in `0..total` ([`crate::hash::bucket`]).
+    pub fn bucket(&self, key: &[u8]) -> u32 {
+        crate::hash::bucket(&self.seed, key, self.total)
     }
 
     /// Does this policy need the client address property?
@@ -451,14 +411,64 @@ impl RouteMatch {
 /// version takes the rest. Raising the last-listed version's weight thus
 /// moves exactly the new buckets to it, and nobody back.
 pub fn version_for_bucket(weights: &[u32], bucket: u32) -> usize {
+    canary_ranges(weights)
+        .find(|&(_, _, end)| bucket < end)
+        .map_or(0, |(i, _, _)| i)
+}
+
+/// The non-default versions' bucket ranges in config order, as `(index,
+/// start, end)`: each starts where the one before it ends, from bucket 0.
+fn canary_ranges(weights: &[u32]) -> impl Iterator<Item = (usize, u32, u32)> + '_ {
+    weights
+        .iter()
+        .enumerate()
+        .skip(1)
+        .scan(0u32, |upper, (i, w)| {
+            let start = *upper;
+            *upper = upper.saturating_add(*w);
+            Some((i, start, *upper))
+        })
+}
+
+/// The buckets each version owns at these weights, out of `0..total`, by
+/// version index: the layout [`version_for_bucket`] reads. A version at
+/// weight 0 owns an empty range; the default version (index 0) owns what
+/// the others leave, at the end.
+///
+/// ```
+/// use sticky_canary::policy::{bucket_ranges, version_for_bucket};
+///
+/// let weights = [70, 20, 10, 0];
+/// assert_eq!(bucket_ranges(&weights, 100), [30..100, 0..20, 20..30, 30..30]);
+/// assert_eq!(version_for_bucket(&weights, 25), 2);
+/// ```
+pub fn bucket_ranges(weights: &[u32], total: u32) -> Vec<std::ops::Range<u32>> {
+    let mut out = vec![0..0; weights.len()];
     let mut upper = 0u32;
-    for (i, w) in weights.iter().enumerate().skip(1) {
-        upper = upper.saturating_add(*w);
-        if bucket < upper {
-            return i;
+    for (i, start, end) in canary_ranges(weights) {
+        if let Some(r) = out.get_mut(i) {
+            *r = start.min(total)..end.min(total);
         }
+        upper = end;
     }
-    0
+    if let Some(default) = out.first_mut() {
+        *default = upper.min(total)..total;
+    }
+    out
+}
+
+/// Does `version` drain at these weights? A canary (any version but the
+/// default) at weight 0 gets no new user; the users its sessions remember,
+/// whether a rule or the weights placed them, stay until their session
+/// expires, which is not renewed meanwhile (drain), or, with `rollback`,
+/// are placed by weight again at once. The default version never drains:
+/// at weight 0 the canaries hold the whole total and take every user the
+/// weights place.
+///
+/// The one definition the filter's counters (`reason="drain"`), `explain`
+/// and `simulate` share.
+pub fn drains(weights: &[u32], version: usize) -> bool {
+    version != 0 && weights.get(version) == Some(&0)
 }
 
 #[cfg(test)]
@@ -505,6 +515,39 @@ mod tests {
             }
             assert_eq!(p.weights(0).spilled(), n > 8, "{n} versions");
         }
+    }
+
+    #[test]
+    fn bucket_ranges_are_the_layout_version_for_bucket_reads() {
+        let cases: &[&[u32]] = &[
+            &[70, 20, 10],
+            &[0, 60, 40],
+            &[100, 0],
+            &[50, 0, 25, 0, 25],
+            &[1, 0, 0],
+            &[3],
+        ];
+        for w in cases {
+            let total: u32 = w.iter().sum();
+            let ranges = bucket_ranges(w, total);
+            assert_eq!(ranges.len(), w.len());
+            for (i, r) in ranges.iter().enumerate() {
+                assert_eq!(r.len() as u32, w[i], "{w:?} version {i}");
+            }
+            for b in 0..total {
+                let v = version_for_bucket(w, b);
+                assert!(ranges[v].contains(&b), "{w:?} bucket {b}");
+            }
+        }
+    }
+
+    #[test]
+    fn only_canaries_at_weight_0_drain() {
+        let w = [0, 100, 0];
+        assert!(!drains(&w, 0), "the default version never drains");
+        assert!(!drains(&w, 1));
+        assert!(drains(&w, 2));
+        assert!(!drains(&w, 3), "no such version");
     }
 
     #[test]

@@ -15,9 +15,14 @@
 //! seed is drawn on the first fill, so every VM (Envoy runs one per
 //! worker, each with fresh memory) draws its own.
 
-use crate::decide::Entropy;
 use chacha20::cipher::{KeyIvInit, StreamCipher};
 use chacha20::ChaCha20;
+
+/// Randomness for new session keys and cookie nonces.
+pub trait Entropy {
+    /// Fill `buf` with random bytes; `false` if no randomness is available.
+    fn fill(&mut self, buf: &mut [u8]) -> bool;
+}
 
 /// Fills between two seeds from the host.
 pub const RESEED_AFTER: u32 = 1 << 16;

@@ -32,7 +32,7 @@ use common::*;
 use proptest::prelude::*;
 use sticky_canary::policy::{Policy, Weight};
 use sticky_canary::session::{Opened, Origin, SealKey, Session};
-use sticky_canary::{compile_json, hash, Plugin, Reason};
+use sticky_canary::{compile_json, hash, Basis, Plugin};
 
 /// Cases per property: enough natively, affordable inside wasm.
 const CASES: u32 = if cfg!(target_family = "wasm") { 16 } else { 48 };
@@ -149,7 +149,7 @@ proptest! {
             prop_assert_eq!(&v.version, &u.version, "drain keeps everyone where they were");
             prop_assert!(!v.write);
             if v.version == "canary" {
-                prop_assert_eq!(v.reason, Reason::Remembered);
+                prop_assert_eq!(v.basis, Basis::Remembered);
             }
             let v = u.client.visit(global(&rollback), &[], NOW + 1, &mut u.rng);
             prop_assert_eq!(v.version.as_str(), "stable", "rollback empties the canary");

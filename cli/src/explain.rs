@@ -15,7 +15,7 @@ use sticky_canary::policy::PinMode;
 use sticky_canary::request::Header;
 use sticky_canary::session::{Opened, Origin, Session, NONCE_LEN};
 use sticky_canary::{
-    cookies, decide, hash, CookieState, Entropy, Exchange, Policy, Reason, Request, Upstream,
+    cookies, decide, hash, Basis, CookieState, Entropy, Exchange, Policy, Request, Upstream,
 };
 
 /// Explain what the filter decides for one request, and why.
@@ -200,8 +200,8 @@ pub fn run(a: Args) -> Result<ExitCode, Fatal> {
             |i| vname(i).to_owned(),
         )
     };
-    let (reason_kind, reason_text) = match d.reason {
-        Reason::Rule(i) => {
+    let (reason_kind, reason_text) = match d.basis {
+        Basis::Rule(i) => {
             let t = match policy.rules.get(i) {
                 Some(r) if matches!(r.matcher, sticky_canary::policy::Matcher::Sentinel) => {
                     let src = describe_rule(policy, i);
@@ -216,13 +216,13 @@ pub fn run(a: Args) -> Result<ExitCode, Fatal> {
             };
             ("rule", t)
         }
-        Reason::Remembered => {
+        Basis::Remembered => {
             let s = incoming;
             let mut t = format!(
                 "remembered: the session cookie holds {version} (placed by {})",
                 s.map_or("?", |s| origin_text(s.origin))
             );
-            if weights.get(d.version) == Some(&0) {
+            if d.draining() {
                 t.push_str(&format!(
                     "; {version} has weight 0: the user stays until the cookie expires at {} (drain)",
                     s.map_or_else(|| "?".to_owned(), |s| common::rfc3339(u64::from(s.expiry)))
@@ -230,7 +230,7 @@ pub fn run(a: Args) -> Result<ExitCode, Fatal> {
             }
             ("remembered", t)
         }
-        Reason::Weight => {
+        Basis::Weight => {
             let mut t = format!(
                 "weight: bucket {bucket} of 0..{}; {}",
                 policy.total - 1,
@@ -249,7 +249,7 @@ pub fn run(a: Args) -> Result<ExitCode, Fatal> {
             ("weight", t)
         }
     };
-    if version_for_bucket(&weights, bucket) != d.version && d.reason == Reason::Weight {
+    if version_for_bucket(&weights, bucket) != d.version && d.basis == Basis::Weight {
         eprintln!("sticky-canary: warning: bucket layout disagrees with the decision");
     }
     let hash = d.hash.as_str().to_owned();
@@ -310,7 +310,7 @@ pub fn run(a: Args) -> Result<ExitCode, Fatal> {
     let action = match (&set_cookie, incoming) {
         (None, _) => match d.cookie_state {
             CookieState::Conflicting => "none (conflicting copies: writing one would change the placement)".to_owned(),
-            _ if d.reason == Reason::Remembered && weights.get(d.version) == Some(&0) => {
+            _ if d.draining() => {
                 "none (draining: never renewed)".to_owned()
             }
             _ if policy.mode == PinMode::Persistent && a.upstream.is_none() && d.endpoint.is_none() => {
@@ -383,8 +383,8 @@ pub fn run(a: Args) -> Result<ExitCode, Fatal> {
                 .iter()
                 .map(|c| json!({"usable": c.usable, "state": c.state, "why": c.why}))
                 .collect();
-            let rule = match d.reason {
-                Reason::Rule(i) => json!(i),
+            let rule = match d.basis {
+                Basis::Rule(i) => json!(i),
                 _ => Value::Null,
             };
             let out = json!({

@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use sticky_canary::policy::{KeySource, Weight};
 use sticky_canary::request::Header;
 use sticky_canary::session::NONCE_LEN;
-use sticky_canary::{decide, Entropy, Exchange, Policy, Reason, Request, Upstream};
+use sticky_canary::{decide, Entropy, Exchange, Policy, Request, Upstream};
 
 /// Simulate a rollout (a weight plan or the config's ramps) over a population of users.
 #[derive(clap::Args)]
@@ -343,10 +343,9 @@ fn visit(
         now,
     };
     let d = decide(policy, &req, rng);
-    let weights = policy.weights_at(now);
-    let draining = d.reason == Reason::Remembered && weights.get(d.version) == Some(&0);
+    let draining = d.draining();
     // Balanced mode: no upstream is read; persistent mode: a pod answers.
-    let pod = format!("10.99.{}.{}:8080", d.version, d.hash.0[0] % 2);
+    let pod = format!("10.99.{}.{}:8080", d.version, d.hash.as_bytes()[0] % 2);
     let mut ex = Exchange::new(std::rc::Rc::clone(policy), d, &req);
     let up = Upstream {
         address: (policy.mode == sticky_canary::policy::PinMode::Persistent)

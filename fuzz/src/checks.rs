@@ -16,16 +16,16 @@
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use std::rc::Rc;
-use sticky_canary::metrics::{Outcome, SessionEvent};
+use sticky_canary::cookies::{CookieSpec, SameSite, Secure};
+use sticky_canary::metrics::SessionEvent;
 use sticky_canary::pipeline::{on_request, Upstream};
 use sticky_canary::policy::{
-    version_for_bucket, CookieSpec, KeySource, Matcher, PinMode, RuleSource, SameSite, Secure,
-    Weight,
+    drains, version_for_bucket, KeySource, Matcher, PinMode, RuleSource, Weight,
 };
 use sticky_canary::session::{Opened, SealKey, Session, MAX_COOKIE_VALUE, NONCE_LEN};
 use sticky_canary::{
-    browsers, compile_json, cookies, decide, hash, invalid_plan, CookieState, Entropy, Plugin,
-    Policy, Reason, Request,
+    browsers, compile_json, cookies, decide, hash, invalid_plan, Basis, CookieState, Entropy,
+    Plugin, Policy, Reason, Request,
 };
 
 // ---------------------------------------------------------------------------
@@ -667,7 +667,7 @@ pub fn check_request(plugin: &Plugin, case: &ReqCase) -> Option<Checked> {
     );
     assert_eq!(
         set(&p.headers.hash).as_deref(),
-        Some(&d.hash.0[..]),
+        Some(d.hash.as_bytes()),
         "hash header"
     );
     match &d.endpoint {
@@ -688,14 +688,14 @@ pub fn check_request(plugin: &Plugin, case: &ReqCase) -> Option<Checked> {
     assert_eq!(d.session.version_id, p.versions[d.version].id);
     let weights = p.weights_at(case.now);
     let incoming = incoming_sessions(&p, case);
-    match d.reason {
-        Reason::Rule(i) => {
+    match d.basis {
+        Basis::Rule(i) => {
             let rule = p.rules.get(i).expect("the rule exists");
             let ok = d.version == rule.version
                 || (matches!(rule.matcher, Matcher::Sentinel) && d.version == 0);
             assert!(ok, "rule {i} sends to {}, got {}", rule.version, d.version);
         }
-        Reason::Remembered => {
+        Basis::Remembered => {
             assert!(p.sticky, "legacy mode remembers nothing");
             assert!(
                 incoming
@@ -706,7 +706,7 @@ pub fn check_request(plugin: &Plugin, case: &ReqCase) -> Option<Checked> {
             );
             assert_ne!(d.cookie_state, CookieState::Conflicting);
         }
-        Reason::Weight => {
+        Basis::Weight => {
             let b = hash::bucket(&p.seed, &d.session.key, p.total);
             assert!(b < p.total);
             assert_eq!(
@@ -721,49 +721,58 @@ pub fn check_request(plugin: &Plugin, case: &ReqCase) -> Option<Checked> {
         }
     }
     assert_eq!(
-        matches!(d.reason, Reason::Rule(_)),
-        d.outcome == Outcome::Rule,
-        "outcome {:?} for reason {:?}",
-        d.outcome,
-        d.reason
+        matches!(d.basis, Basis::Rule(_)),
+        d.reason == Reason::Rule,
+        "reason {:?} for basis {:?}",
+        d.reason,
+        d.basis
     );
-    match d.outcome {
-        Outcome::New => assert!(d.previous.is_none(), "new, yet a session came"),
-        Outcome::Returning => assert_eq!(
-            d.previous.as_ref().map(|p| p.0),
+    // One definition of draining: kept by memory on a version that drains.
+    assert_eq!(
+        d.reason == Reason::Drain,
+        d.basis == Basis::Remembered && drains(&weights, d.version),
+        "reason {:?} for basis {:?} at weights {weights:?}",
+        d.reason,
+        d.basis
+    );
+    assert_eq!(d.draining(), d.reason == Reason::Drain);
+    match d.reason {
+        Reason::New => assert!(d.incoming.is_none(), "new, yet a session came"),
+        Reason::Returning => assert_eq!(
+            d.incoming.as_ref().map(|s| s.version_id),
             Some(d.session.version_id),
             "returning keeps the version"
         ),
-        Outcome::Reassigned => {
-            let prev = d.previous.as_ref().expect("reassigned from a session");
+        Reason::Reassigned => {
+            let prev = d.incoming.as_ref().expect("reassigned from a session");
             assert_ne!(
-                prev.0, d.session.version_id,
+                prev.version_id, d.session.version_id,
                 "reassigned to the same version"
             );
         }
-        Outcome::Drain => {
-            assert_eq!(d.reason, Reason::Remembered);
+        Reason::Drain => {
+            assert_ne!(d.version, 0, "the default version never drains");
             assert_eq!(weights[d.version], 0, "drain from a weighted version");
         }
-        Outcome::Rollback => assert!(d.previous.is_some() && p.rollback),
-        Outcome::Rule => {}
+        Reason::Rollback => assert!(d.incoming.is_some() && p.rollback),
+        Reason::Rule => {}
     }
-    if let Some((id, _)) = &d.previous {
+    if let Some(s) = &d.incoming {
         assert!(
-            incoming.iter().any(|s| s.version_id == *id),
-            "previous session is in no valid cookie"
+            incoming.contains(s),
+            "the incoming session is in no valid cookie"
         );
     }
     // The sticky hash: 16 lowercase hex digits of the session key.
     assert!(
         d.hash
-            .0
+            .as_bytes()
             .iter()
             .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(c)),
         "sticky hash {:?}",
-        String::from_utf8_lossy(&d.hash.0)
+        d.hash.as_str()
     );
-    assert_eq!(d.hash.0, hash::pod_hash(&d.session.key));
+    assert_eq!(d.hash.as_bytes(), hash::pod_hash(&d.session.key));
     // The pinned endpoint: persistent mode, from a cookie for this version.
     if let Some(ep) = &d.endpoint {
         assert_eq!(
@@ -851,7 +860,7 @@ pub fn check_request(plugin: &Plugin, case: &ReqCase) -> Option<Checked> {
     check_extras(&ex.extras(None));
     assert_eq!(
         sc.event == SessionEvent::Issued,
-        d.previous.is_none(),
+        d.incoming.is_none(),
         "event {:?}",
         sc.event
     );

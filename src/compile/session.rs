@@ -5,7 +5,8 @@
 use super::error::{err, quoted, ConfigError};
 use super::names::{is_query_name, is_readable_header, is_token};
 use crate::config::{Mode, RawConfig, RawCookie, RawKey, SecureSetting};
-use crate::policy::{defaults, CookieSpec, HeaderNames, KeySource, PinMode, SameSite, Secure};
+use crate::cookies::{CookieSpec, SameSite, Secure};
+use crate::policy::{defaults, HeaderNames, KeySource, PinMode};
 use crate::session::SealKey;
 use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig, URL_SAFE_NO_PAD};
 use base64::engine::DecodePaddingMode;

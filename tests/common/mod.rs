@@ -13,7 +13,7 @@ use sticky_canary::decide::Decision;
 use sticky_canary::pipeline::{Exchange, Upstream};
 pub use sticky_canary::request::Header;
 use sticky_canary::session::NONCE_LEN;
-use sticky_canary::{compile_json, decide, CookieState, Entropy, Plugin, Policy, Reason, Request};
+use sticky_canary::{compile_json, decide, Basis, CookieState, Entropy, Plugin, Policy, Request};
 
 /// A fixed "now" for tests: 2027-01-15T08:00:00Z.
 pub const NOW: u64 = 1_800_000_000;
@@ -122,7 +122,7 @@ pub fn vname(policy: &Policy, d: &Decision) -> String {
 pub struct Visit {
     /// The chosen version's name.
     pub version: String,
-    pub reason: Reason,
+    pub basis: Basis,
     /// Whether a Set-Cookie went out.
     pub write: bool,
     pub state: CookieState,
@@ -213,7 +213,7 @@ impl Client {
         let d = ex.decision;
         Visit {
             version: vname(policy, &d),
-            reason: d.reason,
+            basis: d.basis,
             write,
             state: d.cookie_state,
             fallback: d.key_fallback,
