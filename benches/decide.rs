@@ -102,10 +102,10 @@ fn prime(plugin: &Plugin, headers: &[Header], upstream: Option<&str>) -> String 
     rng.fill(&mut nonce);
     format!(
         "{}={}",
-        policy.cookie.name,
+        policy.cookie().name(),
         ex.decision
             .session
-            .encode(&policy.cookie.name, &policy.seal_keys, &nonce)
+            .encode(policy.cookie().name(), policy.seal_keys(), &nonce)
     )
 }
 
@@ -419,7 +419,7 @@ fn main() {
                 address: *upstream,
                 ..Upstream::default()
             };
-            (label, ex.upstream_answered(&up), policy.scope.as_str())
+            (label, ex.upstream_answered(&up), policy.scope())
         });
         if got != *expect {
             eprintln!("bench case {name:?} does not do what it says: got {got:?}, want {expect:?}");

@@ -16,27 +16,76 @@ pub enum SameSite {
     Strict,
 }
 
-/// The session cookie's name and attributes.
+/// The session cookie's name and attributes, as [`crate::compile`]
+/// validated them (a token name, a path and domain with no `;`): read
+/// through accessors, so nothing unchecked reaches a `Set-Cookie`.
 #[derive(Debug, Clone)]
 pub struct CookieSpec {
     /// Name.
-    pub name: String,
+    pub(crate) name: String,
     /// `Path`.
-    pub path: String,
+    pub(crate) path: String,
     /// `Domain`.
-    pub domain: Option<String>,
+    pub(crate) domain: Option<String>,
     /// `Max-Age` seconds.
-    pub max_age: Option<u64>,
+    pub(crate) max_age: Option<u64>,
     /// Seconds from now for `Expires`.
-    pub expires: Option<u64>,
+    pub(crate) expires: Option<u64>,
     /// `Secure`.
-    pub secure: Secure,
+    pub(crate) secure: Secure,
     /// `HttpOnly`.
-    pub http_only: bool,
+    pub(crate) http_only: bool,
     /// `SameSite`.
-    pub same_site: Option<SameSite>,
+    pub(crate) same_site: Option<SameSite>,
     /// Omit `SameSite=None` for browsers that reject it.
-    pub same_site_none_compat: bool,
+    pub(crate) same_site_none_compat: bool,
+}
+
+impl CookieSpec {
+    /// The cookie name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// `Path`.
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// `Domain`, if set.
+    pub fn domain(&self) -> Option<&str> {
+        self.domain.as_deref()
+    }
+
+    /// `Max-Age` seconds, if set.
+    pub fn max_age(&self) -> Option<u64> {
+        self.max_age
+    }
+
+    /// Seconds from now for `Expires`, if set.
+    pub fn expires(&self) -> Option<u64> {
+        self.expires
+    }
+
+    /// When `Secure` is sent.
+    pub fn secure(&self) -> Secure {
+        self.secure
+    }
+
+    /// `HttpOnly`.
+    pub fn http_only(&self) -> bool {
+        self.http_only
+    }
+
+    /// `SameSite`, if set.
+    pub fn same_site(&self) -> Option<SameSite> {
+        self.same_site
+    }
+
+    /// Omit `SameSite=None` for browsers that reject it.
+    pub fn same_site_none_compat(&self) -> bool {
+        self.same_site_none_compat
+    }
 }
 
 /// When the cookie carries `Secure`.

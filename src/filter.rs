@@ -65,7 +65,7 @@ impl Active {
     }
 
     fn bump(&self, c: metrics::Counter) {
-        host::increment(self.counters.get(c.0 as usize).copied().flatten());
+        host::increment(self.counters.get(c.index()).copied().flatten());
     }
 }
 

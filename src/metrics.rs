@@ -22,9 +22,17 @@
 use crate::decide::Reason;
 use crate::session::Rejection;
 
-/// An index into the plugin's counter names.
+/// An index into the plugin's counter names (made only while a plugin is
+/// compiled, so it always names one).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Counter(pub u32);
+pub struct Counter(u32);
+
+impl Counter {
+    /// The index into [`crate::Plugin::counter_names`].
+    pub fn index(self) -> usize {
+        self.0 as usize
+    }
+}
 
 /// What a `Set-Cookie` did to the session (`event` label of
 /// `sticky_canary_sessions_total`).

@@ -67,7 +67,7 @@ pub struct RouteMatch {
 }
 
 /// A version's weight over time.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Weight {
     /// A fixed weight.
     Fixed(u32),
@@ -133,15 +133,33 @@ impl Weight {
     }
 }
 
-/// A version (subset of pods).
+/// A version (subset of pods). Its id is the FNV-1a of its name, so
+/// both are read, never written, outside the compiler.
 #[derive(Debug, Clone)]
 pub struct Version {
     /// Name, written to the version header.
-    pub name: String,
+    pub(crate) name: String,
     /// `fnv32(name)`, stored in the cookie.
-    pub id: u32,
+    pub(crate) id: u32,
     /// Weight; ignored for the default version, which takes the remainder.
-    pub weight: Weight,
+    pub(crate) weight: Weight,
+}
+
+impl Version {
+    /// Name, written to the version header.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Its id in the cookie: `fnv32(name)`.
+    pub fn id(&self) -> u32 {
+        self.id
+    }
+
+    /// Its weight (the default version's is ignored: it takes the rest).
+    pub fn weight(&self) -> Weight {
+        self.weight
+    }
 }
 
 /// Where a rule looks.
@@ -167,15 +185,32 @@ pub enum Matcher {
     Sentinel,
 }
 
-/// A compiled explicit rule.
+/// A compiled explicit rule (its version an index into the policy's).
 #[derive(Debug, Clone)]
 pub struct Rule {
     /// Where to look.
-    pub source: RuleSource,
+    pub(crate) source: RuleSource,
     /// How to compare.
-    pub matcher: Matcher,
+    pub(crate) matcher: Matcher,
     /// Index into [`Policy::versions`].
-    pub version: usize,
+    pub(crate) version: usize,
+}
+
+impl Rule {
+    /// Where it looks.
+    pub fn source(&self) -> &RuleSource {
+        &self.source
+    }
+
+    /// How it compares.
+    pub fn matcher(&self) -> &Matcher {
+        &self.matcher
+    }
+
+    /// The version it sends to, an index into [`Policy::versions`].
+    pub fn version(&self) -> usize {
+        self.version
+    }
 }
 
 /// Where the session key comes from.
@@ -199,14 +234,29 @@ pub enum KeySource {
 #[derive(Debug, Clone)]
 pub struct HeaderNames {
     /// Version header.
-    pub version: String,
+    pub(crate) version: String,
     /// Sticky-hash header.
-    pub hash: String,
+    pub(crate) hash: String,
     /// Pinned-endpoint header.
-    pub endpoint: String,
+    pub(crate) endpoint: String,
 }
 
 impl HeaderNames {
+    /// The version header.
+    pub fn version(&self) -> &str {
+        &self.version
+    }
+
+    /// The sticky-hash header.
+    pub fn hash(&self) -> &str {
+        &self.hash
+    }
+
+    /// The pinned-endpoint header.
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
     /// The three names: version, hash, endpoint.
     pub fn all(&self) -> [&String; 3] {
         [&self.version, &self.hash, &self.endpoint]
@@ -228,52 +278,197 @@ pub enum PinMode {
 }
 
 /// A fully validated policy for one scope (global or a route entry).
+///
+/// Only [`crate::compile`] builds one, and its parts hold together (the
+/// weights fit the total, rules name versions by index, the cookies a
+/// decision reads include the session cookie's name, the opened-cookie
+/// cache belongs to these keys and that name, a counter exists for every
+/// version): so they are read through accessors, never written, and
+/// [`Policy::with_weights`] is the one checked way to change weights.
 #[derive(Debug, Clone)]
 pub struct Policy {
     /// `global` or the route entry's name.
-    pub scope: String,
+    pub(crate) scope: String,
     /// Versions; index 0 is the default.
-    pub versions: Vec<Version>,
+    pub(crate) versions: Vec<Version>,
     /// Weight total.
-    pub total: u32,
+    pub(crate) total: u32,
     /// Rules, in order.
-    pub rules: Vec<Rule>,
+    pub(crate) rules: Vec<Rule>,
     /// Remember versions (`sticky`).
-    pub sticky: bool,
+    pub(crate) sticky: bool,
     /// Move users of weight-0 versions back at once.
-    pub rollback: bool,
+    pub(crate) rollback: bool,
     /// Bucket seed.
-    pub seed: Vec<u8>,
+    pub(crate) seed: Vec<u8>,
     /// Session cookie.
-    pub cookie: crate::cookies::CookieSpec,
+    pub(crate) cookie: crate::cookies::CookieSpec,
     /// Where the session key comes from.
-    pub key_source: KeySource,
+    pub(crate) key_source: KeySource,
     /// Session lifetime, seconds.
-    pub ttl: u64,
+    pub(crate) ttl: u64,
     /// Pinning mode.
-    pub mode: PinMode,
+    pub(crate) mode: PinMode,
     /// Keys that seal the session cookie (the first seals, all open);
     /// empty: plain cookies.
-    pub seal_keys: Vec<SealKey>,
+    pub(crate) seal_keys: Vec<SealKey>,
     /// Persistent mode: re-pin after a failure.
-    pub change_on_failure: bool,
+    pub(crate) change_on_failure: bool,
     /// Header names.
-    pub headers: HeaderNames,
+    pub(crate) headers: HeaderNames,
     /// Record the decision in filter state (`wasm.sticky_canary.*`).
-    pub filter_state: bool,
+    pub(crate) filter_state: bool,
     /// The response header that explains the decision, if configured.
-    pub debug_header: Option<String>,
+    pub(crate) debug_header: Option<String>,
     /// The counters this policy's requests move.
-    pub counters: PolicyCounters,
+    pub(crate) counters: PolicyCounters,
     /// Sealed session cookies that opened recently (saves the AEAD for
     /// returning users).
-    pub opened: OpenedCache,
+    pub(crate) opened: OpenedCache,
     /// The cookies a decision under this policy reads: the session cookie
     /// and every cookie rule's, once each (compiled once, read per request).
-    pub read_cookies: Vec<String>,
+    pub(crate) read_cookies: Vec<String>,
 }
 
 impl Policy {
+    /// `global` or the route entry's name (the `route` label).
+    pub fn scope(&self) -> &str {
+        &self.scope
+    }
+
+    /// Versions; index 0 is the default.
+    pub fn versions(&self) -> &[Version] {
+        &self.versions
+    }
+
+    /// The weight total.
+    pub fn total(&self) -> u32 {
+        self.total
+    }
+
+    /// Rules, in order.
+    pub fn rules(&self) -> &[Rule] {
+        &self.rules
+    }
+
+    /// Remember versions (`stickiness: sticky`).
+    pub fn sticky(&self) -> bool {
+        self.sticky
+    }
+
+    /// Move the users of weight-0 canaries back at once.
+    pub fn rollback(&self) -> bool {
+        self.rollback
+    }
+
+    /// The bucket seed.
+    pub fn seed(&self) -> &[u8] {
+        &self.seed
+    }
+
+    /// The session cookie's name and attributes.
+    pub fn cookie(&self) -> &crate::cookies::CookieSpec {
+        &self.cookie
+    }
+
+    /// Where the session key comes from.
+    pub fn key_source(&self) -> &KeySource {
+        &self.key_source
+    }
+
+    /// Session lifetime, seconds.
+    pub fn ttl(&self) -> u64 {
+        self.ttl
+    }
+
+    /// How a user is pinned to a pod.
+    pub fn mode(&self) -> PinMode {
+        self.mode
+    }
+
+    /// Keys that seal the session cookie (the first seals, all open);
+    /// empty: plain cookies.
+    pub fn seal_keys(&self) -> &[SealKey] {
+        &self.seal_keys
+    }
+
+    /// Persistent mode: re-pin after a failure.
+    pub fn change_on_failure(&self) -> bool {
+        self.change_on_failure
+    }
+
+    /// The names of the headers the filter writes.
+    pub fn headers(&self) -> &HeaderNames {
+        &self.headers
+    }
+
+    /// Record the decision in filter state.
+    pub fn filter_state(&self) -> bool {
+        self.filter_state
+    }
+
+    /// The response header that explains the decision, if configured.
+    pub fn debug_header(&self) -> Option<&str> {
+        self.debug_header.as_deref()
+    }
+
+    /// The counters this policy's requests move.
+    pub fn counters(&self) -> &PolicyCounters {
+        &self.counters
+    }
+
+    /// Sealed session cookies that opened recently.
+    pub fn opened(&self) -> &OpenedCache {
+        &self.opened
+    }
+
+    /// The cookies a decision under this policy reads.
+    pub fn read_cookies(&self) -> &[String] {
+        &self.read_cookies
+    }
+
+    /// This policy with some versions at fixed weights (`(version index,
+    /// weight)`), as if the config said so: what `simulate` steps
+    /// through. Refused, with the reason, when an index is not a
+    /// non-default version or the weights of the others exceed the total.
+    ///
+    /// ```
+    /// let plugin = sticky_canary::compile_json(
+    ///     r#"{"versions": [{"name": "a"}, {"name": "b", "weight": 10}]}"#).unwrap();
+    /// let p = plugin.global.unwrap();
+    /// assert_eq!(p.with_weights(&[(1, 30)]).unwrap().weights_at(0), [70, 30]);
+    /// assert!(p.with_weights(&[(1, 101)]).is_err());
+    /// assert!(p.with_weights(&[(0, 50)]).is_err());
+    /// ```
+    pub fn with_weights(&self, set: &[(usize, u32)]) -> Result<Policy, String> {
+        let mut p = self.clone();
+        for &(i, w) in set {
+            match p.versions.get_mut(i) {
+                Some(v) if i > 0 => v.weight = Weight::Fixed(w),
+                Some(v) => {
+                    return Err(format!(
+                        "{} is the default version: it takes what the others leave",
+                        v.name
+                    ))
+                }
+                None => return Err(format!("no version {i}")),
+            }
+        }
+        let most: u64 = p
+            .versions
+            .iter()
+            .skip(1)
+            .map(|v| u64::from(v.weight.max()))
+            .sum();
+        if most > u64::from(p.total) {
+            return Err(format!(
+                "weights add up to {most}, over weight_total {}",
+                p.total
+            ));
+        }
+        Ok(p)
+    }
+
     /// Effective weight of every version at `now`; the default version gets
     /// what the others leave.
     pub fn weights_at(&self, now: u64) -> Vec<u32> {

@@ -161,7 +161,7 @@ fn long_urls_keep_their_path_and_query() {
     assert_eq!(d.basis, Basis::Rule(5));
     // Route entries match the path prefix whatever the query's length.
     let p = plugin(ROUTES);
-    assert_eq!(p.select(&req).map(|pol| pol.scope.as_str()), Some("api"));
+    assert_eq!(p.select(&req).map(|pol| pol.scope()), Some("api"));
     let p = plugin(&two_versions(
         10,
         100,
@@ -312,7 +312,7 @@ fn seed_reshuffles_buckets() {
         &format!(r#",{}"#, &format!(r#""seed":"spring-sale"{USER_KEY}"#)),
     ));
     let (p, s) = (global(&plain), global(&seeded));
-    assert_eq!(s.seed, b"spring-sale");
+    assert_eq!(s.seed(), b"spring-sale");
     let mut differ = 0;
     for i in 0..1000 {
         let user = format!("user-{i}");
@@ -339,10 +339,10 @@ fn default_weight_given_explicitly_is_the_remainder() {
         r#"{"weight_total":1000,"versions":[{"name":"a","weight":700},{"name":"b","weight":200},{"name":"c","weight":100}]}"#,
     );
     let policy = global(&p);
-    assert_eq!(policy.total, 1000);
+    assert_eq!(policy.total(), 1000);
     assert_eq!(policy.weights_at(NOW), [700, 200, 100]);
     assert_eq!(
-        policy.versions[0].weight,
+        policy.versions()[0].weight(),
         Weight::Fixed(0),
         "the default's weight is derived, not stored"
     );
@@ -609,7 +609,7 @@ fn legacy_stickiness_has_no_memory() {
         ))
     };
     let (l0, l10) = (legacy(0), legacy(10));
-    assert!(!global(&l0).sticky);
+    assert!(!global(&l0).sticky());
     let mut c = Client::new();
     // Weighted: the bucket decides, every time.
     assert_eq!(c.visit(global(&l10), &[], NOW, &mut rng).version, "canary");
@@ -678,7 +678,7 @@ fn without_entropy_the_key_is_derived_from_the_request() {
 fn header_key_source() {
     let p = plugin(&two_versions(50, 100, USER_KEY));
     let policy = global(&p);
-    assert_eq!(policy.key_source, KeySource::Header("x-user".into()));
+    assert_eq!(*policy.key_source(), KeySource::Header("x-user".into()));
     let alice = hash::derive_key(b"alice");
     // (request headers, expected key: Some(user) or None for a fallback)
     #[rustfmt::skip]
@@ -932,7 +932,7 @@ fn cookie_written_only_when_new_changed_or_due_for_renewal() {
         &format!(r#"{SENTINEL},"session":{{"ttl":3600}}"#),
     ));
     let policy = global(&p);
-    assert_eq!(policy.ttl, 3600);
+    assert_eq!(policy.ttl(), 3600);
     let mut rng = rng_with_bucket(b"", 100, |b| b >= 50);
     let mut c = Client::new();
     let v = c.visit(policy, &[], NOW, &mut rng);
@@ -975,7 +975,7 @@ fn ttl_defaults_from_max_age_then_expires() {
             100,
             &format!(r#","session":{session}"#),
         )))
-        .ttl
+        .ttl()
     };
     assert_eq!(ttl(r#"{}"#), 86_400);
     assert_eq!(ttl(r#"{"cookie":{"max_age":600}}"#), 600);
@@ -1001,8 +1001,8 @@ fn sealed_cookies_and_key_rotation() {
         sealed(&format!(r#"["{K2}","{K1}"]"#)),
         sealed(&format!(r#"["{K2}"]"#)),
     );
-    assert_eq!(global(&p1).seal_keys.len(), 1);
-    assert_eq!(global(&p1).seal_keys[0].0, [1; 32]);
+    assert_eq!(global(&p1).seal_keys().len(), 1);
+    assert_eq!(global(&p1).seal_keys()[0].0, [1; 32]);
     let mut rng = TestRng(21);
     let mut c = Client::new();
     let v1 = c.visit(global(&p1), &[], NOW, &mut rng);
@@ -1023,7 +1023,7 @@ fn sealed_cookies_and_key_rotation() {
     let under_k2 = c.jar.clone().unwrap();
     assert_ne!(under_k2, under_k1);
     assert!(matches!(
-        Session::open(&under_k2, "sticky-canary", &global(&p2).seal_keys, NOW + 3),
+        Session::open(&under_k2, "sticky-canary", global(&p2).seal_keys(), NOW + 3),
         Opened::Valid {
             stale_key: false,
             ..
@@ -1066,7 +1066,7 @@ fn persistent_mode_pins_the_endpoint() {
     };
     let p = persistent("");
     let policy = global(&p);
-    assert!(policy.change_on_failure);
+    assert!(policy.change_on_failure());
     let mut rng = rng_with_bucket(b"", 100, |b| b >= 50);
     let mut c = Client::new();
     let visit =
@@ -1210,7 +1210,7 @@ fn set_cookie_exact_strings() {
             100,
             &format!(r#","session":{{"cookie":{cookie}}}"#),
         ));
-        let spec = &global(&p).cookie;
+        let spec = &global(&p).cookie();
         assert_eq!(
             setcookie::render(spec, "VAL", NOW, *ua),
             *want,
@@ -1283,7 +1283,7 @@ fn scope<'a>(
         client_address: None,
         now: NOW,
     };
-    p.select(&req).map(|pol| pol.scope.as_str())
+    p.select(&req).map(|pol| pol.scope())
 }
 
 #[test]
@@ -1336,34 +1336,30 @@ fn route_entries_deep_merge_over_the_global_object() {
     assert!(p.routes[2].policy.is_none());
     // Objects merge key by key: the entry's cookie name, the global rest.
     assert_eq!(
-        (
-            g.cookie.name.as_str(),
-            api.cookie.name.as_str(),
-            shop.cookie.name.as_str()
-        ),
+        (g.cookie().name(), api.cookie().name(), shop.cookie().name()),
         ("g", "api", "g")
     );
     assert!(
-        api.cookie.secure == sticky_canary::cookies::Secure::Always
-            && api.cookie.same_site == g.cookie.same_site
+        api.cookie().secure() == sticky_canary::cookies::Secure::Always
+            && api.cookie().same_site() == g.cookie().same_site()
     );
-    assert_eq!((api.ttl, shop.ttl), (600, 600));
+    assert_eq!((api.ttl(), shop.ttl()), (600, 600));
     // Arrays are replaced whole.
     let names = |pol: &sticky_canary::Policy| {
-        pol.versions
+        pol.versions()
             .iter()
-            .map(|v| v.name.clone())
+            .map(|v| v.name().to_owned())
             .collect::<Vec<_>>()
     };
     assert_eq!(names(api), ["blue", "green"]);
     assert_eq!(api.weights_at(NOW), [0, 100]);
-    assert!(api.rules.is_empty());
-    assert_eq!(shop.rules.len(), 1, "rules not overridden are inherited");
+    assert!(api.rules().is_empty());
+    assert_eq!(shop.rules().len(), 1, "rules not overridden are inherited");
     assert_eq!(shop.weights_at(NOW), [75, 25]);
     // Scalars: the entry's value, else the global one.
-    assert!(shop.rollback && !g.rollback && !api.rollback);
-    assert_eq!((both.total, g.total), (1000, 100));
-    assert!(g.sticky && !shadow.sticky);
+    assert!(shop.rollback() && !g.rollback() && !api.rollback());
+    assert_eq!((both.total(), g.total()), (1000, 100));
+    assert!(g.sticky() && !shadow.sticky());
     assert_eq!(
         names(shadow),
         ["stable", "canary"],
@@ -1397,7 +1393,7 @@ fn pass_through() {
     assert_eq!(scope(&p, &[(":path", "/a/1")], None, None), Some("a"));
     assert_eq!(scope(&p, &[(":path", "/b")], None, None), None);
     let a = p.routes[0].policy.as_ref().unwrap();
-    assert_eq!((a.cookie.name.as_str(), a.rules.len()), ("shared", 1));
+    assert_eq!((a.cookie().name(), a.rules().len()), ("shared", 1));
     assert!(!p.needs_route_name && !p.needs_virtual_host);
     // A disabled entry passes its routes through even with a global policy.
     let p = plugin(&two_versions(
@@ -1419,7 +1415,7 @@ fn ramp_weights_over_time() {
     let p = plugin(
         r#"{"versions":[{"name":"stable"},{"name":"canary","ramp":{"start":"2027-01-15T08:00:00Z","duration":1000,"to":100}}]}"#,
     );
-    let w = &global(&p).versions[1].weight;
+    let w = &global(&p).versions()[1].weight();
     assert_eq!(
         *w,
         Weight::Ramp {
@@ -1450,7 +1446,7 @@ fn ramp_weights_over_time() {
         r#"{{"versions":[{{"name":"stable"}},{{"name":"canary","ramp":{{"start":"2027-01-15T09:00:00+01:00","end":{},"from":90,"to":10,"steps":4}}}}]}}"#,
         NOW + 1000
     ));
-    let w = &global(&p).versions[1].weight;
+    let w = &global(&p).versions()[1].weight();
     for (dt, want) in [
         (0, 90),
         (249, 90),
@@ -1548,12 +1544,12 @@ fn route_entry_replaces_the_key_source_whole() {
     );
     let entry = p.routes[0].policy.as_ref().unwrap();
     assert_eq!(
-        entry.key_source,
+        *entry.key_source(),
         sticky_canary::policy::KeySource::ClientIp { hops: 1 }
     );
     let global = p.global.as_ref().unwrap();
     assert_eq!(
-        global.key_source,
+        *global.key_source(),
         sticky_canary::policy::KeySource::Header("x-user-id".into())
     );
 }
@@ -1568,9 +1564,9 @@ fn secrets_from_the_environment() {
             "session":{"mode":"persistent","secrets_env":"STICKY_CANARY_TEST_KEYS"}}"#,
     );
     let g = p.global.as_ref().unwrap();
-    assert_eq!(g.seal_keys.len(), 2);
-    assert_eq!(g.seal_keys[0].0, [1u8; 32]);
-    assert_eq!(g.seal_keys[1].0, [2u8; 32]);
+    assert_eq!(g.seal_keys().len(), 2);
+    assert_eq!(g.seal_keys()[0].0, [1u8; 32]);
+    assert_eq!(g.seal_keys()[1].0, [2u8; 32]);
     std::env::set_var("STICKY_CANARY_TEST_KEYS_BAD", "not-a-key");
     let e = sticky_canary::compile_json(
         r#"{"versions":[{"name":"v1"},{"name":"v2","weight":1}],
@@ -1775,7 +1771,7 @@ fn ingress_nginx_cookie_defaults() {
     let paths: Vec<&str> = p
         .routes
         .iter()
-        .map(|r| r.policy.as_ref().unwrap().cookie.path.as_str())
+        .map(|r| r.policy.as_ref().unwrap().cookie().path())
         .collect();
     assert_eq!(paths, ["/shop/", "/", "/"]);
     let global_path = plugin(
@@ -1783,11 +1779,16 @@ fn ingress_nginx_cookie_defaults() {
             "routes":[{"match":{"path_prefix":"/shop/"},"versions":[{"name":"a"},{"name":"b","weight":0}]}]}"#,
     );
     assert_eq!(
-        global_path.routes[0].policy.as_ref().unwrap().cookie.path,
+        global_path.routes[0]
+            .policy
+            .as_ref()
+            .unwrap()
+            .cookie()
+            .path(),
         "/app"
     );
     let shop = p.routes[0].policy.as_ref().unwrap();
-    let render = |https| setcookie::render_for(&shop.cookie, "V", NOW, None, https);
+    let render = |https| setcookie::render_for(shop.cookie(), "V", NOW, None, https);
     assert_eq!(
         render(true),
         "sc=V; Path=/shop/; Secure; HttpOnly; SameSite=Lax"

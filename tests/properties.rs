@@ -70,7 +70,7 @@ fn population(seed: u64, n: usize, policy: &Rc<Policy>, extra: &[(&str, &str)]) 
             let mut rng = TestRng(seed.wrapping_mul(0x1_0000_0001).wrapping_add(i));
             let mut client = Client::new();
             let v = client.visit(policy, extra, NOW, &mut rng);
-            let bucket = hash::bucket(&policy.seed, &v.decision.session.key, policy.total);
+            let bucket = hash::bucket(policy.seed(), &v.decision.session.key, policy.total());
             User {
                 client,
                 rng,
@@ -280,7 +280,7 @@ proptest! {
             for u in &mut users {
                 let v = u.client.visit(policy, &[], NOW + t, &mut u.rng);
                 prop_assert!(!(u.version == "canary" && v.version == "stable"), "moved back at +{}s", t);
-                prop_assert_eq!(v.version == "canary", u.bucket < policy.versions[1].weight.at(NOW + t));
+                prop_assert_eq!(v.version == "canary", u.bucket < policy.versions()[1].weight().at(NOW + t));
                 u.version = v.version;
             }
         }

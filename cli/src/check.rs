@@ -124,7 +124,7 @@ pub fn run(args: Args) -> Result<ExitCode, Fatal> {
 fn weight_text(p: &Policy, i: usize, now: u64) -> String {
     let w = p.weights_at(now);
     let cur = w.get(i).copied().unwrap_or(0);
-    match (&p.versions[i].weight, i) {
+    match (&p.versions()[i].weight(), i) {
         (_, 0) => format!("{cur} (default: the rest)"),
         (Weight::Fixed(_), _) => format!("{cur}"),
         (
@@ -168,28 +168,28 @@ fn mode_text(m: PinMode) -> &'static str {
 }
 
 fn policy_line(p: &Policy, now: u64) -> String {
-    let versions: Vec<String> = (0..p.versions.len())
-        .map(|i| format!("{} {}", p.versions[i].name, weight_text(p, i, now)))
+    let versions: Vec<String> = (0..p.versions().len())
+        .map(|i| format!("{} {}", p.versions()[i].name(), weight_text(p, i, now)))
         .collect();
-    let sealed = match p.seal_keys.len() {
+    let sealed = match p.seal_keys().len() {
         0 => "plain".to_owned(),
         1 => "sealed, 1 secret".to_owned(),
         n => format!("sealed, {n} secrets"),
     };
-    let rules = match p.rules.len() {
+    let rules = match p.rules().len() {
         1 => "1 rule".to_owned(),
         n => format!("{n} rules"),
     };
     format!(
         "versions {} of {}; {rules}; {}; {}{}; key {}; cookie {} ({sealed}, ttl {})",
         versions.join(", "),
-        p.total,
-        if p.sticky { "sticky" } else { "legacy" },
-        mode_text(p.mode),
-        if p.rollback { ", rollback" } else { "" },
-        key_text(&p.key_source),
-        p.cookie.name,
-        common::human_duration(p.ttl),
+        p.total(),
+        if p.sticky() { "sticky" } else { "legacy" },
+        mode_text(p.mode()),
+        if p.rollback() { ", rollback" } else { "" },
+        key_text(p.key_source()),
+        p.cookie().name(),
+        common::human_duration(p.ttl()),
     )
 }
 
@@ -198,7 +198,7 @@ pub fn summary_lines(plugin: &Plugin, now: u64) -> Vec<String> {
     let mut out = Vec::new();
     let push_policy = |out: &mut Vec<String>, head: String, p: &Policy| {
         out.push(format!("{head}: {}", policy_line(p, now)));
-        for i in 0..p.rules.len() {
+        for i in 0..p.rules().len() {
             out.push(format!("  rule {i}: {}", describe_rule(p, i)));
         }
     };
@@ -219,24 +219,24 @@ pub fn summary_lines(plugin: &Plugin, now: u64) -> Vec<String> {
 fn policy_json(p: &Policy, now: u64) -> Value {
     let w = p.weights_at(now);
     json!({
-        "versions": p.versions.iter().enumerate().map(|(i, v)| {
-            let ramp = match &v.weight {
+        "versions": p.versions().iter().enumerate().map(|(i, v)| {
+            let ramp = match &v.weight() {
                 Weight::Ramp { start, end, from, to, steps } if i > 0 => json!({
                     "start": common::rfc3339(*start), "end": common::rfc3339(*end),
                     "from": from, "to": to, "steps": steps,
                 }),
                 _ => Value::Null,
             };
-            json!({"name": v.name, "default": i == 0, "weight": w.get(i), "ramp": ramp})
+            json!({"name": v.name(), "default": i == 0, "weight": w.get(i), "ramp": ramp})
         }).collect::<Vec<_>>(),
-        "weight_total": p.total,
-        "rules": (0..p.rules.len()).map(|i| describe_rule(p, i)).collect::<Vec<_>>(),
-        "stickiness": if p.sticky { "sticky" } else { "legacy" },
-        "rollback": p.rollback,
-        "mode": mode_text(p.mode),
-        "key": key_text(&p.key_source),
-        "cookie": {"name": p.cookie.name, "sealed": !p.seal_keys.is_empty(), "secrets": p.seal_keys.len(), "ttl": p.ttl},
-        "headers": {"version": p.headers.version, "hash": p.headers.hash, "endpoint": p.headers.endpoint},
+        "weight_total": p.total(),
+        "rules": (0..p.rules().len()).map(|i| describe_rule(p, i)).collect::<Vec<_>>(),
+        "stickiness": if p.sticky() { "sticky" } else { "legacy" },
+        "rollback": p.rollback(),
+        "mode": mode_text(p.mode()),
+        "key": key_text(p.key_source()),
+        "cookie": {"name": p.cookie().name(), "sealed": !p.seal_keys().is_empty(), "secrets": p.seal_keys().len(), "ttl": p.ttl()},
+        "headers": {"version": p.headers().version(), "hash": p.headers().hash(), "endpoint": p.headers().endpoint()},
     })
 }
 

@@ -422,24 +422,24 @@ impl Entropy for AnyEntropy {
 /// A rule for people: `cookie canary = "v2" -> canary-v2`.
 pub fn describe_rule(policy: &sticky_canary::Policy, i: usize) -> String {
     use sticky_canary::policy::{Matcher, RuleSource as Source};
-    let Some(rule) = policy.rules.get(i) else {
+    let Some(rule) = policy.rules().get(i) else {
         return format!("rule {i}");
     };
-    let source = match &rule.source {
+    let source = match &rule.source() {
         Source::Header(h) => format!("header {h}"),
         Source::Cookie(c) => format!("cookie {c}"),
         Source::Query(q) => format!("query {q}"),
     };
     let target = policy
-        .versions
-        .get(rule.version)
-        .map_or("?", |v| v.name.as_str());
-    match &rule.matcher {
+        .versions()
+        .get(rule.version())
+        .map_or("?", |v| v.name());
+    match &rule.matcher() {
         Matcher::Exact(v) => format!("{source} = {} -> {target}", serde_json::json!(v)),
         Matcher::Regex(re) => format!("{source} ~ /{}/ -> {target}", re.as_str()),
         Matcher::Sentinel => format!(
             "{source} = \"always\" -> {target}, \"never\" -> {}",
-            policy.versions.first().map_or("?", |v| v.name.as_str())
+            policy.versions().first().map_or("?", |v| v.name())
         ),
     }
 }

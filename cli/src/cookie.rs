@@ -201,16 +201,19 @@ fn decode(a: DecodeArgs) -> Result<ExitCode, Fatal> {
                     .map(|p| (format!("route entry {}", r.name), p))
             }));
         for (label, p) in policies {
-            if name_filter.as_deref().is_some_and(|n| n != p.cookie.name) {
+            if name_filter
+                .as_deref()
+                .is_some_and(|n| n != p.cookie().name())
+            {
                 continue;
             }
-            let mut keys = p.seal_keys.clone();
+            let mut keys = p.seal_keys().to_vec();
             keys.extend(extra.iter().cloned());
             cands.push(Candidate {
                 label,
-                name: p.cookie.name.clone(),
+                name: p.cookie().name().to_owned(),
                 keys,
-                config_keys: p.seal_keys.len(),
+                config_keys: p.seal_keys().len(),
                 policy: Some(p),
             });
         }
@@ -239,8 +242,8 @@ fn decode(a: DecodeArgs) -> Result<ExitCode, Fatal> {
             .iter()
             .chain(l.plugin.routes.iter().filter_map(|r| r.policy.as_ref()));
         for p in every {
-            if !all_names.contains(&p.cookie.name.as_str()) {
-                all_names.push(p.cookie.name.as_str());
+            if !all_names.contains(&p.cookie().name()) {
+                all_names.push(p.cookie().name());
             }
         }
     }
@@ -300,7 +303,7 @@ fn decode(a: DecodeArgs) -> Result<ExitCode, Fatal> {
 
     let version = cand.policy.and_then(|p| {
         p.version_by_id(session.version_id)
-            .map(|i| p.versions[i].name.clone())
+            .map(|i| p.versions()[i].name().to_owned())
     });
     let version_text = match (&version, cand.policy) {
         (Some(n), _) => format!("{n} (id {:08x})", session.version_id),
@@ -350,7 +353,7 @@ fn decode(a: DecodeArgs) -> Result<ExitCode, Fatal> {
     };
     // Would the filter accept it? Signing mode must match the policy.
     let mode_ok = match cand.policy {
-        Some(p) => (marker == '2') != p.seal_keys.is_empty(),
+        Some(p) => (marker == '2') != p.seal_keys().is_empty(),
         None => true,
     };
     let key_ok = match (cand.policy, key_index) {
@@ -370,7 +373,7 @@ fn decode(a: DecodeArgs) -> Result<ExitCode, Fatal> {
     let pod_hash = String::from_utf8_lossy(&hash::pod_hash(&session.key)).into_owned();
     let bucket = cand
         .policy
-        .map(|p| (hash::bucket(&p.seed, &session.key, p.total), p.total));
+        .map(|p| (hash::bucket(p.seed(), &session.key, p.total()), p.total()));
     match a.format {
         Format::Text => {
             println!("cookie: {} ({})", cand.name, cand.label);

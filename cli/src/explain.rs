@@ -165,12 +165,12 @@ pub fn run(a: Args) -> Result<ExitCode, Fatal> {
     let _ = cookies::http_date;
     let d = ex.decision;
 
-    let vname = |i: usize| policy.versions.get(i).map_or("?", |v| v.name.as_str());
+    let vname = |i: usize| policy.versions().get(i).map_or("?", |v| v.name());
     let version = vname(d.version).to_owned();
     let weights = policy.weights_at(now);
-    let bucket = hash::bucket(&policy.seed, &d.session.key, policy.total);
-    let ranges = common::bucket_ranges(&weights, policy.total);
-    let range_text: Vec<String> = (1..policy.versions.len())
+    let bucket = hash::bucket(policy.seed(), &d.session.key, policy.total());
+    let ranges = common::bucket_ranges(&weights, policy.total());
+    let range_text: Vec<String> = (1..policy.versions().len())
         .chain(std::iter::once(0))
         .map(|i| {
             let (lo, hi) = ranges[i];
@@ -202,11 +202,11 @@ pub fn run(a: Args) -> Result<ExitCode, Fatal> {
     };
     let (reason_kind, reason_text) = match d.basis {
         Basis::Rule(i) => {
-            let t = match policy.rules.get(i) {
-                Some(r) if matches!(r.matcher, sticky_canary::policy::Matcher::Sentinel) => {
+            let t = match policy.rules().get(i) {
+                Some(r) if matches!(r.matcher(), sticky_canary::policy::Matcher::Sentinel) => {
                     let src = describe_rule(policy, i);
                     let src = src.split(" = ").next().unwrap_or("");
-                    if d.version == r.version {
+                    if d.version == r.version() {
                         format!("rule {i}: {src} = \"always\" -> {version}")
                     } else {
                         format!("rule {i}: {src} = \"never\" -> {version} (the default version)")
@@ -233,7 +233,7 @@ pub fn run(a: Args) -> Result<ExitCode, Fatal> {
         Basis::Weight => {
             let mut t = format!(
                 "weight: bucket {bucket} of 0..{}; {}",
-                policy.total - 1,
+                policy.total() - 1,
                 range_text.join(", ")
             );
             if let Some(s) = incoming {
@@ -253,7 +253,7 @@ pub fn run(a: Args) -> Result<ExitCode, Fatal> {
         eprintln!("sticky-canary: warning: bucket layout disagrees with the decision");
     }
     let hash = d.hash.as_str().to_owned();
-    let key_note = match (&policy.key_source, d.key_fallback, d.cookie_state) {
+    let key_note = match (&policy.key_source(), d.key_fallback, d.cookie_state) {
         (KeySource::Cookie, _, CookieState::Conflicting) => {
             "key derived from every conflicting session copy".to_owned()
         }
@@ -313,7 +313,7 @@ pub fn run(a: Args) -> Result<ExitCode, Fatal> {
             _ if d.draining() => {
                 "none (draining: never renewed)".to_owned()
             }
-            _ if policy.mode == PinMode::Persistent && a.upstream.is_none() && d.endpoint.is_none() => {
+            _ if policy.mode() == PinMode::Persistent && a.upstream.is_none() && d.endpoint.is_none() => {
                 "none yet (persistent mode: the pin is learnt from the pod that answers; give --upstream)".to_owned()
             }
             _ => "none (the session is current)".to_owned(),
@@ -341,11 +341,11 @@ pub fn run(a: Args) -> Result<ExitCode, Fatal> {
         }
     };
     let mut req_headers: Vec<(String, String)> = vec![
-        (policy.headers.version.clone(), version.clone()),
-        (policy.headers.hash.clone(), hash.clone()),
+        (policy.headers().version().to_owned(), version.clone()),
+        (policy.headers().hash().to_owned(), hash.clone()),
     ];
     if let Some(ep) = &d.endpoint {
-        req_headers.push((policy.headers.endpoint.clone(), ep.clone()));
+        req_headers.push((policy.headers().endpoint().to_owned(), ep.clone()));
     }
     let scope = if plugin
         .global
@@ -354,7 +354,7 @@ pub fn run(a: Args) -> Result<ExitCode, Fatal> {
     {
         "global".to_owned()
     } else {
-        format!("route entry {}", policy.scope)
+        format!("route entry {}", policy.scope())
     };
     match a.format {
         Format::Text => {
@@ -364,7 +364,7 @@ pub fn run(a: Args) -> Result<ExitCode, Fatal> {
             println!("sticky hash: {hash} ({key_note})");
             println!(
                 "endpoint: {}",
-                d.endpoint.as_deref().unwrap_or(match policy.mode {
+                d.endpoint.as_deref().unwrap_or(match policy.mode() {
                     PinMode::Persistent => "none pinned yet",
                     PinMode::Balanced => "none (balanced mode: the consistent hash picks the pod)",
                 })
@@ -393,10 +393,10 @@ pub fn run(a: Args) -> Result<ExitCode, Fatal> {
                 "version": version,
                 "reason": {"kind": reason_kind, "rule": rule, "text": reason_text},
                 "bucket": bucket,
-                "weights": policy.versions.iter().zip(&weights).map(|(v, w)| {
-                    let (lo, hi) = ranges[policy.version_by_id(v.id).unwrap_or(0)];
+                "weights": policy.versions().iter().zip(&weights).map(|(v, w)| {
+                    let (lo, hi) = ranges[policy.version_by_id(v.id()).unwrap_or(0)];
                     let buckets = if lo < hi { json!({"first": lo, "last": hi - 1}) } else { Value::Null };
-                    json!({"name": v.name, "weight": w, "buckets": buckets})
+                    json!({"name": v.name(), "weight": w, "buckets": buckets})
                 }).collect::<Vec<_>>(),
                 "hash": hash,
                 "key": key_note,
@@ -430,12 +430,12 @@ fn analyse_copies(
     req: &Request<'_>,
     d: &sticky_canary::Decision,
 ) -> Vec<CookieCopy> {
-    let name = policy.cookie.name.as_str();
+    let name = policy.cookie().name();
     let external =
-        (policy.key_source != KeySource::Cookie && !d.key_fallback).then_some(d.session.key);
+        (*policy.key_source() != KeySource::Cookie && !d.key_fallback).then_some(d.session.key);
     req.cookie_values(name)
         .map(
-            |value| match Session::open(value, name, &policy.seal_keys, req.now) {
+            |value| match Session::open(value, name, policy.seal_keys(), req.now) {
                 Opened::Valid { session, stale_key } => {
                     if external.is_some_and(|k| k != session.key) {
                         CookieCopy {
@@ -459,7 +459,7 @@ fn analyse_copies(
                 Opened::Invalid => CookieCopy {
                     usable: false,
                     state: "invalid",
-                    why: why_invalid(value, name, &policy.seal_keys, req.now, &[]),
+                    why: why_invalid(value, name, policy.seal_keys(), req.now, &[]),
                     session: None,
                     stale_key: false,
                 },

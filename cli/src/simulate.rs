@@ -84,7 +84,7 @@ struct Step {
 }
 
 fn parse_plan(plan: &str, p: &Policy) -> Result<Vec<Vec<(usize, u32)>>, Fatal> {
-    let canaries: Vec<usize> = (1..p.versions.len()).collect();
+    let canaries: Vec<usize> = (1..p.versions().len()).collect();
     let mut out = Vec::new();
     for step in plan.split(',').map(str::trim).filter(|s| !s.is_empty()) {
         let mut set = Vec::new();
@@ -101,7 +101,7 @@ fn parse_plan(plan: &str, p: &Policy) -> Result<Vec<Vec<(usize, u32)>>, Fatal> {
                 }
                 Some((name, w)) => {
                     let name = name.trim();
-                    let Some(i) = p.versions.iter().position(|v| v.name == name) else {
+                    let Some(i) = p.versions().iter().position(|v| v.name() == name) else {
                         return Err(Fatal(format!("--steps: no version {name:?} in the policy")));
                     };
                     if i == 0 {
@@ -118,10 +118,10 @@ fn parse_plan(plan: &str, p: &Policy) -> Result<Vec<Vec<(usize, u32)>>, Fatal> {
             set.push((idx, w));
         }
         let sum: u64 = set.iter().map(|(_, w)| u64::from(*w)).sum();
-        if sum > u64::from(p.total) {
+        if sum > u64::from(p.total()) {
             return Err(Fatal(format!(
                 "--steps {step:?}: weights add up to {sum}, over weight_total {}",
-                p.total
+                p.total()
             )));
         }
         out.push(set);
@@ -169,17 +169,15 @@ pub fn run(a: Args) -> Result<ExitCode, Fatal> {
                 .map_or(Ok(common::now()), common::parse_time)?;
             let mut current = base.clone();
             for (k, set) in sets.iter().enumerate() {
-                for (i, w) in set {
-                    current.versions[*i].weight = Weight::Fixed(*w);
-                }
+                current = current.with_weights(set).map_err(Fatal)?;
                 plan.push((start + every * k as u64, std::rc::Rc::new(current.clone())));
             }
         }
         None => {
             let ramps: Vec<(u64, u64)> = base
-                .versions
+                .versions()
                 .iter()
-                .filter_map(|v| match v.weight {
+                .filter_map(|v| match v.weight() {
                     Weight::Ramp { start, end, .. } => Some((start, end)),
                     Weight::Fixed(_) => None,
                 })
@@ -217,7 +215,7 @@ pub fn run(a: Args) -> Result<ExitCode, Fatal> {
         _ => 1,
     };
     let p0 = &plan[0].1;
-    let names: Vec<String> = p0.versions.iter().map(|v| v.name.clone()).collect();
+    let names: Vec<String> = p0.versions().iter().map(|v| v.name().to_owned()).collect();
     let mut users: Vec<User> = (0..a.users)
         .map(|_| User {
             jar: None,
@@ -286,7 +284,7 @@ pub fn run(a: Args) -> Result<ExitCode, Fatal> {
             a.users,
             steps.len()
         );
-        std::fs::write(path, svg(&steps, &names, p0.total, &title))
+        std::fs::write(path, svg(&steps, &names, p0.total(), &title))
             .map_err(|e| Fatal(format!("cannot write {path}: {e}")))?;
     }
     Ok(ExitCode::SUCCESS)
@@ -304,7 +302,7 @@ fn visit(
     let mut headers: Vec<Header> = Vec::new();
     let mut path = "/".to_owned();
     let mut client_address = None;
-    match &policy.key_source {
+    match &policy.key_source() {
         KeySource::Cookie => {}
         KeySource::Header(h) => {
             headers.push((h.as_bytes().to_vec(), identity.clone().into_bytes()))
@@ -332,7 +330,7 @@ fn visit(
     if let Some((v, _)) = &u.jar {
         headers.push((
             b"cookie".to_vec(),
-            format!("{}={v}", policy.cookie.name).into_bytes(),
+            format!("{}={v}", policy.cookie().name()).into_bytes(),
         ));
     }
     let req = Request {
@@ -348,7 +346,7 @@ fn visit(
     let pod = format!("10.99.{}.{}:8080", d.version, d.hash.as_bytes()[0] % 2);
     let mut ex = Exchange::new(std::rc::Rc::clone(policy), d, &req);
     let up = Upstream {
-        address: (policy.mode == sticky_canary::policy::PinMode::Persistent)
+        address: (policy.mode() == sticky_canary::policy::PinMode::Persistent)
             .then_some(pod.as_str()),
         attempts: Some(1),
         status: Some(200),
@@ -361,8 +359,8 @@ fn visit(
         let value = ex
             .decision
             .session
-            .encode(&policy.cookie.name, &policy.seal_keys, &nonce);
-        let life = policy.cookie.max_age.or(policy.cookie.expires);
+            .encode(policy.cookie().name(), policy.seal_keys(), &nonce);
+        let life = policy.cookie().max_age().or(policy.cookie().expires());
         u.jar = Some((value, life.map(|s| now + s)));
     }
     (ex.decision.version, draining)

@@ -1001,7 +1001,12 @@ fn keygen_prints_secrets_the_filter_accepts() {
         keys[0], keys[1]
     );
     assert_eq!(
-        compile_json(&cfg).unwrap().global.unwrap().seal_keys.len(),
+        compile_json(&cfg)
+            .unwrap()
+            .global
+            .unwrap()
+            .seal_keys()
+            .len(),
         2
     );
     let one = run(&["keygen", "-n", "2", "--comma"]);

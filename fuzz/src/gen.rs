@@ -706,7 +706,9 @@ impl BodyM {
         put(m, "session", &self.session, SessionM::json);
         put(m, "headers", &self.headers, HeadersM::json);
         put(m, "filter_state", &self.filter_state, |b| json!(b));
-        put(m, "debug_header", &self.debug_header, |t| json!(t.pick(pool::OVERRIDE)));
+        put(m, "debug_header", &self.debug_header, |t| {
+            json!(t.pick(pool::OVERRIDE))
+        });
         if let Some(u) = self.unknown {
             match u % 8 {
                 4 => m.insert("on_invalid_config".into(), json!("refuse")),
@@ -844,7 +846,7 @@ impl SessionGen {
         let name = self
             .name
             .as_ref()
-            .map_or_else(|| p.cookie.name.clone(), |t| t.pick(pool::COOKIE));
+            .map_or_else(|| p.cookie().name().to_owned(), |t| t.pick(pool::COOKIE));
         let key = match &self.key {
             KeyGen::Random(k) => *k,
             KeyGen::Derived(t) => hash::derive_key(t.pick(pool::REQ_VALUE).as_bytes()),
@@ -857,9 +859,9 @@ impl SessionGen {
                 hash::derive_key(ip.trim_start_matches('[').trim_end_matches(']').as_bytes())
             }
         };
-        let n = p.versions.len();
+        let n = p.versions().len();
         let version_id = if usize::from(self.version) < 4 * n {
-            p.versions[usize::from(self.version) % n].id
+            p.versions()[usize::from(self.version) % n].id()
         } else {
             hash::fnv32(&[self.version])
         };
@@ -878,8 +880,8 @@ impl SessionGen {
             endpoint: self.endpoint.as_ref().map(|t| addr(&t.pick(pool::ADDR))),
         };
         let keys: Vec<SealKey> = match self.seal % 4 {
-            0 => p.seal_keys.iter().take(1).cloned().collect(),
-            1 => p.seal_keys.iter().skip(1).take(1).cloned().collect(),
+            0 => p.seal_keys().iter().take(1).cloned().collect(),
+            1 => p.seal_keys().iter().skip(1).take(1).cloned().collect(),
             2 => vec![SealKey([0x55; 32])],
             _ => Vec::new(),
         };

@@ -114,7 +114,7 @@ pub fn error(json: &str) -> String {
 
 /// Name of the version a decision chose.
 pub fn vname(policy: &Policy, d: &Decision) -> String {
-    policy.versions[d.version].name.clone()
+    policy.versions()[d.version].name().to_owned()
 }
 
 /// What one visit of a [`Client`] produced.
@@ -177,7 +177,10 @@ impl Client {
             h.push(header(":path", "/"));
         }
         if let Some(v) = &self.jar {
-            h.push(header("cookie", &format!("{}={}", policy.cookie.name, v)));
+            h.push(header(
+                "cookie",
+                &format!("{}={}", policy.cookie().name(), v),
+            ));
         }
         h.extend(headers(extra));
         let req = Request {
