@@ -205,6 +205,16 @@ pub struct SetCookie {
     pub count: Option<Counter>,
 }
 
+impl SetCookie {
+    /// The cookie's value: what a browser will send back, between the
+    /// header's `name=` and its first `;` (the name is a token and the
+    /// value base64url, so neither holds `=` or `;`).
+    pub fn value(&self) -> &str {
+        let pair = self.header.split(';').next().unwrap_or("");
+        pair.split_once('=').map_or("", |(_, v)| v)
+    }
+}
+
 impl Exchange {
     /// The response phase's state for `decision`, made under `policy` for
     /// `req`: keeps what rendering the cookie needs from the request.

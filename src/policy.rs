@@ -230,6 +230,18 @@ pub enum KeySource {
     },
 }
 
+impl KeySource {
+    /// `cookie`, `header`, `query` or `client_ip`: the config's `from`.
+    pub fn label(&self) -> &'static str {
+        match self {
+            KeySource::Cookie => "cookie",
+            KeySource::Header(_) => "header",
+            KeySource::Query(_) => "query",
+            KeySource::ClientIp { .. } => "client_ip",
+        }
+    }
+}
+
 /// Names of the headers the filter writes.
 #[derive(Debug, Clone)]
 pub struct HeaderNames {
@@ -275,6 +287,16 @@ pub enum PinMode {
     Balanced,
     /// The exact endpoint, recorded in the cookie (`override_host`).
     Persistent,
+}
+
+impl PinMode {
+    /// `balanced` or `persistent`, as the config says it.
+    pub fn label(self) -> &'static str {
+        match self {
+            PinMode::Balanced => "balanced",
+            PinMode::Persistent => "persistent",
+        }
+    }
 }
 
 /// A fully validated policy for one scope (global or a route entry).
@@ -354,6 +376,15 @@ impl Policy {
     /// Remember versions (`stickiness: sticky`).
     pub fn sticky(&self) -> bool {
         self.sticky
+    }
+
+    /// `sticky` or `legacy`, as the config says it.
+    pub fn stickiness(&self) -> &'static str {
+        if self.sticky {
+            "sticky"
+        } else {
+            "legacy"
+        }
     }
 
     /// Move the users of weight-0 canaries back at once.

@@ -97,6 +97,16 @@ pub enum Origin {
     Rule,
 }
 
+impl Origin {
+    /// `weight` or `rule`.
+    pub fn label(self) -> &'static str {
+        match self {
+            Origin::Weight => "weight",
+            Origin::Rule => "rule",
+        }
+    }
+}
+
 /// The content of a session cookie.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Session {

@@ -32,12 +32,28 @@ pub(crate) struct SessionSettings {
 
 /// A cookie secret as the config gives it: base64 (standard, padding
 /// optional, or URL-safe) of exactly 32 bytes, surrounding spaces ignored.
+///
+/// ```
+/// use sticky_canary::compile::{decode_secret, encode_secret};
+/// use sticky_canary::session::SealKey;
+///
+/// let text = encode_secret(&SealKey([7; 32]));
+/// assert_eq!(text, "BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=");
+/// assert_eq!(decode_secret(&text).map(|k| k.0), Some([7; 32]));
+/// ```
 pub fn decode_secret(s: &str) -> Option<SealKey> {
     let bytes = STANDARD_ANY_PAD
         .decode(s.trim())
         .or_else(|_| URL_SAFE_NO_PAD.decode(s.trim()))
         .ok()?;
     <[u8; 32]>::try_from(bytes).ok().map(SealKey)
+}
+
+/// A cookie secret as `session.secrets` takes it: standard base64 with
+/// padding (what `openssl rand -base64 32` prints); [`decode_secret`]
+/// reads it back.
+pub fn encode_secret(key: &SealKey) -> String {
+    base64::engine::general_purpose::STANDARD.encode(key.0)
 }
 
 pub(crate) fn compile_session(raw: &RawConfig, p: &str) -> Result<SessionSettings, ConfigError> {
