@@ -193,6 +193,16 @@ fn unquote(v: &str) -> &str {
         .unwrap_or(v)
 }
 
+/// A cookie value as the filter reads it from a `Cookie` header piece:
+/// trimmed of whitespace, and unwrapped of double quotes.
+///
+/// ```
+/// assert_eq!(sticky_canary::cookies::cookie_value(" \"1AQB\" "), "1AQB");
+/// ```
+pub fn cookie_value(raw: &str) -> &str {
+    unquote(raw.trim())
+}
+
 /// The cookies named in `names` from a `Cookie` header given as bytes, in
 /// order, exactly as [`parse_cookie_header`] reads every piece that is
 /// UTF-8 (a unit test and the decide fuzz target hold the two together):
@@ -246,8 +256,8 @@ fn find_in_piece<'h, N: AsRef<str>>(piece: &'h [u8], names: &[N]) -> Option<(&'h
             match rest.first() {
                 Some(b'=') => {
                     let name = std::str::from_utf8(p.get(..n.len())?).ok()?;
-                    let value = std::str::from_utf8(rest.get(1..)?).ok()?.trim();
-                    return Some((name, unquote(value)));
+                    let value = std::str::from_utf8(rest.get(1..)?).ok()?;
+                    return Some((name, cookie_value(value)));
                 }
                 Some(c) if !c.is_ascii() => slow = true,
                 _ => {}
@@ -266,7 +276,7 @@ fn find_in_piece<'h, N: AsRef<str>>(piece: &'h [u8], names: &[N]) -> Option<(&'h
     if !names.iter().any(|n| n.as_ref() == name) {
         return None;
     }
-    Some((name, unquote(value.trim())))
+    Some((name, cookie_value(value)))
 }
 
 fn contains(hay: &[u8], needle: &[u8]) -> bool {

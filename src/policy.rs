@@ -173,6 +173,24 @@ pub enum RuleSource {
     Query(String),
 }
 
+impl RuleSource {
+    /// `header`, `cookie` or `query`: the rule's key in the config.
+    pub fn label(&self) -> &'static str {
+        match self {
+            RuleSource::Header(_) => "header",
+            RuleSource::Cookie(_) => "cookie",
+            RuleSource::Query(_) => "query",
+        }
+    }
+
+    /// The header, cookie or query parameter name.
+    pub fn name(&self) -> &str {
+        match self {
+            RuleSource::Header(n) | RuleSource::Cookie(n) | RuleSource::Query(n) => n,
+        }
+    }
+}
+
 /// How a rule compares.
 #[derive(Debug, Clone)]
 pub enum Matcher {

@@ -16,7 +16,7 @@ mod session;
 mod versions;
 
 pub use error::ConfigError;
-pub use session::{decode_secret, encode_secret};
+pub use session::{decode_secret, encode_secret, secrets_list};
 pub use versions::{format_time, parse_time};
 
 use crate::config::{RawConfig, Stickiness};

@@ -49,6 +49,18 @@ pub fn decode_secret(s: &str) -> Option<SealKey> {
     <[u8; 32]>::try_from(bytes).ok().map(SealKey)
 }
 
+/// The secrets of a `session.secrets_env` value: comma-separated, spaces
+/// around each ignored, empty entries skipped (each is then read with
+/// [`decode_secret`]).
+///
+/// ```
+/// let keys: Vec<&str> = sticky_canary::compile::secrets_list(" a=, ,b ").collect();
+/// assert_eq!(keys, ["a=", "b"]);
+/// ```
+pub fn secrets_list(list: &str) -> impl Iterator<Item = &str> {
+    list.split(',').map(str::trim).filter(|k| !k.is_empty())
+}
+
 /// A cookie secret as `session.secrets` takes it: standard base64 with
 /// padding (what `openssl rand -base64 32` prints); [`decode_secret`]
 /// reads it back.
@@ -97,12 +109,7 @@ pub(crate) fn compile_session(raw: &RawConfig, p: &str) -> Result<SessionSetting
             let Ok(list) = std::env::var(name) else {
                 return Err(err(path, quoted(name), "the environment variable is not set in the Wasm VM (Envoy: vm_config.environment_variables; Istio: WasmPlugin vmConfig.env)"));
             };
-            Some(
-                list.split(',')
-                    .map(|k| k.trim().to_owned())
-                    .filter(|k| !k.is_empty())
-                    .collect(),
-            )
+            Some(secrets_list(&list).map(str::to_owned).collect::<Vec<_>>())
         }
     };
     let secrets_path = if from_env.is_some() {
