@@ -10,10 +10,13 @@
 //! -> sticky_canary_decisions_total{route="shop",version="v1.2",reason="new"}
 //! ```
 //!
-//! The values cannot collide or break the format: version and route entry
+//! `route` is the policy's scope: `global`, or the route **entry**'s name
+//! (a `routes[]` entry of the plugin config), never Envoy's route name. The
+//! values cannot collide or break the format: version and route entry
 //! names are limited to `A-Z a-z 0-9 - _ .` (no `;` or `=`), the name
-//! `global` is reserved for the top-level policy, and reasons, events and
-//! causes are fixed words.
+//! `global` is reserved for the top-level policy, and reasons
+//! ([`Reason`]), events ([`SessionEvent`]) and causes ([`Rejection`]) are
+//! fixed words.
 //!
 //! Every counter is defined once at configure time; a [`Counter`] is an
 //! index into [`crate::Plugin::counter_names`], which the adapter maps to

@@ -98,10 +98,12 @@ fn parse_plan<'s>(plan: &'s str, p: &Policy) -> Result<Vec<(&'s str, Vec<(usize,
         for part in step.split(';').map(str::trim).filter(|s| !s.is_empty()) {
             let (idx, w) = match (part.split_once('='), canaries.as_slice()) {
                 (None, [only]) => (*only, part),
-                (None, _) => return Err(Fatal(format!(
+                (None, _) => {
+                    return Err(Fatal(format!(
                     "--steps {step:?}: the policy has {} non-default versions; write name=weight",
                     canaries.len()
-                ))),
+                )))
+                }
                 (Some((name, w)), _) => {
                     let name = name.trim();
                     let Some(i) = p.versions().iter().position(|v| v.name() == name) else {
