@@ -199,6 +199,8 @@ fn unquote(v: &str) -> &str {
 /// ```
 /// assert_eq!(sticky_canary::cookies::cookie_value(" \"1AQB\" "), "1AQB");
 /// ```
+// Inlined: on every request's path (and 80 bytes less of .wasm than a call).
+#[inline(always)]
 pub fn cookie_value(raw: &str) -> &str {
     unquote(raw.trim())
 }

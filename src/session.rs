@@ -323,22 +323,25 @@ impl Session {
     /// let read = Session::read(&sealed, "sc", &keys).unwrap();
     /// assert_eq!((read.format, read.key), (Format::Sealed, Some(1)));
     /// assert_eq!(Session::read(&sealed, "sc", &[]).err(), Some(Defect::SealedWherePlain));
-    /// assert_eq!(Session::read("éAAAA", "sc", &[]).err(), Some(Defect::UnknownFormat('é')));
+    /// assert_eq!(Session::read("éAAAA", "sc", &[]).err(), Some(Defect::UnknownFormat));
     /// assert_eq!(Session::open_why(&sealed, "sc", &keys, 60).err(), Some(Defect::Expired(60)));
     /// ```
     pub fn read(value: &str, cookie_name: &str, keys: &[SealKey]) -> Result<Read, Defect> {
         if value.len() > MAX_COOKIE_VALUE {
             return Err(Defect::TooLong);
         }
-        // By character, not split_at(1): the first character may be more
-        // than one byte (found by fuzzing).
-        let mut chars = value.chars();
-        let first = chars.next().ok_or(Defect::TooShort)?;
-        let body = chars.as_str();
-        if body.is_empty() {
+        if value.len() < 2 {
             return Err(Defect::TooShort);
         }
-        let format = Format::of_marker(first).ok_or(Defect::UnknownFormat(first))?;
+        // The marker is one ASCII byte, so the body starts at byte 1; a
+        // value that starts otherwise (a character of several bytes too:
+        // slicing it at 1 panicked, found by fuzzing) is not ours.
+        let format = match value.as_bytes().first() {
+            Some(b'1') => Format::Plain,
+            Some(b'2') => Format::Sealed,
+            _ => return Err(Defect::UnknownFormat),
+        };
+        let body = value.get(1..).ok_or(Defect::UnknownFormat)?;
         // Decoded on the stack: MAX_COOKIE_VALUE base64 characters are at
         // most 3/4 as many bytes.
         let mut buf = [0u8; MAX_COOKIE_VALUE];
@@ -457,11 +460,11 @@ pub struct Read {
 pub enum Defect {
     /// Longer than [`MAX_COOKIE_VALUE`]: not even decoded.
     TooLong,
-    /// Fewer than two characters.
+    /// Shorter than two bytes.
     TooShort,
     /// The first character is not a format marker the filter knows: not a
     /// cookie of ours, or a newer format.
-    UnknownFormat(char),
+    UnknownFormat,
     /// The rest is not unpadded base64url.
     NotBase64,
     /// It decodes, but not to a session of this format (a bad length,
@@ -488,7 +491,7 @@ impl Defect {
         match self {
             Defect::TooLong
             | Defect::TooShort
-            | Defect::UnknownFormat(_)
+            | Defect::UnknownFormat
             | Defect::NotBase64
             | Defect::Malformed => Rejection::Garbled,
             Defect::PlainWhereSealed
@@ -524,24 +527,26 @@ impl OpenedCache {
         keys: &[SealKey],
         now: u64,
     ) -> Result<(Session, bool), Defect> {
-        if keys.is_empty() {
-            return Session::open_why(value, cookie_name, keys, now);
-        }
-        if let Ok(map) = self.map.try_borrow() {
-            if let Some((session, stale)) = map.get(value) {
-                return if u64::from(session.expiry) > now {
-                    Ok((session.clone(), *stale))
-                } else {
-                    Err(Defect::Expired(session.expiry))
-                };
+        let sealed = !keys.is_empty();
+        if sealed {
+            if let Ok(map) = self.map.try_borrow() {
+                if let Some((session, stale)) = map.get(value) {
+                    return if u64::from(session.expiry) > now {
+                        Ok((session.clone(), *stale))
+                    } else {
+                        Err(Defect::Expired(session.expiry))
+                    };
+                }
             }
         }
         let opened = Session::open_why(value, cookie_name, keys, now)?;
-        if let Ok(mut map) = self.map.try_borrow_mut() {
-            if map.len() >= Self::CAPACITY {
-                map.clear();
+        if sealed {
+            if let Ok(mut map) = self.map.try_borrow_mut() {
+                if map.len() >= Self::CAPACITY {
+                    map.clear();
+                }
+                map.insert(value.into(), opened.clone());
             }
-            map.insert(value.into(), opened.clone());
         }
         Ok(opened)
     }
@@ -701,10 +706,10 @@ mod tests {
             ),
             (&long, no_key, NOW, Defect::TooLong, Garbled),
             ("1", no_key, NOW, Defect::TooShort, Garbled),
-            ("é", no_key, NOW, Defect::TooShort, Garbled),
+            ("é", no_key, NOW, Defect::UnknownFormat, Garbled),
             ("", no_key, NOW, Defect::TooShort, Garbled),
-            ("9AAAA", no_key, NOW, Defect::UnknownFormat('9'), Garbled),
-            ("éAAAA", no_key, NOW, Defect::UnknownFormat('é'), Garbled),
+            ("9AAAA", no_key, NOW, Defect::UnknownFormat, Garbled),
+            ("éAAAA", no_key, NOW, Defect::UnknownFormat, Garbled),
             ("1!!!", no_key, NOW, Defect::NotBase64, Garbled),
             ("1AAAA", no_key, NOW, Defect::Malformed, Garbled),
             (

@@ -36,7 +36,7 @@ pub enum Command {
 )]
 pub struct DecodeArgs {
     /// The cookie value, or `name=value` (any bytes; one that is not UTF-8
-    /// does not open).
+    /// does not open). Put `--` before a value that starts with `--`.
     #[arg(allow_hyphen_values = true)]
     value: OsString,
     /// Config file: its cookie names, secrets and version names.
@@ -87,9 +87,9 @@ pub fn why(
             format!("garbled: longer than the {MAX_COOKIE_VALUE} characters the filter reads")
         }
         Defect::TooShort => "garbled: too short".into(),
-        Defect::UnknownFormat(marker) => format!(
+        Defect::UnknownFormat => format!(
             "garbled: format marker {:?} is not 1 (plain) or 2 (sealed); not a sticky-canary cookie, or a newer format",
-            marker.to_string()
+            value.chars().next().map(String::from).unwrap_or_default()
         ),
         Defect::NotBase64 => "garbled: not base64url".into(),
         Defect::Malformed => {
@@ -164,6 +164,7 @@ fn env_keys(var: &str) -> Result<Vec<SealKey>, Fatal> {
         ))
     })?;
     secrets_list(&list)
+        .iter()
         .enumerate()
         .map(|(i, k)| {
             decode_secret(k).ok_or_else(|| {

@@ -90,7 +90,10 @@ struct Step {
 
 /// The steps of `--steps`: each step's text and `(version index, weight)`
 /// pairs; [`Policy::with_weights`] checks them.
-fn parse_plan<'s>(plan: &'s str, p: &Policy) -> Result<Vec<(&'s str, Vec<(usize, u32)>)>, Fatal> {
+/// One step of a plan: its text, and `(version index, weight)` pairs.
+type PlanStep<'s> = (&'s str, Vec<(usize, u32)>);
+
+fn parse_plan<'s>(plan: &'s str, p: &Policy) -> Result<Vec<PlanStep<'s>>, Fatal> {
     let canaries: Vec<usize> = (1..p.versions().len()).collect();
     let mut out = Vec::new();
     for step in plan.split(',').map(str::trim).filter(|s| !s.is_empty()) {

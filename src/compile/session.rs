@@ -54,11 +54,13 @@ pub fn decode_secret(s: &str) -> Option<SealKey> {
 /// [`decode_secret`]).
 ///
 /// ```
-/// let keys: Vec<&str> = sticky_canary::compile::secrets_list(" a=, ,b ").collect();
-/// assert_eq!(keys, ["a=", "b"]);
+/// assert_eq!(sticky_canary::compile::secrets_list(" a=, ,b "), ["a=", "b"]);
 /// ```
-pub fn secrets_list(list: &str) -> impl Iterator<Item = &str> {
-    list.split(',').map(str::trim).filter(|k| !k.is_empty())
+pub fn secrets_list(list: &str) -> Vec<String> {
+    list.split(',')
+        .map(|k| k.trim().to_owned())
+        .filter(|k| !k.is_empty())
+        .collect()
 }
 
 /// A cookie secret as `session.secrets` takes it: standard base64 with
@@ -109,7 +111,7 @@ pub(crate) fn compile_session(raw: &RawConfig, p: &str) -> Result<SessionSetting
             let Ok(list) = std::env::var(name) else {
                 return Err(err(path, quoted(name), "the environment variable is not set in the Wasm VM (Envoy: vm_config.environment_variables; Istio: WasmPlugin vmConfig.env)"));
             };
-            Some(secrets_list(&list).map(str::to_owned).collect::<Vec<_>>())
+            Some(secrets_list(&list))
         }
     };
     let secrets_path = if from_env.is_some() {
