@@ -1068,17 +1068,11 @@ fn explain_drains_whom_the_filter_counts_as_drain() {
         let text = cfg(weight);
         let p = file("drain.json", &text);
         let v = session(version, origin, NOW + 600, None).encode("sc", &[], &[0; 24]);
-        let out = run(&[
-            "explain",
-            "--config",
-            &p,
-            "-b",
-            &format!("sc={v}"),
-            "--time",
-            T,
-            "--format",
-            "json",
-        ]);
+        let cookie = format!("sc={v}");
+        let args = [
+            "explain", "--config", &p, "-b", &cookie, "--time", T, "--format", "json",
+        ];
+        let out = run(&args);
         assert_eq!(out.code, 0, "{}", out.stderr);
         let j = out.json();
         let what = format!("{version} at weight {weight}, placed by {origin:?}");
@@ -1098,7 +1092,6 @@ fn explain_drains_whom_the_filter_counts_as_drain() {
         );
         // The filter's own counter for the same request.
         let plugin = compile_json(&text).unwrap();
-        let cookie = format!("sc={v}");
         let headers = vec![
             (b":path".to_vec(), b"/".to_vec()),
             (b"cookie".to_vec(), cookie.into_bytes()),
