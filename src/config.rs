@@ -245,8 +245,15 @@ pub struct RawMatch {
     pub virtual_host: Option<OneOrMany>,
     /// `:authority` without port, `*` wildcards, any of.
     pub authority: Option<OneOrMany>,
-    /// `:path` prefix, any of.
+    /// The path equals one of these (the `:path` without its query).
+    pub path_exact: Option<OneOrMany>,
+    /// `:path` string prefix, any of.
     pub path_prefix: Option<OneOrMany>,
+    /// `:path` prefix of whole path elements, any of (`/a` matches `/a` and
+    /// `/a/b`, not `/ab`).
+    pub path_separated_prefix: Option<OneOrMany>,
+    /// A regex-lite pattern searched in the path, any of.
+    pub path_regex: Option<OneOrMany>,
 }
 
 /// A string or a list of strings.

@@ -15,7 +15,8 @@
 //! |---|---|
 //! | [`config`] | the plugin config as users write it (serde types) |
 //! | [`compile`] | parse, validate and compile it, one file per section |
-//! | [`policy`] | the compiled model, and which policy covers a request |
+//! | [`policy`] | the compiled model |
+//! | [`routing`] | which policy covers a request (route entry matching) |
 //! | [`request`] | the request view: headers as bytes, cookies, query, client IP |
 //! | [`mod@decide`] | the decision: version, pod, session; why ([`Basis`], [`Reason`]) |
 //! | [`pipeline`] | the per-request steps: headers to set, counters, the response phase |
@@ -66,6 +67,7 @@ pub mod pipeline;
 pub mod policy;
 pub mod request;
 pub mod rng;
+pub mod routing;
 pub mod session;
 
 pub use compile::{compile_json, invalid_plan, ConfigError, InvalidPlan};

@@ -1,11 +1,11 @@
 //! The compiled policy model: what [`crate::compile`] builds from the JSON
-//! once, in `on_configure`, and what every request reads. Runtime lookups
-//! live beside the types: [`Plugin::select`] (which policy covers a
-//! request), [`Policy::weights_at`] and [`version_for_bucket`] (weights
-//! over time, buckets to versions).
+//! once, in `on_configure`, and what every request reads. Lookups that need
+//! only the model live beside the types: [`Policy::weights_at`] and
+//! [`version_for_bucket`] (weights over time, buckets to versions). Which
+//! policy covers a request ([`Plugin::select`]) reads the request too, so it
+//! lives in [`crate::routing`].
 
 use crate::metrics::{Counter, PolicyCounters};
-use crate::request::Request;
 use crate::session::{OpenedCache, SealKey};
 use regex_lite::Regex;
 use std::rc::Rc;
@@ -50,7 +50,9 @@ pub struct RouteEntry {
     pub policy: Option<Rc<Policy>>,
 }
 
-/// Compiled route match: every non-empty list must have a hit.
+/// Compiled route match: every non-empty list must have a hit (any of its
+/// values). The path lists read the `:path` without its query string and
+/// fragment; see [`crate::routing`] for how each compares.
 #[derive(Debug, Default)]
 pub struct RouteMatch {
     /// Exact `xds.route_name` values.
@@ -62,8 +64,18 @@ pub struct RouteMatch {
     pub authorities: Vec<Regex>,
     /// The same patterns as the config gives them (for people).
     pub authority_patterns: Vec<String>,
-    /// Path prefixes.
+    /// `path_exact`: the path equals one of these.
+    pub path_exact: Vec<String>,
+    /// `path_prefix`: the path starts with one of these strings (`/api`
+    /// also matches `/apis`).
     pub path_prefixes: Vec<String>,
+    /// `path_separated_prefix`: whole path elements, as Envoy's
+    /// `path_separated_prefix` and Kubernetes' `Prefix` (`/api` matches
+    /// `/api` and `/api/x`, not `/apis`). `/` matches every path; no other
+    /// value ends with `/`.
+    pub path_separated_prefixes: Vec<String>,
+    /// `path_regex`: regex-lite patterns searched in the path (unanchored).
+    pub path_regexes: Vec<Regex>,
 }
 
 /// A version's weight over time.
@@ -573,29 +585,6 @@ pub mod defaults {
 }
 
 impl Plugin {
-    /// The policy for a request: the first route entry that matches, else
-    /// the global policy. `None`: pass the request through untouched (a
-    /// matching disabled entry, or no entry and no global `versions`). The
-    /// `Rc` is the handle the response phase keeps.
-    pub fn select(&self, req: &Request<'_>) -> Option<&Rc<Policy>> {
-        if self.routes.is_empty() {
-            return self.global.as_ref();
-        }
-        // The path and authority once, not once per entry.
-        let parts = RequestParts {
-            path: req.path(),
-            authority: req.authority(),
-        };
-        match self
-            .routes
-            .iter()
-            .find(|e| e.matcher.matches_parts(req, &parts))
-        {
-            Some(entry) => entry.policy.as_ref(),
-            None => self.global.as_ref(),
-        }
-    }
-
     /// A plugin that passes every request through, removing only clients'
     /// copies of `override_headers`: what serves while a config is invalid
     /// and no earlier good config exists.
@@ -612,41 +601,6 @@ impl Plugin {
             counter_names: names.into_vec(),
             passthrough,
         }
-    }
-}
-
-/// What route entries match on, read from the request once.
-struct RequestParts<'a> {
-    path: &'a str,
-    authority: Option<&'a str>,
-}
-
-impl RouteMatch {
-    /// Does this entry match the request? Every non-empty list must have a
-    /// hit.
-    pub fn matches(&self, req: &Request<'_>) -> bool {
-        let parts = RequestParts {
-            path: req.path(),
-            authority: req.authority(),
-        };
-        self.matches_parts(req, &parts)
-    }
-
-    fn matches_parts(&self, req: &Request<'_>, parts: &RequestParts<'_>) -> bool {
-        let any = |list: &[String], v: Option<&str>| {
-            list.is_empty() || v.is_some_and(|v| list.iter().any(|x| x == v))
-        };
-        any(&self.route_names, req.route_name)
-            && any(&self.virtual_hosts, req.virtual_host)
-            && (self.authorities.is_empty()
-                || parts
-                    .authority
-                    .is_some_and(|a| self.authorities.iter().any(|p| p.is_match(a))))
-            && (self.path_prefixes.is_empty()
-                || self
-                    .path_prefixes
-                    .iter()
-                    .any(|p| parts.path.starts_with(p.as_str())))
     }
 }
 

@@ -1754,8 +1754,8 @@ fn duplicate_session_cookies() {
     );
 }
 
-/// ingress-nginx parity: a route entry matched by one path prefix scopes its
-/// cookie to that path unless a path is set; `"secure": "auto"` follows the
+/// ingress-nginx parity: a route entry matched by one literal path (of any
+/// type) scopes its cookie to that path unless a path is set; `"secure": "auto"` follows the
 /// request's scheme; the SameSite=None compatibility switch is accepted
 /// with Lax.
 #[test]
@@ -1774,6 +1774,23 @@ fn ingress_nginx_cookie_defaults() {
         .map(|r| r.policy.as_ref().unwrap().cookie().path())
         .collect();
     assert_eq!(paths, ["/shop/", "/", "/"]);
+    // The other path types: the cookie follows the location path as the
+    // Ingress wrote it (ingress-nginx's `location_path`); a regex is no
+    // cookie path, so `/`.
+    let typed = plugin(
+        r#"{"session":{"cookie":{"name":"sc"}},
+            "routes":[
+              {"name":"exact","match":{"path_exact":"/login"},"versions":[{"name":"a"},{"name":"b","weight":0}]},
+              {"name":"sep","match":{"authority":"a.example","path_separated_prefix":"/foo/bar"},"versions":[{"name":"a"},{"name":"b","weight":0}]},
+              {"name":"re","match":{"path_regex":"(?i)^/foo/.*"},"versions":[{"name":"a"},{"name":"b","weight":0}]},
+              {"name":"both","match":{"path_exact":"/a","path_separated_prefix":"/a"},"versions":[{"name":"a"},{"name":"b","weight":0}]}]}"#,
+    );
+    let paths: Vec<&str> = typed
+        .routes
+        .iter()
+        .map(|r| r.policy.as_ref().unwrap().cookie().path())
+        .collect();
+    assert_eq!(paths, ["/login", "/foo/bar", "/", "/"]);
     let global_path = plugin(
         r#"{"session":{"cookie":{"path":"/app"}},
             "routes":[{"match":{"path_prefix":"/shop/"},"versions":[{"name":"a"},{"name":"b","weight":0}]}]}"#,
@@ -1852,4 +1869,38 @@ fn decision_extras_never_carry_secrets_or_endpoints() {
         Exchange::new(Rc::clone(global(&off)), d, &req).extras(None),
         Default::default()
     );
+}
+
+// ======================================================================
+// The route cache
+// ======================================================================
+
+#[test]
+fn the_plan_asks_for_a_route_cache_clear_exactly_when_it_changes_request_headers() {
+    use sticky_canary::pipeline::on_request;
+    let p = plugin(
+        r#"{"routes":[{"name":"a","match":{"authority":["a.example"]},
+             "versions":[{"name":"stable"},{"name":"canary","weight":50}]}]}"#,
+    );
+    // Covered: the version and hash headers are set.
+    let h = headers(&[(":authority", "a.example"), (":path", "/")]);
+    let plan = on_request(&p, &request(&h, NOW), &mut TestRng(0));
+    assert_eq!(plan.set.len(), 2);
+    assert!(plan.clears_route_cache());
+    // Not covered, and the client sent none of our headers: nothing changes,
+    // the route Envoy chose stands.
+    let h = headers(&[(":authority", "b.example"), (":path", "/")]);
+    let plan = on_request(&p, &request(&h, NOW), &mut TestRng(0));
+    assert!(plan.set.is_empty() && plan.remove.is_empty());
+    assert!(!plan.clears_route_cache());
+    // Not covered, but the client sent x-canary-version: it is removed, and
+    // the route it may have picked must be matched again without it.
+    let h = headers(&[
+        (":authority", "b.example"),
+        (":path", "/"),
+        ("x-canary-version", "canary"),
+    ]);
+    let plan = on_request(&p, &request(&h, NOW), &mut TestRng(0));
+    assert_eq!(plan.remove, ["x-canary-version"]);
+    assert!(plan.clears_route_cache());
 }

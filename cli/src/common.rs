@@ -357,20 +357,10 @@ pub fn describe_rule(policy: &sticky_canary::Policy, i: usize) -> String {
     }
 }
 
-/// A route entry's match for people: `path_prefix /weighted/`.
+/// A route entry's match for people, as the core writes it:
+/// `path_prefix /weighted/`.
 pub fn describe_match(m: &sticky_canary::policy::RouteMatch) -> String {
-    let mut parts = Vec::new();
-    for (what, list) in [
-        ("route_name", &m.route_names),
-        ("virtual_host", &m.virtual_hosts),
-        ("authority", &m.authority_patterns),
-        ("path_prefix", &m.path_prefixes),
-    ] {
-        if !list.is_empty() {
-            parts.push(format!("{what} {}", list.join("|")));
-        }
-    }
-    parts.join(", ")
+    m.to_string()
 }
 
 #[cfg(test)]

@@ -121,7 +121,10 @@ pub fn run(a: Args, io: &mut Io<'_>) -> Result<u8, Fatal> {
         // Pass-through: which entry (if any) matched, and what is stripped.
         let entry = plugin.routes.iter().find(|e| e.matcher.matches(&req));
         let why = match entry {
-            Some(e) => format!("route entry {} matches and is disabled", e.name),
+            Some(e) => format!(
+                "route entry {} ({}) matches and is disabled",
+                e.name, e.matcher
+            ),
             None => "no route entry matches and there is no global policy".to_owned(),
         };
         let stripped = &plan.remove;
@@ -352,9 +355,22 @@ pub fn run(a: Args, io: &mut Io<'_>) -> Result<u8, Fatal> {
     } else {
         format!("route entry {}", policy.scope())
     };
+    // The selected entry's match, as the config writes it (path types too).
+    let entry_match = plugin
+        .routes
+        .iter()
+        .find(|e| {
+            e.policy
+                .as_ref()
+                .is_some_and(|p| std::rc::Rc::ptr_eq(p, policy))
+        })
+        .map(|e| e.matcher.to_string());
     match a.format {
         Format::Text => {
-            writeln!(io.out, "policy: {scope}")?;
+            match &entry_match {
+                Some(m) => writeln!(io.out, "policy: {scope} ({m})")?,
+                None => writeln!(io.out, "policy: {scope}")?,
+            }
             writeln!(io.out, "version: {version}")?;
             writeln!(io.out, "reason: {reason_text}")?;
             writeln!(io.out, "sticky hash: {hash} ({key_note})")?;
@@ -389,6 +405,7 @@ pub fn run(a: Args, io: &mut Io<'_>) -> Result<u8, Fatal> {
             };
             let out = json!({
                 "policy": scope,
+                "match": entry_match,
                 "pass_through": false,
                 "version": version,
                 "reason": {"kind": d.basis.label(), "rule": rule, "text": reason_text,

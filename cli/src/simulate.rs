@@ -150,6 +150,12 @@ pub fn run(a: Args, io: &mut Io<'_>) -> Result<u8, Fatal> {
                 .cloned()
                 .ok_or_else(|| Fatal(format!("route entry {name:?} is disabled")))?,
         };
+    if let (Some(name), Format::Text) = (&a.route, &a.format) {
+        // Which requests the simulated policy covers (path types included).
+        if let Some(e) = plugin.routes.iter().find(|r| &r.name == name) {
+            println!("route entry {name} ({})", e.matcher);
+        }
+    }
     // The policies of every step and their times.
     let mut plan: Vec<(u64, std::rc::Rc<Policy>)> = Vec::new();
     match &a.steps {

@@ -381,7 +381,10 @@ fn explain_client_ip_key_and_no_global_policy() {
     assert_eq!(out.code, 0, "{}", out.stderr);
     let key = derive_key(b"10.0.0.1");
     let hash = String::from_utf8(pod_hash(&key).to_vec()).unwrap();
-    assert_eq!(out.lines()[0], "policy: route entry shop");
+    assert_eq!(
+        out.lines()[0],
+        "policy: route entry shop (authority *.example.com)"
+    );
     assert_eq!(
         out.lines()[3],
         format!("sticky hash: {hash} (key from X-Forwarded-For entry 1 from the right)")
@@ -523,7 +526,10 @@ fn explain_rules_and_route_entries() {
         "--random-seed",
         "1",
     ]);
-    assert_eq!(out.lines()[0], "policy: route entry api");
+    assert_eq!(
+        out.lines()[0],
+        "policy: route entry api (path_prefix /api/)"
+    );
     assert_eq!(
         out.lines()[2],
         "reason: rule 1: header x-canary = \"always\" -> canary"
@@ -547,7 +553,7 @@ fn explain_pass_through() {
     assert_eq!(
         out.lines(),
         [
-            "policy: none (pass-through: route entry static matches and is disabled)",
+            "policy: none (pass-through: route entry static (path_prefix /static/) matches and is disabled)",
             "version: none (the request is not touched)",
             "removed headers: x-canary-version (a client's copy never steers a route)",
         ]

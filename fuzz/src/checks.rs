@@ -259,23 +259,29 @@ fn check_fidelity(plugin: &Plugin, json: &serde_json::Value) {
             assert_eq!(got, want, "routes[{i}] versions");
             assert_eq!(p.scope(), r.name);
             // The cookie Path: as the entry merged over the global object
-            // sets it, else the entry's one path prefix when usable as a
+            // sets it, else the entry's one literal path when usable as a
             // path, else "/".
             let mut merged = json.clone();
             if let Some(m) = merged.as_object_mut() {
                 m.remove("routes");
             }
             deep_merge(&mut merged, e);
-            let prefixes: Vec<&str> = match e.get("match").and_then(|m| m.get("path_prefix")) {
-                Some(Value::String(p)) => vec![p.as_str()],
-                Some(Value::Array(a)) => a.iter().filter_map(Value::as_str).collect(),
-                _ => Vec::new(),
-            };
+            // The entry's literal paths (path_exact, path_prefix,
+            // path_separated_prefix); none when it has a path_regex.
+            let mut prefixes: Vec<&str> = Vec::new();
+            for key in ["path_exact", "path_prefix", "path_separated_prefix"] {
+                match e.get("match").and_then(|m| m.get(key)) {
+                    Some(Value::String(p)) => prefixes.push(p.as_str()),
+                    Some(Value::Array(a)) => prefixes.extend(a.iter().filter_map(Value::as_str)),
+                    _ => {}
+                }
+            }
+            let regex = e.get("match").and_then(|m| m.get("path_regex")).is_some();
             let usable = |p: &str| {
                 p.len() <= 256 && p.bytes().all(|b| b != b';' && (0x21..0x7f).contains(&b))
             };
             let default = match prefixes.as_slice() {
-                [one] if usable(one) => (*one).to_owned(),
+                [one] if usable(one) && !regex => (*one).to_owned(),
                 _ => "/".to_owned(),
             };
             let want_path = match merged.get("session") {
@@ -405,11 +411,23 @@ pub fn check_plugin(plugin: &Plugin) {
             !(m.route_names.is_empty()
                 && m.virtual_hosts.is_empty()
                 && m.authorities.is_empty()
-                && m.path_prefixes.is_empty()),
+                && m.path_exact.is_empty()
+                && m.path_prefixes.is_empty()
+                && m.path_separated_prefixes.is_empty()
+                && m.path_regexes.is_empty()),
             "route entry {} matches everything",
             r.name
         );
-        assert!(m.path_prefixes.iter().all(|p| p.starts_with('/')));
+        assert!(m
+            .path_exact
+            .iter()
+            .chain(&m.path_prefixes)
+            .chain(&m.path_separated_prefixes)
+            .all(|p| p.starts_with('/')));
+        assert!(m
+            .path_separated_prefixes
+            .iter()
+            .all(|p| p == "/" || !p.ends_with('/')));
     }
 }
 
@@ -569,7 +587,13 @@ pub fn exercise_plugin(plugin: &Plugin, extra: &[ReqCase]) {
     cases.push(no_rng);
     for r in &plugin.routes {
         let m = &r.matcher;
-        let mut c = base(m.path_prefixes.first().map_or("/", String::as_str));
+        let path = m
+            .path_exact
+            .iter()
+            .chain(&m.path_prefixes)
+            .chain(&m.path_separated_prefixes)
+            .next();
+        let mut c = base(path.map_or("/", String::as_str));
         c.route_name = m.route_names.first().cloned();
         c.virtual_host = m.virtual_hosts.first().cloned();
         cases.push(c);

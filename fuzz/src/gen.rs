@@ -202,6 +202,10 @@ pub mod pool {
         "*",
         "",
         "api",
+        "/api/",
+        "/api?x=1",
+        "(?i)^/API",
+        "^/(a",
     ];
     /// Env variable names for secrets_env.
     pub const ENV: &[&str] = &[
@@ -651,6 +655,9 @@ pub struct MatchM {
     pub virtual_host: Opt<OneOrMany>,
     pub authority: Opt<OneOrMany>,
     pub path_prefix: Opt<OneOrMany>,
+    pub path_exact: Opt<OneOrMany>,
+    pub path_separated_prefix: Opt<OneOrMany>,
+    pub path_regex: Opt<OneOrMany>,
 }
 
 impl MatchM {
@@ -660,6 +667,14 @@ impl MatchM {
         put(&mut m, "virtual_host", &self.virtual_host, OneOrMany::json);
         put(&mut m, "authority", &self.authority, OneOrMany::json);
         put(&mut m, "path_prefix", &self.path_prefix, OneOrMany::json);
+        put(&mut m, "path_exact", &self.path_exact, OneOrMany::json);
+        put(
+            &mut m,
+            "path_separated_prefix",
+            &self.path_separated_prefix,
+            OneOrMany::json,
+        );
+        put(&mut m, "path_regex", &self.path_regex, OneOrMany::json);
         Value::Object(m)
     }
 }

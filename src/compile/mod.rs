@@ -254,12 +254,14 @@ pub fn compile_json(text: &str) -> Result<Plugin, ConfigError> {
     })
 }
 
-/// A route entry matched by exactly one path prefix scopes its cookie to
-/// that path when neither the entry nor the global object sets
-/// `session.cookie.path` (ingress-nginx defaults the cookie Path to the
-/// location path). A prefix that is not a usable cookie path keeps `/`.
+/// A route entry matched by exactly one literal path (one value of
+/// `path_exact`, `path_prefix` or `path_separated_prefix`, no `path_regex`)
+/// scopes its cookie to that path when neither the entry nor the global
+/// object sets `session.cookie.path`: ingress-nginx defaults the cookie Path
+/// to the location's path as the Ingress writes it, whatever its type. A
+/// path that is not a usable cookie path keeps `/`.
 fn default_cookie_path(merged: &mut Map<String, Value>, m: &RouteMatch) {
-    let [prefix] = m.path_prefixes.as_slice() else {
+    let Some(prefix) = m.literal_path() else {
         return;
     };
     if prefix.len() > 256
@@ -281,7 +283,7 @@ fn default_cookie_path(merged: &mut Map<String, Value>, m: &RouteMatch) {
     if let Value::Object(cookie) = cookie {
         cookie
             .entry("path")
-            .or_insert_with(|| Value::String(prefix.clone()));
+            .or_insert_with(|| Value::String(prefix.to_owned()));
     }
 }
 

@@ -34,32 +34,85 @@ pub(crate) fn compile_match(v: Value, path: &str) -> Result<RouteMatch, ConfigEr
     for a in &authority_patterns {
         authorities.push(authority_pattern(a, &format!("{path}.authority"))?);
     }
+    let mut path_regexes = Vec::new();
+    for r in list(raw.path_regex, "path_regex")? {
+        path_regexes.push(path_regex(&r, &format!("{path}.path_regex"))?);
+    }
     let m = RouteMatch {
         route_names: list(raw.route_name, "route_name")?,
         virtual_hosts: list(raw.virtual_host, "virtual_host")?,
         authorities,
         authority_patterns,
+        path_exact: list(raw.path_exact, "path_exact")?,
         path_prefixes: list(raw.path_prefix, "path_prefix")?,
+        path_separated_prefixes: list(raw.path_separated_prefix, "path_separated_prefix")?,
+        path_regexes,
     };
-    if let Some(p) = m.path_prefixes.iter().find(|p| !p.starts_with('/')) {
+    for (field, values, what) in [
+        ("path_exact", &m.path_exact, "a path"),
+        ("path_prefix", &m.path_prefixes, "a path prefix"),
+        (
+            "path_separated_prefix",
+            &m.path_separated_prefixes,
+            "a path prefix",
+        ),
+    ] {
+        if let Some(p) = values.iter().find(|p| !p.starts_with('/')) {
+            return Err(err(
+                format!("{path}.{field}"),
+                quoted(p),
+                format!("{what} starts with /"),
+            ));
+        }
+    }
+    // The new keys say what they cannot match (path_prefix stays as it
+    // always was).
+    for (field, values) in [
+        ("path_exact", &m.path_exact),
+        ("path_separated_prefix", &m.path_separated_prefixes),
+    ] {
+        if let Some(p) = values.iter().find(|p| p.contains(['?', '#'])) {
+            return Err(err(
+                format!("{path}.{field}"),
+                quoted(p),
+                "the path is matched without its query string and fragment: drop the ? or # part",
+            ));
+        }
+    }
+    if let Some(p) = m
+        .path_separated_prefixes
+        .iter()
+        .find(|p| p.len() > 1 && p.ends_with('/'))
+    {
         return Err(err(
-            format!("{path}.path_prefix"),
+            format!("{path}.path_separated_prefix"),
             quoted(p),
-            "a path prefix starts with /",
+            "ends with /: a separated prefix matches whole path elements (\"/a\" matches /a, /a/ and /a/b, not /ab); for paths that must go on after the slash use path_prefix",
         ));
     }
     if m.route_names.is_empty()
         && m.virtual_hosts.is_empty()
         && m.authorities.is_empty()
+        && m.path_exact.is_empty()
         && m.path_prefixes.is_empty()
+        && m.path_separated_prefixes.is_empty()
+        && m.path_regexes.is_empty()
     {
         return Err(err(
             path,
             short_json(&v),
-            "give at least one of route_name, virtual_host, authority, path_prefix",
+            "give at least one of route_name, virtual_host, authority, path_exact, path_prefix, path_separated_prefix, path_regex",
         ));
     }
     Ok(m)
+}
+
+/// A `path_regex`: regex-lite, at most 1024 characters (as rule regexes).
+fn path_regex(r: &str, path: &str) -> Result<Regex, ConfigError> {
+    if r.len() > 1024 {
+        return Err(err(path, quoted(r), "at most 1024 characters"));
+    }
+    Regex::new(r).map_err(|e| err(path, quoted(r), format!("bad regex: {e}")))
 }
 
 /// An authority pattern (`*.shop.example.com`, `api.*`, `[2001:db8::1]`)

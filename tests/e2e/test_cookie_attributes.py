@@ -5,7 +5,7 @@ from __future__ import annotations
 import email.utils
 import time
 
-import harness
+import testkit
 
 OLD_CHROME = (
     "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 "
@@ -37,7 +37,7 @@ def test_all_cookie_attributes_and_same_site_compat(workdir, backends):
             }
         },
     }
-    envoy = harness.start_envoy(harness.load_config(), workdir / "attrs", backends=backends, plugin=plugin)
+    envoy = testkit.start_envoy(testkit.load_config(), workdir / "attrs", backends=backends, plugin=plugin)
     try:
         c = envoy.client()
         before = time.time()
@@ -73,7 +73,7 @@ def test_lax_and_minimal_attributes(workdir, backends):
         "routes": [{"name": "lax", "match": {"path_prefix": "/lax"},
                     "session": {"cookie": {"name": "lax", "same_site": "Lax", "http_only": False}}}],
     }
-    envoy = harness.start_envoy(harness.load_config(), workdir / "attrs-min", backends=backends, plugin=plugin)
+    envoy = testkit.start_envoy(testkit.load_config(), workdir / "attrs-min", backends=backends, plugin=plugin)
     try:
         c = envoy.client()
         [cookie] = c.get("/").cookies_named("sticky-canary")

@@ -24,51 +24,32 @@ import time
 
 import pytest
 
-import harness
-from cookie_format import plain_cookie
-from test_persistent_helpers import (
-    COOKIE,
-    KEY_NEW,
-    KEY_OLD,
-    SHORT_TTL,
-    V1,
-    V2,
-    Eds,
-    User,
-    config,
-    decode_cookie,
-    endpoint_seen,
-    plugin,
-    start_envoys,
-    start_pods,
-    wait_hosts,
-)
+import testkit
+from testkit.cookie_format import plain_cookie
+from testkit.persistent import COOKIE, KEY_NEW, KEY_OLD, SHORT_TTL, V1, V2, User, config, decode_cookie
+from testkit.persistent import endpoint_seen, plugin, start_pods_with_eds, wait_eds
 
 
 class Env:
     def __init__(self, workdir):
-        self.pods = start_pods(workdir / "pods", [(V1, "sec-v1-a"), (V1, "sec-v1-b"), (V2, "sec-v2-a"), (V2, "sec-v2-b")])
-        self.eds = Eds(workdir / "eds")
-        self.eds.write(V1, [self.pods["sec-v1-a"].address, self.pods["sec-v1-b"].address])
-        self.eds.write(V2, [self.pods["sec-v2-a"].address, self.pods["sec-v2-b"].address])
+        self.pods, self.eds = start_pods_with_eds(
+            workdir, [(V1, "sec-v1-a"), (V1, "sec-v1-b"), (V2, "sec-v2-a"), (V2, "sec-v2-b")])
         cfg = config(self.eds)
-        old, rotating, new = start_envoys([
-            (cfg, workdir / "old", plugin(secrets=[KEY_OLD])),
-            (cfg, workdir / "rotating", plugin(secrets=[KEY_NEW, KEY_OLD])),
-            (cfg, workdir / "new", plugin(secrets=[KEY_NEW])),
-        ])
-        self.envoys = {"old": old, "rotating": rotating, "new": new}
-        for cluster in (V1, V2):
-            wait_hosts(list(self.envoys.values()), cluster, self.eds.current[cluster])
+        # One after the other from this thread (Envoy dies with the thread
+        # that started it).
+        self.envoys = {name: testkit.start_envoy(cfg, workdir / name, plugin=plugin(secrets=secrets))
+                       for name, secrets in (("old", [KEY_OLD]), ("rotating", [KEY_NEW, KEY_OLD]),
+                                             ("new", [KEY_NEW]))}
+        wait_eds(list(self.envoys.values()), self.eds)
         self.clients = {k: e.client() for k, e in self.envoys.items()}
         self.issued: list[str] = []  # every cookie value seen, for the address check
 
-    def get(self, which: str, user: User, path: str = "/", headers=None) -> harness.Response:
+    def get(self, which: str, user: User, path: str = "/", headers=None) -> testkit.Response:
         r = user.get(self.clients[which], path, headers=headers)
         self.issued.extend(c.value for c in r.cookies_named(user.cookie_name))
         return r
 
-    def v2_user(self, which: str = "old", cookie_name: str = COOKIE, path: str = "/") -> tuple[User, harness.Response]:
+    def v2_user(self, which: str = "old", cookie_name: str = COOKIE, path: str = "/") -> tuple[User, testkit.Response]:
         """A canary-v2 user (chosen by the `canary=v2` rule, then remembered)
         whose cookie pins a canary-v2 pod."""
         u = User(cookie_name=cookie_name, extra={"canary": "v2"})
@@ -94,7 +75,7 @@ def env(workdir):
     e.stop()
 
 
-def assert_treated_as_absent(r: harness.Response, user: User, issued_before: int, version: str = V1):
+def assert_treated_as_absent(r: testkit.Response, user: User, issued_before: int, version: str = V1):
     assert r.status == 200, r
     assert r.name == version, f"the cookie steered the version: {r!r}"
     assert endpoint_seen(r) == [], "the cookie steered the pod"

@@ -15,17 +15,17 @@ import time
 
 import pytest
 
-import harness
+import testkit
 
 DEBUG = "x-sticky-canary-debug"
 
 
 @pytest.fixture(scope="module")
 def envoy(workdir, backends):
-    plugin = harness.plugin_config(harness.load_config())
+    plugin = testkit.plugin_config(testkit.load_config())
     assert plugin.get("filter_state") is True, "the shipped config records the decision"
     plugin["debug_header"] = DEBUG
-    e = harness.start_envoy(harness.load_config(), workdir / "decision-log", backends=backends, plugin=plugin)
+    e = testkit.start_envoy(testkit.load_config(), workdir / "decision-log", backends=backends, plugin=plugin)
     yield e
     e.stop()
 
@@ -36,7 +36,7 @@ LINE = re.compile(r'"GET (?P<path>\S+)" 200 route=\S+ version=(?P<version>\S+) r
 def access_lines(envoy, n: int) -> list[dict]:
     """The first `n` access-log lines (Envoy writes them at stream end;
     poll as a hang guard)."""
-    deadline = time.monotonic() + harness.hang_guard(30)
+    deadline = time.monotonic() + testkit.hang_guard(30)
     while True:
         found = [m.groupdict() for m in LINE.finditer(envoy.log())]
         if len(found) >= n or time.monotonic() > deadline:

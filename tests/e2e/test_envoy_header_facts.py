@@ -30,7 +30,7 @@ import copy
 
 import pytest
 
-import harness
+import testkit
 
 LUA = r"""
 local function hex(s)
@@ -46,7 +46,7 @@ end
 
 @pytest.fixture(scope="module")
 def envoy(workdir):
-    cfg = copy.deepcopy(harness.load_config())
+    cfg = copy.deepcopy(testkit.load_config())
     hcm = cfg["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
     hcm["http_filters"] = [
         {"name": "envoy.filters.http.lua", "typed_config": {
@@ -55,12 +55,12 @@ def envoy(workdir):
         {"name": "envoy.filters.http.router", "typed_config": {
             "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}},
     ]
-    e = harness.start_envoy(cfg, workdir / "header-facts")
+    e = testkit.start_envoy(cfg, workdir / "header-facts")
     yield e
     e.stop()
 
 
-def entries(r: harness.Response) -> list[tuple[bytes, bytes]]:
+def entries(r: testkit.Response) -> list[tuple[bytes, bytes]]:
     """The request header entries the Lua filter saw, minus pseudo headers
     and the ones Envoy adds."""
     assert r.status == 200, r
@@ -75,7 +75,7 @@ def entries(r: harness.Response) -> list[tuple[bytes, bytes]]:
 
 
 def h1(envoy, headers, target="/"):
-    return harness.raw_http1(envoy.port, harness.raw_http1_bytes("GET", target, headers))
+    return testkit.raw_http1(envoy.port, testkit.raw_http1_bytes("GET", target, headers))
 
 
 def test_http1_cookie_lines_stay_separate(envoy):
@@ -84,7 +84,7 @@ def test_http1_cookie_lines_stay_separate(envoy):
 
 
 def test_http2_cookie_crumbs_are_joined(envoy):
-    got = entries(harness.h2_request(envoy.port, "/", [("cookie", "a=1"), ("x-n", "1"), ("cookie", "b=2")]))
+    got = entries(testkit.h2_request(envoy.port, "/", [("cookie", "a=1"), ("x-n", "1"), ("cookie", "b=2")]))
     assert sorted(got) == [(b"cookie", b"a=1; b=2"), (b"x-n", b"1")]
 
 
@@ -94,14 +94,14 @@ def test_non_utf8_values_reach_the_filter(envoy, proto):
     if proto == "http1":
         r = h1(envoy, hdrs)
     else:
-        r = harness.h2_request(envoy.port, "/", [(k.lower(), v) for k, v in hdrs])
+        r = testkit.h2_request(envoy.port, "/", [(k.lower(), v) for k, v in hdrs])
     # HTTP/1.1 strips leading and trailing whitespace; HTTP/2 passes it on.
     tab = b"a\tb" if proto == "http1" else b" a\tb\t"
     assert sorted(entries(r)) == [(b"cookie", b"sc=\xe9\xff"), (b"x-note", b"caf\xe9"), (b"x-tab", tab)]
 
 
 def test_http2_non_utf8_path_reaches_the_filter(envoy):
-    r = harness.h2_request(envoy.port, b"/?note=caf\xe9", [])
+    r = testkit.h2_request(envoy.port, b"/?note=caf\xe9", [])
     paths = [line for line in r.text.splitlines() if line.startswith(b":path".hex() + "=")]
     assert paths == [b":path".hex() + "=" + b"/?note=caf\xe9".hex()]
 
@@ -128,12 +128,12 @@ def test_http1_refuses_non_utf8_target(envoy):
 ])
 def test_http2_closes_on_bad_names_and_control_bytes(envoy, header):
     with pytest.raises(ConnectionError):
-        harness.h2_request(envoy.port, "/", [header])
+        testkit.h2_request(envoy.port, "/", [header])
     # The listener is fine afterwards.
-    assert entries(harness.h2_request(envoy.port, "/", [("x-ok", "1")])) == [(b"x-ok", b"1")]
+    assert entries(testkit.h2_request(envoy.port, "/", [("x-ok", "1")])) == [(b"x-ok", b"1")]
 
 
 def test_http1_bare_lf_ends_a_header_line(envoy):
     req = b"GET / HTTP/1.1\r\nHost: x\r\nX-A: a\nSet-Cookie: b\r\nConnection: close\r\n\r\n"
-    got = entries(harness.raw_http1(envoy.port, req))
+    got = entries(testkit.raw_http1(envoy.port, req))
     assert got == [(b"x-a", b"a"), (b"set-cookie", b"b")]

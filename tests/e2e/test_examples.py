@@ -30,16 +30,17 @@ to run; user-id and client-IP keyed counts are exact anyway). A block after
 `<!-- check: claims -->` depends on timing and is checked by the example's
 claim function below instead (CLAIMS).
 
-Also usable by hand (from the repository root):
+Also usable by hand (from the repository root; PYTHONPATH=tests makes
+testkit importable, as pytest.ini does for pytest):
 
-    .venv/bin/python tests/e2e/test_examples.py run examples/weighted-ramp
+    PYTHONPATH=tests .venv/bin/python tests/e2e/test_examples.py run examples/weighted-ramp
         serves the example on localhost:10000 (admin 127.0.0.1:9901) with the
         pip Envoy and whoami stand-ins, restarting Envoy whenever
         envoy.yaml changes (in place of `docker compose up -d
         --force-recreate envoy`); Ctrl-C stops everything.
-    .venv/bin/python tests/e2e/test_examples.py write examples/NAME...
+    PYTHONPATH=tests .venv/bin/python tests/e2e/test_examples.py write examples/NAME...
         re-runs the transcripts and writes the real outputs into README.md.
-    .venv/bin/python tests/e2e/test_examples.py check examples/NAME...
+    PYTHONPATH=tests .venv/bin/python tests/e2e/test_examples.py check examples/NAME...
         runs and compares, like the test.
 """
 
@@ -61,19 +62,16 @@ from pathlib import Path
 import pytest
 import yaml
 
-if __name__ == "__main__":  # run as a script: find harness.py next to this file
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
+import testkit
 
-import harness  # noqa: E402
-
-EXAMPLES_DIR = harness.REPO_ROOT / "examples"
+EXAMPLES_DIR = testkit.REPO_ROOT / "examples"
 ENVOY_IMAGE = "envoyproxy/envoy:v1.40.0"
 WASM_IN_DOCKER = "/etc/envoy/sticky_canary.wasm"
 WASM_MOUNT = "../../target/wasm32-wasip1/release/sticky_canary.wasm:/etc/envoy/sticky_canary.wasm:ro"
 SCENARIOS = {"canary-sticky", "weighted-ramp", "ab-n", "timed-ramp", "user-id-key", "client-ip-key"}
 # A hang guard only (a slow machine takes longer, it does not fail): the
 # longest command, watch.sh, takes about 20 s.
-COMMAND_TIMEOUT = harness.hang_guard(600.0)
+COMMAND_TIMEOUT = testkit.hang_guard(600.0)
 
 # Envoy dies with the thread that spawned it (it sets PR_SET_PDEATHSIG):
 # examples run in these long-lived threads.
@@ -114,11 +112,11 @@ def compose_pods(directory: Path) -> list[Pod]:
 
 def local_config(path: Path) -> dict:
     """The example's envoy.yaml with listener and admin on 127.0.0.1 (the
-    harness rewrites ports, endpoints and the .wasm path)."""
-    cfg = harness.load_config(path)
-    cfg["admin"]["address"]["socket_address"]["address"] = harness.LOOPBACK
+    launcher rewrites ports, endpoints and the .wasm path)."""
+    cfg = testkit.load_config(path)
+    cfg["admin"]["address"]["socket_address"]["address"] = testkit.LOOPBACK
     for listener in cfg["static_resources"]["listeners"]:
-        listener["address"]["socket_address"]["address"] = harness.LOOPBACK
+        listener["address"]["socket_address"]["address"] = testkit.LOOPBACK
         listener["enable_reuse_port"] = False  # a port clash fails loudly
     return cfg
 
@@ -143,25 +141,25 @@ class LocalExample:
         self.directory = Path(directory)
         self.workdir = Path(workdir)
         self.fixed = (listener_port, admin_port)
-        self.backends: harness.BackendSet | None = None
-        self.envoy: harness.Envoy | None = None
+        self.backends: testkit.BackendSet | None = None
+        self.envoy: testkit.Envoy | None = None
 
     def start_backends(self) -> None:
         spec = [(p.name, p.hostname, 0) for p in compose_pods(self.directory)]
-        self.backends = harness.start_backends(self.workdir / "pods", spec)
+        self.backends = testkit.start_backends(self.workdir / "pods", spec)
         self.address_of = {}
         for pod, backend in zip(compose_pods(self.directory), self.backends.all):
             self.address_of[pod.service] = backend.address
             self.address_of[pod.hostname] = backend.address
 
-    def start_envoy(self) -> harness.Envoy:
+    def start_envoy(self) -> testkit.Envoy:
         """(Re)start Envoy from the directory's envoy.yaml as it is now."""
         if self.envoy is not None:
             self.envoy.stop()
             self.envoy = None
         cfg = local_config(self.directory / "envoy.yaml")
         endpoints = {c: [self.address_of[h] for h in hosts] for c, hosts in cluster_hosts(cfg).items()}
-        self.envoy = harness.start_envoy(cfg, self.workdir / "envoy", endpoints=endpoints,
+        self.envoy = testkit.start_envoy(cfg, self.workdir / "envoy", endpoints=endpoints,
                                          listener_port=self.fixed[0], admin_port=self.fixed[1])
         return self.envoy
 
@@ -461,8 +459,8 @@ def test_example_files(directory):
     assert WASM_MOUNT in envoy["volumes"]
     assert any(str(p).startswith("10000:10000") for p in envoy["ports"])
     assert "127.0.0.1:9901:9901" in envoy["ports"], "the admin interface stays on the host"
-    cfg = harness.load_config(directory / "envoy.yaml")
-    [plugin] = harness.wasm_plugins(cfg)
+    cfg = testkit.load_config(directory / "envoy.yaml")
+    [plugin] = testkit.wasm_plugins(cfg)
     assert plugin["vm_config"]["code"]["local"]["filename"] == WASM_IN_DOCKER
     pods = {p.service: p for p in compose_pods(directory)}
     for cluster, hosts in cluster_hosts(cfg).items():

@@ -24,45 +24,21 @@ another matter (their request was sent; only `retry_on: reset` retries
 them): the README gives those figures.
 
 Envoy is started from the test's thread; threads are used for clients
-only (see harness.py on PR_SET_PDEATHSIG).
+only (see testkit/envoy.py on PR_SET_PDEATHSIG).
 """
 
 from __future__ import annotations
 
 import threading
-import time
 
-import harness
-from test_persistent_helpers import V1, V2, Eds, User, config, endpoint_seen, plugin, start_pods
+import testkit
+from testkit.persistent import V1, V2, User, attempts, config, endpoint_seen, plugin, start_pods_with_eds
 
 N_CLIENTS = 24
 SESSIONS_PER_CLIENT = 6
 ROUNDS_AFTER = 4
-HANG_GUARD = harness.hang_guard(120.0)  # seconds; only against a hang, never reached normally
+HANG_GUARD = testkit.hang_guard(120.0)  # seconds; only against a hang, never reached normally
 RETRY_COUNTERS = "cluster.canary-v1.upstream_rq_retry"
-
-
-def attempts(r: harness.Response) -> int:
-    return int(r.header("x-envoy-attempt-count") or 0)
-
-
-def host_stat(envoy: harness.Envoy, cluster: str, address: str, stat: str) -> int | None:
-    """One per-host figure from admin /clusters (e.g. cx_active)."""
-    _, text = envoy.admin("/clusters")
-    for line in text.splitlines():
-        parts = line.split("::")
-        if len(parts) == 4 and parts[0] == cluster and parts[1] == address and parts[2] == stat:
-            return int(parts[3])
-    return None
-
-
-def wait_until(pred, what: str, timeout: float = harness.hang_guard(60.0)) -> None:
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout:
-        if pred():
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 class Result:
@@ -89,10 +65,7 @@ class Result:
 def run_failover(workdir, *, budget: bool) -> dict:
     """Pin sessions, kill their pod, burst. Returns the figures; asserts
     per-request facts only when `budget` (the shipped config)."""
-    eds = Eds(workdir / "eds")
-    pods = start_pods(workdir / "pods", [(V1, "fo-a"), (V1, "fo-b"), (V1, "fo-c"), (V2, "fo-v2")])
-    eds.write(V1, [pods[h].address for h in ("fo-a", "fo-b", "fo-c")])
-    eds.write(V2, [pods["fo-v2"].address])
+    pods, eds = start_pods_with_eds(workdir, [(V1, "fo-a"), (V1, "fo-b"), (V1, "fo-c"), (V2, "fo-v2")])
     cfg = config(eds)
     for c in cfg["static_resources"]["clusters"]:
         assert "retry_budget" in str(c.get("circuit_breakers")), "the shipped config sets a retry budget"
@@ -102,7 +75,7 @@ def run_failover(workdir, *, budget: bool) -> dict:
         # machine's slow accept() on a live pod (a Python server with a
         # listen backlog of 5) from turning into a 503 after the shipped 1 s.
         c["connect_timeout"] = "15s"
-    envoy = harness.start_envoy(cfg, workdir, plugin=plugin())
+    envoy = testkit.start_envoy(cfg, workdir, plugin=plugin())
     victim = pods["fo-a"]
     try:
         # Pin sessions until the victim holds enough of them.
@@ -126,7 +99,7 @@ def run_failover(workdir, *, budget: bool) -> dict:
         seen: dict[int, list] = {id(u): [] for u in mine}
 
         def client(group: list[User]) -> None:
-            cl = harness.Client(envoy.port)
+            cl = testkit.Client(envoy.port)
             try:
                 for u in group:  # before: every session on its pinned pod
                     before_res.begin()
@@ -164,7 +137,8 @@ def run_failover(workdir, *, budget: bool) -> dict:
         assert not victim.alive()
         # Envoy has seen the pod's pooled connections close (so no request
         # can be written into a socket the pod closed a moment ago).
-        wait_until(lambda: host_stat(envoy, V1, victim.address, "cx_active") == 0, "the victim's connections to close")
+        testkit.wait_until(lambda: envoy.host_stat(V1, victim.address, "cx_active") == 0,
+                           "the victim's connections to close")
         barrier.wait()
         for t in threads:
             t.join(HANG_GUARD)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-import harness
+import testkit
 
 COOKIE = "my-sticky-cookie"
 
@@ -84,7 +84,7 @@ def test_a_valid_copy_beside_others_keeps_the_session(client, raw):
 
 
 def test_garbled_cookie_is_counted(stack):
-    with harness.Client(stack.envoy.port) as c:
+    with testkit.Client(stack.envoy.port) as c:
         before = stack.envoy.metric("sticky_canary_cookie_rejected_total", route="global")
         for raw in (f"{COOKIE}=garbage", f"{COOKIE}=a; {COOKIE}=b"):
             assert c.get("/", cookies=raw).name == "canary-v1"

@@ -109,8 +109,8 @@ from typing import Callable
 
 import pytest
 
-import harness
-from cookie_format import with_expiry
+import testkit
+from testkit.cookie_format import with_expiry
 
 V1, V2 = "canary-v1", "canary-v2"
 C = "my-sticky-cookie"
@@ -119,7 +119,7 @@ REQUIRED_ATTRS = {"Path=/", "Max-Age=3600", "Secure", "HttpOnly"}
 OPTIONAL_ATTRS = {"SameSite=None"}  # omitted for browsers that reject it (same_site_none_compat)
 APP_COOKIE = "app"  # an app's own cookie (added by RESPONSE_LUA), passed through untouched
 COOKIE_VALUE = re.compile(r"[12][A-Za-z0-9_-]{20,255}")
-SETTLE_TIMEOUT = harness.hang_guard(60.0)  # a hang guard: how long a crashed VM may take to come back
+SETTLE_TIMEOUT = testkit.hang_guard(60.0)  # a hang guard: how long a crashed VM may take to come back
 
 PLUGIN = {
     "versions": [{"name": V1}, {"name": V2, "weight": 0}],
@@ -170,7 +170,7 @@ end
 
 def config() -> dict:
     """envoy-local.yaml plus the RESPONSE_LUA filter before the router."""
-    cfg = copy.deepcopy(harness.load_config())
+    cfg = copy.deepcopy(testkit.load_config())
     hcm = cfg["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
     hcm["http_filters"].insert(len(hcm["http_filters"]) - 1, {
         "name": "envoy.filters.http.lua",
@@ -202,9 +202,9 @@ class Env:
     """
 
     def __init__(self, workdir, backends):
-        self.envoy = harness.start_envoy(config(), workdir, backends=backends, plugin=PLUGIN)
+        self.envoy = testkit.start_envoy(config(), workdir, backends=backends, plugin=PLUGIN)
         self.users: dict[str, User] = {}
-        with harness.Client(self.envoy.port) as c:
+        with testkit.Client(self.envoy.port) as c:
             self.users["V1"] = self._user(c.get("/"), C)
             self.users["V2"] = self._user(c.get("/", cookies={"canary": "v2"}), C)
             self.users["P2"] = self._user(c.get("/", cookies={"canary": "v2"}), C)
@@ -222,7 +222,7 @@ class Env:
         assert self.users["P2"].cookie != v2.cookie and self.users["V2OLD"].cookie != v2.cookie
 
     @staticmethod
-    def _user(r: harness.Response, name: str) -> User:
+    def _user(r: testkit.Response, name: str) -> User:
         assert r.status == 200, r
         [c] = r.cookies_named(name)
         return User(c.value, r.name, r.hostname)
@@ -242,7 +242,7 @@ class Env:
         deadline = time.monotonic() + SETTLE_TIMEOUT
         while time.monotonic() < deadline:
             try:
-                with harness.Client(self.envoy.port) as c:
+                with testkit.Client(self.envoy.port) as c:
                     if c.get("/").status == 200:
                         return
             except OSError:
@@ -269,7 +269,7 @@ def decisions(d: dict[str, int]) -> dict[tuple[str, str, str], int]:
     """{(route, version, reason): increase} from a counter delta."""
     out = {}
     for k, n in d.items():
-        name, labels = harness.parse_metric(k)
+        name, labels = testkit.parse_metric(k)
         if name == "sticky_canary_decisions_total":
             out[(labels["route"], labels["version"], labels["reason"])] = n
     return out
@@ -279,7 +279,7 @@ def moved(d: dict[str, int], metric: str, **labels: str) -> int:
     """The increase of a labelled counter (summed over unnamed labels)."""
     total = 0
     for k, n in d.items():
-        name, got = harness.parse_metric(k)
+        name, got = testkit.parse_metric(k)
         if name == metric and all(got.get(a) == b for a, b in labels.items()):
             total += n
     return total
@@ -287,10 +287,10 @@ def moved(d: dict[str, int], metric: str, **labels: str) -> int:
 
 def routes_moved(d: dict[str, int]) -> set[str]:
     """The route labels of the counters that moved."""
-    return {harness.parse_metric(k)[1]["route"] for k in d if "route" in harness.parse_metric(k)[1]}
+    return {testkit.parse_metric(k)[1]["route"] for k in d if "route" in testkit.parse_metric(k)[1]}
 
 
-def assert_set_cookies_well_formed(r: harness.Response, required=REQUIRED_ATTRS, optional=OPTIONAL_ATTRS,
+def assert_set_cookies_well_formed(r: testkit.Response, required=REQUIRED_ATTRS, optional=OPTIONAL_ATTRS,
                                    names_allowed=tuple(COOKIE_OF.values())) -> None:
     names = []
     for raw in r.set_cookies:
@@ -313,7 +313,7 @@ def assert_set_cookies_well_formed(r: harness.Response, required=REQUIRED_ATTRS,
 def assert_follow_ups_served(env: Env) -> None:
     """A new user and a returning canary-v2 user, at once after the case."""
     before = env.counters()
-    with harness.Client(env.envoy.port) as c:
+    with testkit.Client(env.envoy.port) as c:
         new = c.get("/")
         back = c.get("/", cookies={C: env.users["V2"].cookie})
     assert new.status == 200 and new.name == V1, f"new user after the case: {new!r}"
@@ -331,7 +331,7 @@ def assert_follow_ups_served(env: Env) -> None:
 @dataclass
 class Case:
     id: str
-    send: Callable[[Env], harness.Response]  # may raise ConnectionError (HTTP/2 refused)
+    send: Callable[[Env], testkit.Response]  # may raise ConnectionError (HTTP/2 refused)
     version: str | None = V1  # None: any allowed version
     pod: str | None = None  # a user token: served by that user's pod
     reason: str | None = None  # rule / drain / new
@@ -341,7 +341,7 @@ class Case:
     fresh: bool = False  # a new session cookie must be issued (and must work)
     unchanged: bool = False  # the session is kept as it is: no Set-Cookie
     rejected: bool = False  # Envoy refuses it before the filter
-    check: Callable[[Env, harness.Response], None] | None = None
+    check: Callable[[Env, testkit.Response], None] | None = None
 
     def __repr__(self) -> str:
         return self.id
@@ -382,7 +382,7 @@ def run(env: Env, case: Case) -> None:
     if case.fresh:
         [fresh] = r.cookies_named(COOKIE_OF[case.scope])
         if case.scope == "global":
-            with harness.Client(env.envoy.port) as c:
+            with testkit.Client(env.envoy.port) as c:
                 again = c.get("/", cookies={C: fresh.value})
             assert (again.status, again.name, again.hostname, again.set_cookies) == (200, r.name, r.hostname, []), again
     if case.check:
@@ -393,24 +393,24 @@ def run(env: Env, case: Case) -> None:
 # -- senders ------------------------------------------------------------------
 
 
-def h1(headers=(), target: str | bytes = "/") -> Callable[[Env], harness.Response]:
+def h1(headers=(), target: str | bytes = "/") -> Callable[[Env], testkit.Response]:
     """Raw HTTP/1.1: `headers` as (name, value) pairs, `$V2`... filled in."""
-    def send(env: Env) -> harness.Response:
+    def send(env: Env) -> testkit.Response:
         hdrs = [(k, env.fill(v)) for k, v in headers]
-        return harness.raw_http1(env.envoy.port, harness.raw_http1_bytes("GET", env.fill(target), hdrs))
+        return testkit.raw_http1(env.envoy.port, testkit.raw_http1_bytes("GET", env.fill(target), hdrs))
     return send
 
 
-def h2(headers=(), path: str | bytes = "/") -> Callable[[Env], harness.Response]:
+def h2(headers=(), path: str | bytes = "/") -> Callable[[Env], testkit.Response]:
     """HTTP/2 (h2c): each ("cookie", ...) pair is its own crumb."""
-    def send(env: Env) -> harness.Response:
+    def send(env: Env) -> testkit.Response:
         hdrs = [(k, env.fill(v)) for k, v in headers]
-        return harness.h2_request(env.envoy.port, env.fill(path), hdrs)
+        return testkit.h2_request(env.envoy.port, env.fill(path), hdrs)
     return send
 
 
-def h1_raw(request: bytes) -> Callable[[Env], harness.Response]:
-    return lambda env: harness.raw_http1(env.envoy.port, env.fill(request))
+def h1_raw(request: bytes) -> Callable[[Env], testkit.Response]:
+    return lambda env: testkit.raw_http1(env.envoy.port, env.fill(request))
 
 
 def cookie(v):
@@ -441,7 +441,7 @@ def by_rule(id, send, **kw) -> Case:
     return Case(id, send, version=V2, reason="rule", **kw)
 
 
-def same_site_none_sent(env: Env, r: harness.Response) -> None:
+def same_site_none_sent(env: Env, r: testkit.Response) -> None:
     [c] = r.cookies_named(C)
     assert "SameSite=None" in c.attribute_set, c
 
@@ -498,8 +498,8 @@ def test_control_characters(env, case):
 # -- non-UTF-8 bytes in response headers (the app's) -------------------------
 
 
-def app_cookie_passed(value: bytes) -> Callable[[Env, harness.Response], None]:
-    def check(env: Env, r: harness.Response) -> None:
+def app_cookie_passed(value: bytes) -> Callable[[Env, testkit.Response], None]:
+    def check(env: Env, r: testkit.Response) -> None:
         assert r.header_values("set-cookie").count(f"{APP_COOKIE}=" + value.decode("latin-1")) == 1, r.set_cookies
     return check
 
@@ -508,7 +508,7 @@ def hostile_response(name: str, value: bytes) -> tuple[str, str]:
     return ("X-Hostile-Response", f"{name}={value.hex()}")
 
 
-def app_note_passed(env: Env, r: harness.Response) -> None:
+def app_note_passed(env: Env, r: testkit.Response) -> None:
     assert r.header_values("x-app-note") == ["caf\xe9"], r.headers
 
 
@@ -706,17 +706,13 @@ class PersistentEnv:
     canary-v2 pod."""
 
     def __init__(self, workdir):
-        from test_persistent_helpers import Eds, config, plugin, start_pods, wait_hosts
+        from testkit.persistent import config, plugin, start_pods_with_eds, wait_eds
 
-        self.pods = start_pods(workdir / "pods", [(V1, "hp-v1-a"), (V1, "hp-v1-b"), (V2, "hp-v2-a"), (V2, "hp-v2-b")])
-        eds = Eds(workdir / "eds")
-        eds.write(V1, [self.pods["hp-v1-a"].address, self.pods["hp-v1-b"].address])
-        eds.write(V2, [self.pods["hp-v2-a"].address, self.pods["hp-v2-b"].address])
+        self.pods, eds = start_pods_with_eds(workdir, [(V1, "hp-v1-a"), (V1, "hp-v1-b"), (V2, "hp-v2-a"), (V2, "hp-v2-b")])
         self.plugin = plugin()
         self.cookie = self.plugin["session"]["cookie"]["name"]
-        self.envoy = harness.start_envoy(config(eds), workdir / "envoy", plugin=self.plugin)
-        for cluster in (V1, V2):
-            wait_hosts(self.envoy, cluster, eds.current[cluster])
+        self.envoy = testkit.start_envoy(config(eds), workdir / "envoy", plugin=self.plugin)
+        wait_eds(self.envoy, eds)
         self.users: dict[str, tuple[str, str]] = {}  # token -> (cookie value, pinned hostname)
         for _ in range(60):  # bounded: each new user lands on either v1 pod
             value, host = self._pinned_user({})
@@ -731,7 +727,7 @@ class PersistentEnv:
     def _pinned_user(self, extra: dict) -> tuple[str, str]:
         """A new session (with `extra` cookies on the first request), sent
         back once so it is pinned: (cookie value, pod hostname)."""
-        with harness.Client(self.envoy.port) as c:
+        with testkit.Client(self.envoy.port) as c:
             r = c.get("/", cookies=extra or None)
             [first] = r.cookies_named(self.cookie)
             r = c.get("/", cookies={self.cookie: first.value})
@@ -740,19 +736,19 @@ class PersistentEnv:
         assert r.status == 200 and self.pinned(r) == [self.pods[r.hostname].address], r
         return value, r.hostname
 
-    def pinned(self, r: harness.Response) -> list[str]:
+    def pinned(self, r: testkit.Response) -> list[str]:
         """The x-sticky-endpoint values the pod received (the pin used)."""
         w = r.whoami
         return w.header_values("x-sticky-endpoint") if w else []
 
-    def send(self, tokens: list[str], how: str) -> harness.Response:
+    def send(self, tokens: list[str], how: str) -> testkit.Response:
         pairs = [f"{self.cookie}={self.users[t][0]}" for t in tokens]
         if how == "one-line":
             hdrs = [cookie("; ".join(pairs))]
-            return harness.raw_http1(self.envoy.port, harness.raw_http1_bytes("GET", "/", hdrs))
+            return testkit.raw_http1(self.envoy.port, testkit.raw_http1_bytes("GET", "/", hdrs))
         if how == "two-lines":
-            return harness.raw_http1(self.envoy.port, harness.raw_http1_bytes("GET", "/", [cookie(p) for p in pairs]))
-        return harness.h2_request(self.envoy.port, "/", [("cookie", p) for p in pairs])
+            return testkit.raw_http1(self.envoy.port, testkit.raw_http1_bytes("GET", "/", [cookie(p) for p in pairs]))
+        return testkit.h2_request(self.envoy.port, "/", [("cookie", p) for p in pairs])
 
     def stop(self):
         self.envoy.stop()

@@ -34,18 +34,9 @@ import collections
 
 import pytest
 
-from cookie_format import bucket, derive_key, pod_hash, version_for_bucket
-from test_rollouts import (
-    V1,
-    V2,
-    User,
-    assert_binomial,
-    envoy_config,
-    pod_endpoints,
-    report,
-    start_envoys,
-    visit_all,
-)
+import testkit
+from testkit.cookie_format import bucket, derive_key, pod_hash, version_for_bucket
+from testkit.rollouts import V1, V2, User, assert_binomial, envoy_config, pod_endpoints, report, visit_all
 
 WEIGHT = 50
 LAYOUT = [(V1, 100 - WEIGHT), (V2, WEIGHT)]
@@ -73,7 +64,7 @@ def plugin(hops: int) -> dict:
 @pytest.fixture(scope="module")
 def envoys(workdir, backends):
     specs = {f"xff{i}": (envoy_config((V1, V2), hcm=hcm), plugin(hops)) for i, (hcm, hops) in enumerate(ALL.values())}
-    started = start_envoys(specs, workdir / "client-ip", pod_endpoints(backends))
+    started = testkit.start_envoys(specs, workdir / "client-ip", pod_endpoints(backends))
     yield dict(zip(ALL, started.values()))
     for e in started.values():
         e.stop()

@@ -19,20 +19,10 @@ import collections
 
 import pytest
 
-from cookie_format import bucket, derive_key, pod_hash, version_for_bucket
-from test_rollouts import (
-    COOKIE,
-    V1,
-    V2,
-    User,
-    assert_binomial,
-    envoy_config,
-    pod_endpoints,
-    report,
-    start_envoys,
-    visit,
-    visit_all,
-)
+import testkit
+from testkit.cookie_format import bucket, derive_key, pod_hash, version_for_bucket
+from testkit.rollouts import COOKIE, V1, V2, User, assert_binomial
+from testkit.rollouts import envoy_config, pod_endpoints, report, visit, visit_all
 
 WEIGHT = 50
 LAYOUT = [(V1, 100 - WEIGHT), (V2, WEIGHT)]
@@ -47,7 +37,7 @@ IDS = [f"user-{i:04d}@example.com" for i in range(300)]
 @pytest.fixture(scope="module")
 def replicas(workdir, backends):
     cfg = envoy_config((V1, V2))
-    envoys = start_envoys({"uid-a": (cfg, PLUGIN), "uid-b": (cfg, PLUGIN)}, workdir / "keys", pod_endpoints(backends))
+    envoys = testkit.start_envoys({"uid-a": (cfg, PLUGIN), "uid-b": (cfg, PLUGIN)}, workdir / "keys", pod_endpoints(backends))
     yield [envoys["uid-a"], envoys["uid-b"]]
     for e in envoys.values():
         e.stop()

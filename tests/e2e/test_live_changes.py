@@ -20,7 +20,7 @@ Two ways of delivering a new plugin config to a running Envoy:
 - **ECDS**, as Istio delivers a WasmPlugin: the HTTP filter has
   `config_discovery` (no default config) and its
   `envoy.config.core.v3.TypedExtensionConfig` comes from a watched file
-  (`harness.use_ecds` / `harness.write_ecds`). The new config applies to
+  (`testkit.use_ecds` / `testkit.write_ecds`). The new config applies to
   new requests on existing connections too (the probe's keep-alive
   connection sees every generation); requests in flight at the update are
   answered by the old or the new config. A request sent after the main
@@ -53,14 +53,13 @@ import copy
 import os
 import socket
 import threading
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 import yaml
 
-import harness
+import testkit
 
 V1, V2 = "canary-v1", "canary-v2"
 KEY_OLD = "Q1lG7l18ymBfHj+aouEhmFQVKqbdmDCszs+N7gTOhAo="
@@ -76,7 +75,7 @@ THRESHOLDS = (1000, 2000, 3000, 4000)  # total requests before generation 1, 2, 
 # thread is (the thresholds stay below N_CLIENTS * (REQUESTS - TAIL)).
 TAIL = 100
 assert THRESHOLDS[-1] < N_CLIENTS * (REQUESTS_PER_CLIENT - TAIL)
-HANG_GUARD = harness.hang_guard(120.0)
+HANG_GUARD = testkit.hang_guard(120.0)
 LISTENER_TYPE = "type.googleapis.com/envoy.config.listener.v3.Listener"
 
 
@@ -109,7 +108,7 @@ def base_config() -> dict:
     busy machine a whoami pod (a Python server with a listen backlog of 5)
     can leave a new connection's SYN unanswered for a second, which the
     shipped 1 s turns into a 503 that has nothing to do with the update."""
-    cfg = harness.load_config()
+    cfg = testkit.load_config()
     for c in cfg["static_resources"]["clusters"]:
         c["connect_timeout"] = "15s"
     return cfg
@@ -123,10 +122,10 @@ class LiveUser:
     v1: str | None = None  # what generation 1's config gives (the oracle)
     log: list = field(default_factory=list)  # (path, candidate gens, status, version, pod, set-cookie names)
 
-    def get(self, client: harness.Client, path: str) -> harness.Response:
+    def get(self, client: testkit.Client, path: str) -> testkit.Response:
         headers = [("x-beta", "team")] if self.beta else []
         r = client.get(path, headers=headers, cookies=dict(self.jar) or None)
-        for c in map(harness.parse_set_cookie, r.set_cookies):
+        for c in map(testkit.parse_set_cookie, r.set_cookies):
             self.jar[c.name] = c.value
         return r
 
@@ -149,23 +148,15 @@ class Gens:
         self.all_applied = threading.Event()
 
 
-def counter(envoy: harness.Envoy, name: str) -> int:
-    return envoy.counters(name).get(name, 0)
+# Generations are polled every 10 ms so that traffic between two changes
+# is as short as the machine allows.
+POLL = 0.01
 
 
-def wait_until(pred, what: str, timeout: float = harness.hang_guard(60.0)) -> None:
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout:
-        if pred():
-            return
-        time.sleep(0.01)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def probe_gen(client: harness.Client) -> int | None:
+def probe_gen(client: testkit.Client) -> int | None:
     r = client.get("/probe/")
     assert r.status == 200, r
-    for c in map(harness.parse_set_cookie, r.set_cookies):
+    for c in map(testkit.parse_set_cookie, r.set_cookies):
         if c.name.startswith("probe-gen-"):
             return int(c.name.removeprefix("probe-gen-"))
     return None
@@ -180,7 +171,7 @@ class Lds:
 
     name = "LDS"
 
-    def __init__(self, workdir: Path, backends: harness.BackendSet):
+    def __init__(self, workdir: Path, backends: testkit.BackendSet):
         base = base_config()
         self.listener = copy.deepcopy(base["static_resources"]["listeners"][0])
         self.dir = workdir / "lds"
@@ -195,13 +186,13 @@ class Lds:
             "path_config_source": {"path": str(self.path), "watched_directory": {"path": str(self.dir)}}}}
         last = None
         for _ in range(3):  # the port is chosen here, so a clash means another try
-            self.port = harness.free_port()
+            self.port = testkit.free_port()
             self.write(0)
             try:
-                self.envoy = harness.start_envoy(cfg, workdir, backends=backends, listener_port=self.port,
+                self.envoy = testkit.start_envoy(cfg, workdir, backends=backends, listener_port=self.port,
                                                  extra_args=["--drain-strategy", "immediate"])
                 break
-            except harness.EnvoyStartError as e:
+            except testkit.EnvoyStartError as e:
                 last = e
         else:
             raise last
@@ -210,8 +201,8 @@ class Lds:
         lst = copy.deepcopy(self.listener)
         lst["address"]["socket_address"]["port_value"] = self.port
         lst["enable_reuse_port"] = False
-        harness.set_plugin_config(lst, plugin(gen))
-        harness._absolute_wasm_paths(lst)
+        testkit.set_plugin_config(lst, plugin(gen))
+        testkit.absolute_wasm_paths(lst)
         hcm = lst["filter_chains"][0]["filters"][0]["typed_config"]
         for vh in hcm["route_config"]["virtual_hosts"]:
             vh["response_headers_to_add"] = [{"header": {"key": "x-config-gen", "value": str(gen)}}]
@@ -223,17 +214,17 @@ class Lds:
 
     def apply(self, gen: int) -> None:
         self.write(gen)
-        wait_until(lambda: counter(self.envoy, "listener_manager.lds.update_success") >= gen + 1,
-                   f"LDS generation {gen}")
+        testkit.wait_until(lambda: self.envoy.counter("listener_manager.lds.update_success") >= gen + 1,
+                           f"LDS generation {gen}", interval=POLL)
         # New connections get the new listener config.
         def serving():
-            with harness.Client(self.envoy.port) as c:
+            with testkit.Client(self.envoy.port) as c:
                 return probe_gen(c) == gen
 
-        wait_until(serving, f"listener generation {gen} serving")
+        testkit.wait_until(serving, f"listener generation {gen} serving", interval=POLL)
 
     @staticmethod
-    def candidates(r: harness.Response, sent_confirmed: int, recv_written: int) -> list[int]:
+    def candidates(r: testkit.Response, sent_confirmed: int, recv_written: int) -> list[int]:
         return [int(r.header("x-config-gen"))]
 
 
@@ -242,32 +233,32 @@ class Ecds:
 
     name = "ECDS"
 
-    def __init__(self, workdir: Path, backends: harness.BackendSet):
-        cfg, self.path = harness.use_ecds(base_config(), workdir / "ecds", plugin=plugin(0))
-        self.envoy = harness.start_envoy(cfg, workdir, backends=backends)
+    def __init__(self, workdir: Path, backends: testkit.BackendSet):
+        cfg, self.path = testkit.use_ecds(base_config(), workdir / "ecds", plugin=plugin(0))
+        self.envoy = testkit.start_envoy(cfg, workdir, backends=backends)
         # One keep-alive connection for every probe: the new config is
         # seen on a connection opened before the update.
         self.probe = self.envoy.client()
         assert probe_gen(self.probe) == 0
 
     def apply(self, gen: int) -> None:
-        harness.write_ecds(self.path, plugin(gen))
+        testkit.write_ecds(self.path, plugin(gen))
         name = "extension_config_discovery.http_filter.sticky-canary.config_reload"
-        wait_until(lambda: counter(self.envoy, name) >= gen + 1, f"ECDS generation {gen}")
-        wait_until(lambda: probe_gen(self.probe) == gen, f"filter generation {gen} serving")
+        testkit.wait_until(lambda: self.envoy.counter(name) >= gen + 1, f"ECDS generation {gen}", interval=POLL)
+        testkit.wait_until(lambda: probe_gen(self.probe) == gen, f"filter generation {gen} serving", interval=POLL)
 
     @staticmethod
-    def candidates(r: harness.Response, sent_confirmed: int, recv_written: int) -> list[int]:
+    def candidates(r: testkit.Response, sent_confirmed: int, recv_written: int) -> list[int]:
         return list(range(sent_confirmed, recv_written + 1))
 
 
 # ---------------------------------------------------------------------------
 
 
-def oracle_v1(workdir: Path, backends: harness.BackendSet, users: list[LiveUser]) -> None:
+def oracle_v1(workdir: Path, backends: testkit.BackendSet, users: list[LiveUser]) -> None:
     """Ask a separate Envoy running generation 1's config where each user's
     generation-0 cookie goes: that is where generation 1 must send them."""
-    envoy = harness.start_envoy(base_config(), workdir / "oracle", backends=backends, plugin=plugin(1))
+    envoy = testkit.start_envoy(base_config(), workdir / "oracle", backends=backends, plugin=plugin(1))
     try:
         c = envoy.client()
         for u in users:
@@ -278,7 +269,7 @@ def oracle_v1(workdir: Path, backends: harness.BackendSet, users: list[LiveUser]
         envoy.stop()
 
 
-def run_live(workdir: Path, backends: harness.BackendSet, delivery) -> dict:
+def run_live(workdir: Path, backends: testkit.BackendSet, delivery) -> dict:
     mech = delivery(workdir, backends)
     envoy = mech.envoy
     try:
@@ -298,7 +289,7 @@ def run_live(workdir: Path, backends: harness.BackendSet, delivery) -> dict:
         old_after_confirm = [0]
 
         def client(group: list[LiveUser]) -> None:
-            cl = harness.Client(envoy.port)
+            cl = testkit.Client(envoy.port)
             try:
                 for i in range(REQUESTS_PER_CLIENT):
                     if i == REQUESTS_PER_CLIENT - TAIL:
@@ -336,8 +327,8 @@ def run_live(workdir: Path, backends: harness.BackendSet, delivery) -> dict:
         applied_at = []
         try:
             for gen, threshold in enumerate(THRESHOLDS, start=1):
-                wait_until(lambda: gens.done >= threshold or not any(t.is_alive() for t in threads),
-                           f"{threshold} requests", HANG_GUARD)
+                testkit.wait_until(lambda: gens.done >= threshold or not any(t.is_alive() for t in threads),
+                                   f"{threshold} requests", 120.0, interval=POLL)
                 with gens.lock:
                     gens.written = gen
                     at = gens.done
@@ -462,11 +453,11 @@ def test_a_request_in_flight_keeps_the_config_it_started_with(workdir, backends,
     config."""
     mech = delivery(workdir / f"inflight-{delivery.name.lower()}", backends)
     try:
-        with socket.create_connection(("127.0.0.1", mech.envoy.port), timeout=harness.REQUEST_TIMEOUT) as s:
+        with socket.create_connection(("127.0.0.1", mech.envoy.port), timeout=testkit.REQUEST_TIMEOUT) as s:
             s.sendall(b"POST /probe/ HTTP/1.1\r\nHost: shop.example\r\nContent-Length: 5\r\n\r\n")
             # The stream exists once Envoy counts it; then the update.
-            wait_until(lambda: counter(mech.envoy, "http.ingress_http.downstream_rq_total") >= (2 if delivery is Ecds else 1),
-                       "the request to reach Envoy")
+            testkit.wait_until(lambda: mech.envoy.counter("http.ingress_http.downstream_rq_total") >= (2 if delivery is Ecds else 1),
+                               "the request to reach Envoy", interval=POLL)
             mech.apply(1)
             s.sendall(b"hello")
             head = _read_head(s)
@@ -480,7 +471,7 @@ def test_a_request_in_flight_keeps_the_config_it_started_with(workdir, backends,
                 s.sendall(b"GET /probe/ HTTP/1.1\r\nHost: shop.example\r\n\r\n")
                 nxt = _read_head(s)
                 assert nxt[0] == "HTTP/1.1 200 OK" and _probe_cookie(nxt) == "probe-gen-1", nxt
-        with harness.Client(mech.envoy.port) as c:
+        with testkit.Client(mech.envoy.port) as c:
             assert probe_gen(c) == 1
     finally:
         mech.envoy.stop()

@@ -23,15 +23,14 @@ import copy
 import json
 import os
 import re
-import shutil
-import subprocess
 
 import pytest
 
-import harness
-from cookie_format import bucket, open_cookie, plain_cookie
-from test_persistent_helpers import V1, V2, Eds, User, config as persistent_config, plugin as persistent_plugin
-from test_persistent_helpers import set_endpoints, start_pods
+import testkit
+from testkit.cookie_format import bucket, open_cookie, plain_cookie
+from testkit.persistent import V1, V2, User, config as persistent_config, plugin as persistent_plugin
+from testkit.persistent import set_endpoints, start_pods_with_eds
+from testkit.tools import promtool
 
 COOKIE = "my-sticky-cookie"
 WEIGHTED_COOKIE = "my-weighted-cookie"
@@ -40,7 +39,7 @@ USER_COOKIE = "my-user-cookie"
 # The shipped plugin JSON plus two route entries of our own: /user/ keys the
 # session on the x-user-id header (a request without it falls back to a
 # cookie key), /static/ passes requests through untouched.
-PLUGIN = copy.deepcopy(harness.plugin_config(harness.load_config()))
+PLUGIN = copy.deepcopy(testkit.plugin_config(testkit.load_config()))
 PLUGIN["routes"] += [
     {"name": "user", "match": {"path_prefix": "/user/"},
      "session": {"key": {"from": "header", "name": "x-user-id"}, "cookie": {"name": USER_COOKIE}}},
@@ -52,26 +51,6 @@ PLUGIN["routes"] += [
 # Prometheus text format
 
 
-LINE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s+(\S+)$')
-LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
-
-
-def parse_prometheus(text: str, prefix: str = "sticky_canary_") -> dict[tuple, float]:
-    """{(name, (label pairs in order)): value} for the samples whose name
-    starts with `prefix`."""
-    out = {}
-    for line in text.splitlines():
-        if not line.startswith(prefix):
-            continue
-        m = LINE.match(line)
-        assert m, f"not a sample line: {line!r}"
-        name, labels, value = m.groups()
-        key = (name, tuple(LABEL.findall(labels or "")))
-        assert key not in out, f"duplicate series {key}"
-        out[key] = float(value)
-    return out
-
-
 def our_lines(text: str, prefix: str = "sticky_canary_") -> str:
     """The scrape restricted to our metrics: their TYPE lines and samples."""
     keep = [l for l in text.splitlines()
@@ -79,15 +58,13 @@ def our_lines(text: str, prefix: str = "sticky_canary_") -> str:
     return "\n".join(keep) + "\n"
 
 
-def scrape(envoy: harness.Envoy) -> str:
-    status, text = envoy.admin("/stats/prometheus")
-    assert status == 200, text[:500]
-    return text
-
-
 def series(text: str) -> dict[tuple, int]:
     """Our series as {(name, frozenset of labels): value}."""
-    return {(n, frozenset(l)): int(v) for (n, l), v in parse_prometheus(text).items()}
+    out = {}
+    for s, v in testkit.parse_prometheus(text, "sticky_canary_").items():
+        name, labels = testkit.split_series(s)
+        out[(name, frozenset(labels.items()))] = int(v)
+    return out
 
 
 def key(name: str, **labels: str) -> tuple:
@@ -118,10 +95,7 @@ def assert_exact(got: dict[tuple, int], want: collections.Counter) -> None:
 
 def promtool_check(text: str) -> list[str]:
     """`promtool check metrics` on `text`: its complaint lines."""
-    promtool = shutil.which("promtool")
-    assert promtool, "promtool not found: apt-get install -y prometheus (.ci/run installs it)"
-    p = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, text=True,
-                       timeout=harness.hang_guard(60))
+    p = promtool("check", "metrics", input=text, timeout=60)
     lines = [l for l in (p.stdout + p.stderr).splitlines() if l.strip()]
     # Exit status 3 means lint problems only; anything else but 0 is an error.
     assert p.returncode in (0, 3), (p.returncode, lines)
@@ -132,7 +106,7 @@ def without_help_complaints(lines: list[str]) -> list[str]:
     return [l for l in lines if not re.fullmatch(r"sticky_canary_[a-z_]+ no help text", l)]
 
 
-def config_loads(e: harness.Envoy, line: str) -> int:
+def config_loads(e: testkit.Envoy, line: str) -> int:
     """How many times the filter logged `line` (once per config load)."""
     return sum(line in l for l in e.log().splitlines())
 
@@ -156,7 +130,7 @@ def key_in(lo: int, hi: int) -> bytes:
 
 @pytest.fixture(scope="module")
 def local(workdir, backends):
-    envoy = harness.start_envoy(harness.load_config(), workdir / "metrics", backends=backends, plugin=PLUGIN)
+    envoy = testkit.start_envoy(testkit.load_config(), workdir / "metrics", backends=backends, plugin=PLUGIN)
     yield envoy
     envoy.stop()
 
@@ -330,8 +304,10 @@ def test_labelled_counts_of_a_known_mix(local):
     assert loads >= 2, e.log()
     want[key("sticky_canary_config_total", result="accepted")] += loads
     want[key("sticky_canary_config_invalid")] += 0
+    # Every request above that changed a header cleared the route cache.
+    want[key("sticky_canary_route_cache_clear_failed_total")] += 0
 
-    text = scrape(e)
+    text = e.prometheus()
     got = series(text)
     assert_exact(got, want)
     print("MEASURED: labelled counts:", json.dumps(
@@ -349,7 +325,7 @@ def test_labelled_counts_of_a_known_mix(local):
             assert rej(route, cause) in got
 
     # The example scrape in docs/metrics.md is this one, line for line.
-    doc = (harness.REPO_ROOT / "docs" / "metrics.md").read_text()
+    doc = (testkit.REPO_ROOT / "docs" / "metrics.md").read_text()
     example = doc.split("An example scrape, from the end-to-end test:\n\n```\n", 1)[1].split("```", 1)[0]
     lines = set(text.splitlines())
     assert [l for l in example.splitlines() if l not in lines] == [], example
@@ -375,13 +351,13 @@ def test_promtool_would_catch_a_bad_metric():
 def test_refused_config_is_counted_and_passes_through(workdir, backends):
     bad = copy.deepcopy(PLUGIN)
     bad["versions"][1]["weight"] = 150  # over weight_total 100
-    e = harness.start_envoy(harness.load_config(), workdir / "metrics-bad", backends=backends, plugin=bad)
+    e = testkit.start_envoy(testkit.load_config(), workdir / "metrics-bad", backends=backends, plugin=bad)
     try:
         c = e.client()
         for path in ("/", "/weighted/", "/user/", "/static/"):
             r = c.get(path, headers={"x-canary": "always"})
             assert (r.status, r.name, r.set_cookies) == (200, V1, []), r
-        got = series(scrape(e))
+        got = series(e.prometheus())
         refused = config_loads(e, "sticky-canary: invalid plugin config: versions[1].weight = 150")
         assert refused >= 2, e.log()
         want = collections.Counter({
@@ -392,7 +368,7 @@ def test_refused_config_is_counted_and_passes_through(workdir, backends):
         # Nothing was accepted: that series is not even defined.
         assert key("sticky_canary_config_total", result="accepted") not in got
         assert_exact(got, want)
-        complaints = promtool_check(our_lines(scrape(e)))
+        complaints = promtool_check(our_lines(e.prometheus()))
         assert without_help_complaints(complaints) == [], complaints
     finally:
         e.stop()
@@ -404,11 +380,8 @@ def test_refused_config_is_counted_and_passes_through(workdir, backends):
 
 def test_repinned_sessions_are_counted(workdir):
     base = workdir / "metrics-persistent"
-    pods = start_pods(base / "pods", [(V1, "m-v1-a"), (V1, "m-v1-b"), (V2, "m-v2-a")])
-    eds = Eds(base / "eds")
-    eds.write(V1, [pods["m-v1-a"].address, pods["m-v1-b"].address])
-    eds.write(V2, [pods["m-v2-a"].address])
-    e = harness.start_envoy(persistent_config(eds), base, plugin=persistent_plugin())
+    pods, eds = start_pods_with_eds(base, [(V1, "m-v1-a"), (V1, "m-v1-b"), (V2, "m-v2-a")])
+    e = testkit.start_envoy(persistent_config(eds), base, plugin=persistent_plugin())
     try:
         set_endpoints(eds, e, V1, [pods["m-v1-a"], pods["m-v1-b"]])
         c = e.client()
@@ -426,7 +399,7 @@ def test_repinned_sessions_are_counted(workdir):
             r = u.get(c)
             assert (r.status, r.hostname) == (200, "m-v1-b"), r
             assert u.issued == (2 if pod == "m-v1-a" else 1), r.set_cookies
-        got = series(scrape(e))
+        got = series(e.prometheus())
         G = "global"
         want = collections.Counter({
             dec(G, V1, "new"): 30,

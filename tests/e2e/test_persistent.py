@@ -21,41 +21,26 @@ import time
 
 import pytest
 
-import harness
-from test_persistent_helpers import (
-    COOKIE,
-    V1,
-    V2,
-    Eds,
-    cluster_hosts,
-    User,
-    config,
-    endpoint_seen,
-    kill_pod,
-    plugin,
-    set_endpoints,
-    start_pods,
-    wait_hosts,
-)
+import testkit
+from testkit import start_pods
+from testkit.persistent import COOKIE, V1, V2, User, attempts, config, endpoint_seen, plugin, set_endpoints
+from testkit.persistent import start_pods_with_eds
 
 
 class Stack:
     def __init__(self, workdir):
         self.workdir = workdir
-        self.eds = Eds(workdir / "eds")
-        base = start_pods(workdir / "pods", [(V1, "base-v1-0"), (V1, "base-v1-1"), (V2, "base-v2-0"), (V2, "base-v2-1")])
-        self.eds.write(V1, [base["base-v1-0"].address, base["base-v1-1"].address])
-        self.eds.write(V2, [base["base-v2-0"].address, base["base-v2-1"].address])
-        self.base = base
-        self.envoy = harness.start_envoy(config(self.eds), workdir, plugin=plugin())
+        self.base, self.eds = start_pods_with_eds(
+            workdir, [(V1, "base-v1-0"), (V1, "base-v1-1"), (V2, "base-v2-0"), (V2, "base-v2-1")])
+        self.envoy = testkit.start_envoy(config(self.eds), workdir, plugin=plugin())
 
-    def pods(self, name: str, spec) -> dict[str, harness.Backend]:
+    def pods(self, name: str, spec) -> dict[str, testkit.Backend]:
         return start_pods(self.workdir / name, spec)
 
     def use(self, cluster: str, pods) -> float:
         return set_endpoints(self.eds, self.envoy, cluster, pods)
 
-    def client(self) -> harness.Client:
+    def client(self) -> testkit.Client:
         return self.envoy.client()
 
     def stop(self):
@@ -69,10 +54,6 @@ def stack(workdir):
     s = Stack(workdir / "persistent")
     yield s
     s.stop()
-
-
-def attempts(r: harness.Response) -> int:
-    return int(r.header("x-envoy-attempt-count") or 0)
 
 
 def test_pins_the_exact_pod(stack):
@@ -113,7 +94,7 @@ class Traffic(threading.Thread):
         self.failures: list = []
 
     def run(self):
-        c = harness.Client(self.port)
+        c = testkit.Client(self.port)
         i = 0
         while not self.halt.is_set() and i < 1_000_000:
             u = self.users[i % len(self.users)]
@@ -134,14 +115,14 @@ class Traffic(threading.Thread):
         across the change just made, however slow the machine (the bound is
         a hang guard)."""
         goal = self.sent + n
-        deadline = time.monotonic() + harness.hang_guard(120)
+        deadline = time.monotonic() + testkit.hang_guard(120)
         while self.sent < goal and self.is_alive() and time.monotonic() < deadline:
             time.sleep(0.01)
         assert self.sent >= goal, f"traffic stalled at {self.sent} GETs (waited for {goal}): {self.failures[:5]}"
 
     def finish(self):
         self.halt.set()
-        self.join(harness.hang_guard(60))
+        self.join(testkit.hang_guard(60))
 
 
 def test_scaling_moves_only_the_sessions_of_a_removed_pod(stack):
@@ -290,13 +271,9 @@ def _pin_users(c, n, version_cookie=None, path="/", cookie_name=COOKIE):
     return users
 
 
-def _wait_flag(envoy, address, flag, timeout=harness.hang_guard(60.0)):
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout:
-        if flag in cluster_hosts(envoy, V1).get(address, ""):
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"{address} never got {flag}: {cluster_hosts(envoy, V1)}")
+def _wait_flag(envoy, address, flag):
+    testkit.wait_until(lambda: flag in envoy.cluster_hosts(V1).get(address, ""),
+                       lambda: f"{address} to get {flag}: {envoy.cluster_hosts(V1)}")
 
 
 def test_killed_pinned_pod_is_replaced_and_the_cookie_repinned(stack):
@@ -315,7 +292,7 @@ def test_killed_pinned_pod_is_replaced_and_the_cookie_repinned(stack):
         assert (r.hostname, attempts(r), u.issued) == (u.pod, 1, 1), r
     victims = {"k1-a", "k2-a"}
     for v in victims:
-        kill_pod(pods[v])
+        pods[v].kill()
     affected = [u for u in users if u.pod in victims]
     assert len(affected) > 40
     t0 = time.monotonic()
@@ -353,7 +330,7 @@ def test_change_on_failure_false_keeps_the_pin(stack):
     victim = pods["kp-a"]
     mine = [u for u in users if u.pod == "kp-a"]
     assert len(mine) > 5
-    kill_pod(victim)
+    victim.kill()
     # Once the health check has failed the dead pod, the retry's fallback
     # (Maglev over the healthy pods) is one fixed pod per session.
     _wait_flag(stack.envoy, victim.address, "failed_active_hc")
@@ -366,7 +343,7 @@ def test_change_on_failure_false_keeps_the_pin(stack):
             # The fallback is the same pod each time (hash of the session).
             assert fallback.setdefault(id(u), r.hostname) == r.hostname
     # The pod comes back at the same address: its sessions return to it.
-    back = harness.start_backend(stack.workdir / "keep", V1, "kp-a", port=victim.port)
+    back = testkit.start_backend(stack.workdir / "keep", V1, "kp-a", port=victim.port)
     try:
         for u in mine:
             r = u.get(c, "/keep/")

@@ -13,19 +13,8 @@ import collections
 
 import pytest
 
-from test_persistent_helpers import (
-    V1,
-    V2,
-    Eds,
-    User,
-    config,
-    endpoint_seen,
-    plugin,
-    set_endpoints,
-    start_envoys,
-    start_pods,
-    wait_hosts,
-)
+import testkit
+from testkit.persistent import V1, V2, User, config, endpoint_seen, plugin, set_endpoints, start_pods_with_eds, wait_eds
 
 N_USERS = 150
 ROUNDS = 6  # requests per user after the first, each on the next replica
@@ -34,15 +23,13 @@ ROUNDS = 6  # requests per user after the first, each on the next replica
 class Replicas:
     def __init__(self, workdir):
         spec = [(V1, "r1-a"), (V1, "r1-b"), (V1, "r1-c"), (V2, "r2-a"), (V2, "r2-b")]
-        self.pods = start_pods(workdir / "pods", spec)
-        self.eds = Eds(workdir / "eds")
-        self.eds.write(V1, [self.pods[h].address for h in ("r1-a", "r1-b", "r1-c")])
-        self.eds.write(V2, [self.pods[h].address for h in ("r2-a", "r2-b")])
+        self.pods, self.eds = start_pods_with_eds(workdir, spec)
         cfg = config(self.eds)
         same = plugin(v2_weight=50)
-        self.envoys = start_envoys([(cfg, workdir / f"replica-{i}", same) for i in range(3)])
-        for cluster in (V1, V2):
-            wait_hosts(self.envoys, cluster, self.eds.current[cluster])
+        # One after the other from this thread (Envoy dies with the thread
+        # that started it).
+        self.envoys = [testkit.start_envoy(cfg, workdir / f"replica-{i}", plugin=same) for i in range(3)]
+        wait_eds(self.envoys, self.eds)
         self.clients = [e.client() for e in self.envoys]
 
     def stop(self):

@@ -25,45 +25,30 @@ Run with `-s` to see the measured figures (lines starting with "measured:").
 
 Note for anyone starting Envoys in parallel: Envoy sets
 PR_SET_PDEATHSIG(SIGTERM), which fires when the *thread* that spawned it
-exits. Start Envoys from the long-lived SPAWNER threads below, never from a
-short-lived thread pool, or they are killed as soon as that pool shuts down.
+exits. testkit.start_envoys starts them from long-lived threads; never start
+one from a short-lived thread pool, or it is killed as soon as that pool
+shuts down. The users, the per-version config and the tolerances are in
+testkit/rollouts.py.
 """
 
 from __future__ import annotations
 
 import collections
-import concurrent.futures
-import copy
-import math
 import time
-from dataclasses import dataclass, field
-from typing import Callable, Mapping, Sequence
 
 import pytest
 
-import harness
-from cookie_format import CookieSession, bucket, derive_key, open_cookie, pod_hash, version_for_bucket, version_id
+import testkit
+from testkit.cookie_format import bucket, derive_key, pod_hash, version_for_bucket, version_id
+from testkit.rollouts import V1, V2, V3, Seen, User, assert_binomial
+from testkit.rollouts import binomial, envoy_config, pct, pod_endpoints, report, visit, visit_all
 
-V1, V2, V3 = "canary-v1", "canary-v2", "canary-v3"
-COOKIE = "sticky-canary"  # the default session cookie name
-THREADS = 4  # client threads; each keeps one keep-alive connection per replica
 N = 2000  # users per population (cookie users)
 N_UID = 1000  # users keyed by a user-id header
-SIGMAS = 5
-
-# Envoy processes die with the thread that spawned them (PR_SET_PDEATHSIG):
-# these threads live as long as the test process.
-SPAWNER = concurrent.futures.ThreadPoolExecutor(16, thread_name_prefix="envoy-spawner")
-
-
-def report(line: str) -> None:
-    """A measured figure, printed for `pytest -s` (and the README)."""
-    print(f"measured: {line}")
-
 
 
 def test_reference_hash_matches_the_filter(fleet):
-    """The reference above reproduces the filter: for new users at weight 30
+    """The reference (testkit/cookie_format.py) reproduces the filter: for new users at weight 30
     the sticky hash the backend sees is pod_hash(key in the cookie), the
     version id in the cookie is fnv32 of the version name, and the version
     is the one the bucket layout gives; for a user id, the hash is that of
@@ -78,142 +63,6 @@ def test_reference_hash_matches_the_filter(fleet):
             assert seen.version == version_for_bucket([(V1, 70), (V2, 30)], bucket(s.key))
             seen = visit(c, User("x"), path="/uid/x", headers={"x-user-id": f"user-{i}"}, use_jar=False)
             assert seen.hash == pod_hash(derive_key(f"user-{i}"))
-
-
-# ---------------------------------------------------------------------------
-# Envoy configuration and processes
-
-
-def envoy_config(versions: Sequence[str] = (V1, V2), *, hcm: Mapping | None = None) -> dict:
-    """envoy-local.yaml's listener and filter, with one route and one RING_HASH
-    cluster per version (the first is the default route). `hcm`: extra
-    HttpConnectionManager fields (use_remote_address, xff_num_trusted_hops)."""
-    cfg = harness.load_config()
-    listener = cfg["static_resources"]["listeners"][0]
-    # A port taken by another Envoy on this machine must fail the bind (the
-    # harness then retries elsewhere) instead of silently sharing it.
-    listener["enable_reuse_port"] = False
-    manager = listener["filter_chains"][0]["filters"][0]["typed_config"]
-    manager.update(hcm or {})
-    hash_policy = [{"header": {"header_name": "x-sticky-hash"}}]
-    routes = [
-        {
-            "name": v,
-            "match": {"prefix": "/", "headers": [{"name": "x-canary-version", "string_match": {"exact": v}}]},
-            "route": {"cluster": v, "hash_policy": hash_policy},
-        }
-        for v in versions[1:]
-    ]
-    routes.append({"name": versions[0], "match": {"prefix": "/"}, "route": {"cluster": versions[0], "hash_policy": hash_policy}})
-    manager["route_config"]["virtual_hosts"][0]["routes"] = routes
-    template = cfg["static_resources"]["clusters"][0]
-    clusters = []
-    for v in versions:
-        c = copy.deepcopy(template)
-        c["name"] = v
-        c["load_assignment"]["cluster_name"] = v
-        clusters.append(c)
-    cfg["static_resources"]["clusters"] = clusters
-    return cfg
-
-
-def start_envoys(specs: Mapping[str, tuple[dict, dict | str]], workdir, endpoints: Mapping[str, Sequence[str]]) -> dict[str, harness.Envoy]:
-    """Start one Envoy per `name: (config, plugin)` at once; all or none."""
-    futures = {
-        name: SPAWNER.submit(harness.start_envoy, cfg, workdir / name, plugin=plugin, endpoints=endpoints)
-        for name, (cfg, plugin) in specs.items()
-    }
-    started, errors = {}, []
-    for name, fut in futures.items():
-        try:
-            started[name] = fut.result()
-        except Exception as e:  # noqa: BLE001 - reported below
-            errors.append(e)
-    if errors:
-        for e in started.values():
-            e.stop()
-        raise errors[0]
-    return started
-
-
-def pod_endpoints(backends: harness.BackendSet) -> dict[str, list[str]]:
-    return {cluster: [b.address for b in pods] for cluster, pods in backends.by_cluster.items()}
-
-
-# ---------------------------------------------------------------------------
-# Simulated users
-
-
-@dataclass
-class User:
-    uid: str
-    jar: dict[str, str] = field(default_factory=dict)
-
-    def session(self) -> CookieSession:
-        return open_cookie(self.jar[COOKIE])
-
-
-@dataclass
-class Seen:
-    version: str
-    pod: str
-    hash: str
-    issued: bool  # a session Set-Cookie came back
-
-
-def visit(client: harness.Client, user: User, path: str = "/", headers=None, cookies=None, use_jar: bool = True) -> Seen:
-    """One request of `user`: its jar (plus `cookies`) goes along, Set-Cookie
-    updates the jar."""
-    jar = dict(user.jar) if use_jar else {}
-    jar.update(cookies or {})
-    r = client.get(path, headers=headers, cookies=jar or None)
-    assert r.status == 200, r
-    issued = r.cookies_named(COOKIE)
-    assert len(issued) <= 1, r.set_cookies
-    if use_jar:
-        for c in issued:
-            user.jar[c.name] = c.value
-    w = r.whoami
-    [h] = w.header_values("X-Sticky-Hash")
-    assert w.header_values("X-Canary-Version") == [w.name]
-    return Seen(w.name, w.hostname, h, bool(issued))
-
-
-def visit_all(envoys: Sequence[harness.Envoy], users: Sequence[User], *, shift: int = 0,
-              each: Callable[[User], dict] | None = None, **kw) -> list[Seen]:
-    """Every user makes one request, user i to replica (i + shift) % len(envoys),
-    from THREADS threads. `each(user)` adds per-user `visit` arguments."""
-    out: list[Seen | None] = [None] * len(users)
-
-    def work(t: int) -> None:
-        clients: dict[int, harness.Client] = {}
-        try:
-            for i in range(t, len(users), THREADS):
-                e = envoys[(i + shift) % len(envoys)]
-                c = clients.get(e.port) or clients.setdefault(e.port, e.client())
-                args = dict(kw, **(each(users[i]) if each else {}))
-                out[i] = visit(c, users[i], **args)
-        finally:
-            for c in clients.values():
-                c.close()
-
-    with concurrent.futures.ThreadPoolExecutor(THREADS) as pool:
-        list(pool.map(work, range(THREADS)))
-    return out  # type: ignore[return-value]
-
-
-def binomial(n: int, p: float) -> tuple[float, float]:
-    """(mean, 5-sigma half-width)."""
-    return n * p, SIGMAS * math.sqrt(n * p * (1 - p))
-
-
-def assert_binomial(count: int, n: int, p: float, what: str) -> None:
-    mean, tol = binomial(n, p)
-    assert abs(count - mean) <= tol + 1e-9, f"{what}: {count} of {n}, expected {mean:.0f} +- {tol:.0f}"
-
-
-def pct(k: int, n: int) -> str:
-    return f"{100 * k / n:.1f}%"
 
 
 # ---------------------------------------------------------------------------
@@ -242,8 +91,8 @@ def three_versions(w2: int, w3: int) -> dict:
 @pytest.fixture(scope="module")
 def pods(workdir, backends):
     """Two pods per version: envoy-local's canary-v1/v2 pods plus two canary-v3."""
-    extra = harness.start_backends(workdir / "pods-v3", [(V3, "canary-v3-0", 0), (V3, "canary-v3-1", 0)])
-    yield harness.BackendSet(backends.all + extra.all, {})
+    extra = testkit.start_backends(workdir / "pods-v3", [(V3, "canary-v3-0", 0), (V3, "canary-v3-1", 0)])
+    yield testkit.BackendSet(backends.all + extra.all, {})
     extra.stop()
 
 
@@ -260,13 +109,13 @@ def fleet(workdir, pods):
     specs["drain"] = (two, two_versions(0))
     # canary-v2 removed from the config; canary-v3 takes its place.
     specs["removed"] = (three, {"versions": [{"name": V1}, {"name": V3, "weight": 30}]})
-    envoys = start_envoys(specs, workdir / "fleet", pod_endpoints(pods))
+    envoys = testkit.start_envoys(specs, workdir / "fleet", pod_endpoints(pods))
     yield envoys
     for e in envoys.values():
         e.stop()
 
 
-def replicas(fleet, weight: int) -> list[harness.Envoy]:
+def replicas(fleet, weight: int) -> list[testkit.Envoy]:
     return [fleet[f"w{weight}a"], fleet[f"w{weight}b"]]
 
 
@@ -621,7 +470,7 @@ def test_timed_ramp_levels_in_real_envoy(workdir, pods):
             plugin = ramp_plugin(start, duration=3 * DAY, steps=3)
         assert ramp_weight(start, start + 3 * DAY, 3, now) == levels[name][1]
         specs[name] = (envoy_config((V1, V2)), plugin)
-    envoys = start_envoys(specs, workdir / "ramp-levels", pod_endpoints(pods))
+    envoys = testkit.start_envoys(specs, workdir / "ramp-levels", pod_endpoints(pods))
     try:
         cohort = [User(f"cohort{i}") for i in range(300)]
         history, shares = [], []
@@ -660,10 +509,10 @@ def test_timed_ramp_moves_in_a_running_envoy(workdir, pods):
     duration, steps = 4, 2
     cohort = [User(f"live{i}") for i in range(200)]
     for attempt, lead in enumerate((5, 20, 60)):
-        lead = int(harness.hang_guard(lead))
+        lead = int(testkit.hang_guard(lead))
         start = int(time.time()) + lead
         end = start + duration
-        [envoy] = start_envoys({"live": (envoy_config((V1, V2)), ramp_plugin(start, duration=duration, steps=steps))},
+        [envoy] = testkit.start_envoys({"live": (envoy_config((V1, V2)), ramp_plugin(start, duration=duration, steps=steps))},
                                workdir / f"ramp-live-{attempt}", pod_endpoints(pods)).values()
         polls = []  # (t0, t1, [Seen])
         try:

@@ -79,13 +79,13 @@ def test_pass_through_strips_forged_override_headers(workdir, backends):
     client's copies of the filter's headers are removed: with the Envoy
     routes of envoy-local.yaml, a forged `x-canary-version: canary-v2`
     would otherwise pick canary-v2 on a route the plugin does not cover."""
-    import harness
+    import testkit
 
-    cfg = harness.load_config()
-    plugin = harness.plugin_config(cfg)
+    cfg = testkit.load_config()
+    plugin = testkit.plugin_config(cfg)
     # Only the /weighted/ entry stays: "/" is not covered by any policy.
     del plugin["versions"], plugin["rules"]
-    envoy = harness.start_envoy(cfg, workdir / "passthrough", backends=backends, plugin=plugin)
+    envoy = testkit.start_envoy(cfg, workdir / "passthrough", backends=backends, plugin=plugin)
     try:
         c = envoy.client()
         forged = {"x-canary-version": "canary-v2", "x-sticky-hash": "0000000000000000", "x-sticky-endpoint": "127.0.0.1:1"}

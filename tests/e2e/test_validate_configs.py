@@ -16,7 +16,7 @@ import concurrent.futures
 import pytest
 import yaml
 
-import harness
+import testkit
 
 ROOTS = ("envoy-config", "examples")
 
@@ -24,7 +24,7 @@ ROOTS = ("envoy-config", "examples")
 def envoy_configs() -> list:
     found = []
     for root in ROOTS:
-        base = harness.REPO_ROOT / root
+        base = testkit.REPO_ROOT / root
         if not base.is_dir():
             continue
         for path in sorted(list(base.rglob("*.yaml")) + list(base.rglob("*.yml"))):
@@ -43,7 +43,7 @@ CONFIGS = envoy_configs()
 
 
 def test_shipped_configs_are_found():
-    rel = {str(p.relative_to(harness.REPO_ROOT)) for p in CONFIGS}
+    rel = {str(p.relative_to(testkit.REPO_ROOT)) for p in CONFIGS}
     assert {"envoy-config/envoy-local.yaml", "envoy-config/envoy.yaml"} <= rel, rel
 
 
@@ -54,21 +54,21 @@ def results(workdir):
     out_dir.mkdir(parents=True, exist_ok=True)
 
     def one(path):
-        config = harness.load_config(path)
-        local = harness.rewrite_config(config)  # only .wasm paths change
+        config = testkit.load_config(path)
+        local = testkit.rewrite_config(config)  # only .wasm paths change
         target = path
         if local != config:
-            rel = path.relative_to(harness.REPO_ROOT)
+            rel = path.relative_to(testkit.REPO_ROOT)
             target = out_dir / str(rel).replace("/", "__")
             target.write_text(yaml.safe_dump(local, sort_keys=False))
-        rc, output = harness.validate_config(target)
+        rc, output = testkit.validate_config(target)
         return rc, output, target
 
     with concurrent.futures.ThreadPoolExecutor(4) as pool:
         return dict(zip(CONFIGS, pool.map(one, CONFIGS)))
 
 
-@pytest.mark.parametrize("path", CONFIGS, ids=[str(p.relative_to(harness.REPO_ROOT)) for p in CONFIGS])
+@pytest.mark.parametrize("path", CONFIGS, ids=[str(p.relative_to(testkit.REPO_ROOT)) for p in CONFIGS])
 def test_envoy_validates(results, path):
     rc, output, target = results[path]
     assert rc == 0, output[-4000:]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import concurrent.futures
 import math
 
-import harness
+import testkit
 
 COOKIE = "my-weighted-cookie"
 USERS = 2000
@@ -17,7 +17,7 @@ THREADS = 4
 
 def _new_users(port: int, n: int) -> list[tuple[str | None, list[str], str | None]]:
     out = []
-    with harness.Client(port) as c:
+    with testkit.Client(port) as c:
         for i in range(n):
             r = c.get(f"/weighted/x?u={i}")
             assert r.status == 200, r
@@ -48,7 +48,7 @@ def test_weighted_split_and_stickiness(stack):
     sessions = []
     for name, set_cookies, hostname in users:
         assert len(set_cookies) == 1, set_cookies
-        c = harness.parse_set_cookie(set_cookies[0])
+        c = testkit.parse_set_cookie(set_cookies[0])
         assert c.name == COOKIE
         # Attributes come from the global cookie settings (merged), only the name differs.
         assert c.attribute_set == {"Path=/", "Max-Age=3600", "Secure", "HttpOnly", "SameSite=None"}
@@ -59,7 +59,7 @@ def test_weighted_split_and_stickiness(stack):
     sample = sessions[:: USERS // RETURNING][:RETURNING]
     assert {name for _, name, _ in sample} == {"canary-v1", "canary-v2"}
     kept = 0
-    with harness.Client(stack.envoy.port) as c:
+    with testkit.Client(stack.envoy.port) as c:
         for value, name, hostname in sample:
             r = c.get("/weighted/y", cookies={COOKIE: value})
             assert r.status == 200

@@ -5,7 +5,7 @@ The schemas of the Envoy Gateway and Gateway API resources under
 envoy-gateway/ come from the npm packages of kubernetes-models (generated
 from the projects' CRD OpenAPI schemas):
 
-    @kubernetes-models/envoy-gateway  (EnvoyExtensionPolicy, BackendTrafficPolicy)
+    @kubernetes-models/envoy-gateway  (EnvoyExtensionPolicy, BackendTrafficPolicy, EnvoyProxy)
     @kubernetes-models/gateway-api    (GatewayClass, Gateway, HTTPRoute)
     @kubernetes-models/apimachinery   (ObjectMeta)
     kubernetes-models                 (JSON, IntOrString)
@@ -23,7 +23,7 @@ properties as declared, enums as declared.
 
 What the declarations do not carry, and so neither do these schemas:
 patterns, lengths, ranges and the CRDs' CEL rules (x-kubernetes-validations);
-tests/envoy_gateway/eg_validate.py re-implements the CEL rules that matter
+tests/testkit/eg_validate.py re-implements the CEL rules that matter
 for these manifests.
 """
 
@@ -50,6 +50,7 @@ PACKAGES = {
 KINDS = {
     ("@kubernetes-models/envoy-gateway", "gateway.envoyproxy.io/v1alpha1/EnvoyExtensionPolicy"): "gateway.envoyproxy.io_v1alpha1_EnvoyExtensionPolicy.json",
     ("@kubernetes-models/envoy-gateway", "gateway.envoyproxy.io/v1alpha1/BackendTrafficPolicy"): "gateway.envoyproxy.io_v1alpha1_BackendTrafficPolicy.json",
+    ("@kubernetes-models/envoy-gateway", "gateway.envoyproxy.io/v1alpha1/EnvoyProxy"): "gateway.envoyproxy.io_v1alpha1_EnvoyProxy.json",
     ("@kubernetes-models/gateway-api", "gateway.networking.k8s.io/v1/GatewayClass"): "gateway.networking.k8s.io_v1_GatewayClass.json",
     ("@kubernetes-models/gateway-api", "gateway.networking.k8s.io/v1/Gateway"): "gateway.networking.k8s.io_v1_Gateway.json",
     ("@kubernetes-models/gateway-api", "gateway.networking.k8s.io/v1/HTTPRoute"): "gateway.networking.k8s.io_v1_HTTPRoute.json",

@@ -1,5 +1,5 @@
 """Every manifest under envoy-gateway/ is valid against Envoy Gateway's and
-the Gateway API's schemas (eg_validate.py), the validator catches a
+the Gateway API's schemas (testkit/eg_validate.py), the validator catches a
 misspelt field and the CEL rules that matter, and the manifests fit
 together the way envoy-gateway/README.md needs them: the HTTPRoute routes
 the filter's version header to one Service per version and the rest to the
@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import copy
 import re
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-import eg_validate as ev
+from testkit import eg_validate as ev
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 EG = REPO_ROOT / "envoy-gateway"

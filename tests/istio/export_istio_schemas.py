@@ -24,7 +24,7 @@ delete that directory when one is):
     .venv/bin/python tests/istio/export_istio_schemas.py Telemetry
 
 What the exported schemas do not carry: the CRDs' CEL rules
-(x-kubernetes-validations); tests/istio/istio_validate.py re-implements the
+(x-kubernetes-validations); tests/testkit/istio_validate.py re-implements the
 ones that matter for these manifests.
 """
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-import harness  # tests/e2e (conftest.py puts it on sys.path): hang_guard
+import testkit
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SKIP_DIRS = {".git", ".venv", "target", "node_modules"}
@@ -44,7 +44,7 @@ def compose_files() -> list[Path]:
 
 def run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run([str(compose_binary()), *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=harness.hang_guard(300))
+                          timeout=testkit.hang_guard(300))
 
 
 FILES = compose_files()

@@ -35,54 +35,29 @@ the other pod of the same version, which the next cookie records.
 from __future__ import annotations
 
 import copy
-import http.client
 import json
-import sys
 import types
 from pathlib import Path
 
 import pytest
 import yaml
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "e2e"))
-import harness  # noqa: E402
+import testkit
+from istiod_model import ISTIO_CIRCUIT_BREAKERS, proto_merge
+from testkit.envoy_config import ROUTER, http_bootstrap
+from testkit.manifests import one, yaml_docs
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-ISTIO = REPO_ROOT / "istio"
+ISTIO = testkit.REPO_ROOT / "istio"
 HOST = "my-app.example.com"
 OTHER_HOST = "billing.other-team.example.org"
 OTHER_CLUSTER = "outbound|80||billing.other-team.svc.cluster.local"
 COOKIE = "my-sticky-cookie"
 PODS = {"canary-v1": ["my-app-v1-0", "my-app-v1-1"], "canary-v2": ["my-app-v2-0", "my-app-v2-1"]}
 OTHER_POD = ("billing", "billing-0")
-# istiod's thresholds on every outbound cluster (getDefaultCircuitBreakerThresholds):
-# no retry overflow unless a DestinationRule's connectionPool lowers max_retries.
-ISTIO_CIRCUIT_BREAKERS = {"thresholds": [{"max_connections": 4294967295, "max_pending_requests": 4294967295,
-                                          "max_requests": 4294967295, "max_retries": 4294967295, "track_remaining": True}]}
 
 
 def docs(*rel: str) -> list[dict]:
-    out = []
-    for r in rel:
-        out += [d for d in yaml.safe_load_all((ISTIO / r).read_text()) if d]
-    return out
-
-
-def one(kind: str, ds: list[dict]) -> dict:
-    (d,) = [d for d in ds if d["kind"] == kind]
-    return d
-
-
-def proto_merge(base: dict, patch: dict) -> None:
-    """Protobuf MERGE as Istio's EnvoyFilter applies it: messages merged
-    field by field, repeated fields appended, scalars replaced."""
-    for k, v in patch.items():
-        if isinstance(v, dict) and isinstance(base.get(k), dict):
-            proto_merge(base[k], v)
-        elif isinstance(v, list) and isinstance(base.get(k), list):
-            base[k] = base[k] + copy.deepcopy(v)
-        else:
-            base[k] = copy.deepcopy(v)
+    return yaml_docs(*(ISTIO / r for r in rel))
 
 
 def cluster_name(dest: dict) -> str:
@@ -139,7 +114,7 @@ def vm_env(spec: dict) -> dict:
     return {k: v for k, v in env.items() if v}
 
 
-def istio_gateway_config(variant: str, backends: dict[str, list[harness.Backend]], with_plugin: bool = True) -> dict:
+def istio_gateway_config(variant: str, backends: dict[str, list[testkit.Backend]], with_plugin: bool = True) -> dict:
     """The gateway's Envoy config for `gateway` or `persistent` (see above)."""
     base = docs("base/destinationrule.yaml")
     if variant == "gateway":
@@ -219,7 +194,7 @@ def istio_gateway_config(variant: str, backends: dict[str, list[harness.Backend]
                     "root_id": spec["pluginName"],
                     # istiod: failStrategy FAIL_OPEN -> failure_policy FAIL_OPEN
                     "failure_policy": {"FAIL_OPEN": "FAIL_OPEN", "FAIL_CLOSE": "FAIL_CLOSED", "FAIL_RELOAD": "FAIL_RELOAD"}[spec["failStrategy"]],
-                    "vm_config": {"runtime": "envoy.wasm.runtime.v8", "code": {"local": {"filename": str(harness.WASM_PATH)}},
+                    "vm_config": {"runtime": "envoy.wasm.runtime.v8", "code": {"local": {"filename": str(testkit.WASM_PATH)}},
                                   "environment_variables": vm_env(spec)},
                     "configuration": {"@type": "type.googleapis.com/google.protobuf.StringValue", "value": json.dumps(spec["pluginConfig"])},
                 },
@@ -230,50 +205,36 @@ def istio_gateway_config(variant: str, backends: dict[str, list[harness.Backend]
         # and failStrategy is FAIL_OPEN: an RBAC filter with no rules (allow all).
         filters.append({"name": "istio-system.sticky-canary", "typed_config": {
             "@type": "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC", "rules_stat_prefix": "wasm-default-allow"}})
-    filters.append({"name": "envoy.filters.http.router", "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}})
+    filters.append(ROUTER)
 
-    return {
-        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}}},
-        "static_resources": {
-            "listeners": [{
-                "name": "0.0.0.0_8080",
-                "address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}},
-                "filter_chains": [{"filters": [{
-                    "name": "envoy.filters.network.http_connection_manager",
-                    "typed_config": {
-                        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
-                        "stat_prefix": "outbound_0.0.0.0_8080",
-                        "access_log": [{"name": "envoy.access_loggers.stdout", "typed_config": {
-                            "@type": "type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StdoutAccessLog",
-                            "log_format": {"text_format_source": {"inline_string":
-                                "%RESPONSE_CODE% route=%ROUTE_NAME% cluster=%UPSTREAM_CLUSTER% host=%UPSTREAM_HOST% attempts=%UPSTREAM_REQUEST_ATTEMPT_COUNT% version=%REQ(X-CANARY-VERSION)% endpoint=%REQ(X-STICKY-ENDPOINT)%\n"}}}}],
-                        "route_config": {"name": "http.8080", "virtual_hosts": [
-                            {"name": f"{HOST}:80", "domains": [HOST, f"{HOST}:*"], "routes": routes},
-                            # another team's VirtualService on the same gateway
-                            {"name": f"{OTHER_HOST}:80", "domains": [OTHER_HOST, f"{OTHER_HOST}:*"], "routes": [
-                                {"name": "billing", "match": {"prefix": "/"}, "route": {"cluster": OTHER_CLUSTER, "timeout": "0s"}}]},
-                        ]},
-                        "http_filters": filters,
-                    },
-                }]}],
-            }],
-            "clusters": clusters,
-        },
-    }
+    return http_bootstrap("0.0.0.0_8080", {
+        "stat_prefix": "outbound_0.0.0.0_8080",
+        "access_log": [{"name": "envoy.access_loggers.stdout", "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StdoutAccessLog",
+            "log_format": {"text_format_source": {"inline_string":
+                "%RESPONSE_CODE% route=%ROUTE_NAME% cluster=%UPSTREAM_CLUSTER% host=%UPSTREAM_HOST% attempts=%UPSTREAM_REQUEST_ATTEMPT_COUNT% version=%REQ(X-CANARY-VERSION)% endpoint=%REQ(X-STICKY-ENDPOINT)%\n"}}}}],
+        "route_config": {"name": "http.8080", "virtual_hosts": [
+            {"name": f"{HOST}:80", "domains": [HOST, f"{HOST}:*"], "routes": routes},
+            # another team's VirtualService on the same gateway
+            {"name": f"{OTHER_HOST}:80", "domains": [OTHER_HOST, f"{OTHER_HOST}:*"], "routes": [
+                {"name": "billing", "match": {"prefix": "/"}, "route": {"cluster": OTHER_CLUSTER, "timeout": "0s"}}]},
+        ]},
+        "http_filters": filters,
+    }, clusters)
 
 
 @pytest.fixture(scope="module", autouse=True)
 def prerequisites():
-    harness.require_envoy_and_wasm()
+    testkit.require_envoy_and_wasm()
 
 
-def start_pods(workdir: Path) -> dict[str, list[harness.Backend]]:
-    pods = {v: [harness.start_backend(workdir, v, pod) for pod in pods] for v, pods in PODS.items()}
-    pods[OTHER_POD[0]] = [harness.start_backend(workdir, *OTHER_POD)]
+def start_pods(workdir: Path) -> dict[str, list[testkit.Backend]]:
+    pods = {v: [testkit.start_backend(workdir, v, pod) for pod in pods] for v, pods in PODS.items()}
+    pods[OTHER_POD[0]] = [testkit.start_backend(workdir, *OTHER_POD)]
     return pods
 
 
-def stop_pods(pods: dict[str, list[harness.Backend]]) -> None:
+def stop_pods(pods: dict[str, list[testkit.Backend]]) -> None:
     for bs in pods.values():
         for b in bs:
             b.stop()
@@ -288,47 +249,21 @@ def pods(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def gateway(pods, tmp_path_factory):
-    envoy = harness.start_envoy(istio_gateway_config("gateway", pods), tmp_path_factory.mktemp("gw"))
+    envoy = testkit.start_envoy(istio_gateway_config("gateway", pods), tmp_path_factory.mktemp("gw"))
     yield envoy
     envoy.stop()
 
 
-class HostClient:
+def client(envoy: testkit.Envoy, host: str = HOST) -> testkit.Client:
     """A keep-alive client that sends Host: my-app.example.com (the
     VirtualService host) instead of 127.0.0.1:port."""
-
-    def __init__(self, envoy: harness.Envoy, host: str = HOST):
-        self.conn = http.client.HTTPConnection("127.0.0.1", envoy.port, timeout=harness.REQUEST_TIMEOUT)
-        self.host = host
-
-    def get(self, path: str, headers: dict, cookies) -> harness.Response:
-        self.conn.putrequest("GET", path, skip_host=True, skip_accept_encoding=True)
-        self.conn.putheader("Host", self.host)
-        for k, v in headers.items():
-            self.conn.putheader(k, v)
-        if cookies:
-            pairs = [cookies] if isinstance(cookies, str) else [f"{k}={v}" for k, v in cookies]
-            self.conn.putheader("Cookie", "; ".join(pairs))
-        self.conn.endheaders()
-        r = self.conn.getresponse()
-        body = r.read().decode("utf-8", errors="replace")
-        return harness.Response(r.status, list(r.getheaders()), body)
-
-
-def client(envoy: harness.Envoy, host: str = HOST) -> HostClient:
-    return HostClient(envoy, host)
-
-
-def get(c: HostClient, cookies=None, headers=None) -> harness.Response:
-    r = c.get("/", headers or {}, cookies)
-    assert r.status == 200, r
-    return r
+    return testkit.Client(envoy.port, authority=host)
 
 
 def test_walkthrough_version_cookie_and_pinned_pod(gateway):
     c = client(gateway)
     # 1. a new user: a version (20% canary-v2), and a session cookie
-    r = get(c)
+    r = c.get_ok()
     (cookie,) = r.cookies_named(COOKIE)
     assert {"Path=/", "Max-Age=3600", "HttpOnly", "SameSite=Lax"} <= cookie.attribute_set
     assert r.name in PODS and r.hostname in PODS[r.name]
@@ -338,30 +273,30 @@ def test_walkthrough_version_cookie_and_pinned_pod(gateway):
     assert len(h) == 16 and int(h, 16) >= 0
     # 2. the same session: the same version and pod, every time
     for _ in range(8):
-        again = get(c, cookies=cookie.pair)
+        again = c.get_ok(cookies=cookie.pair)
         assert (again.name, again.hostname) == (r.name, r.hostname)
     # 3. opt in / out
-    assert get(c, cookies="canary=v2").name == "canary-v2"
-    assert get(c, headers={"x-canary": "always"}).name == "canary-v2"
-    assert get(c, headers={"x-canary": "never"}).name == "canary-v1"
+    assert c.get_ok(cookies="canary=v2").name == "canary-v2"
+    assert c.get_ok(headers={"x-canary": "always"}).name == "canary-v2"
+    assert c.get_ok(headers={"x-canary": "never"}).name == "canary-v1"
     # 4. a client's own x-canary-version does not pick the route
-    spoof = get(c, headers={"x-canary": "never", "x-canary-version": "canary-v2"})
+    spoof = c.get_ok(headers={"x-canary": "never", "x-canary-version": "canary-v2"})
     assert spoof.name == "canary-v1" and spoof.whoami.header_values("X-Canary-Version") == ["canary-v1"]
 
 
 def test_new_users_are_spread_over_versions_and_pods(gateway):
     c = client(gateway)
-    seen = {get(c).hostname for _ in range(80)}
+    seen = {c.get_ok().hostname for _ in range(80)}
     # 20% canary: P(no canary-v2 in 80 users) = 0.8**80 < 1e-7
     assert set(PODS["canary-v1"]) <= seen and seen & set(PODS["canary-v2"])
     assert gateway.metric("sticky_canary_decisions_total", route="my-app", version="canary-v2", reason="new") > 0
 
 
-def decision_counters(envoy: harness.Envoy) -> dict[str, int]:
+def decision_counters(envoy: testkit.Envoy) -> dict[str, int]:
     return envoy.counters("sticky_canary_decisions_total")
 
 
-def passthrough_count(envoy: harness.Envoy) -> int:
+def passthrough_count(envoy: testkit.Envoy) -> int:
     return envoy.metric("sticky_canary_passthrough_total")
 
 
@@ -374,7 +309,7 @@ def test_another_host_on_the_shared_gateway_passes_through_untouched(gateway):
     n = 12
     for i in range(n):
         headers = [{"x-canary": "always"}, {"x-canary-version": "canary-v2", "x-sticky-hash": "0123456789abcdef"}, {}][i % 3]
-        r = get(c, cookies="canary=v2" if i % 2 else None, headers=headers)
+        r = c.get_ok(cookies="canary=v2" if i % 2 else None, headers=headers)
         assert r.hostname == OTHER_POD[1]
         assert r.set_cookies == []
         assert r.whoami.header_values("X-Canary-Version") == []
@@ -383,21 +318,21 @@ def test_another_host_on_the_shared_gateway_passes_through_untouched(gateway):
     assert decision_counters(gateway) == before
     assert passthrough_count(gateway) == passthrough + n
     # the same gateway still decides for my-app, and counts that
-    assert get(client(gateway), cookies="canary=v2").name == "canary-v2"
+    assert client(gateway).get_ok(cookies="canary=v2").name == "canary-v2"
     assert decision_counters(gateway) != before
     assert passthrough_count(gateway) == passthrough + n
 
 
 def test_plugin_missing_fail_open_sends_everyone_to_stable(pods, tmp_path):
-    envoy = harness.start_envoy(istio_gateway_config("gateway", pods, with_plugin=False), tmp_path)
+    envoy = testkit.start_envoy(istio_gateway_config("gateway", pods, with_plugin=False), tmp_path)
     try:
         c = client(envoy)
         for _ in range(10):
-            r = get(c, cookies="canary=v2")
+            r = c.get_ok(cookies="canary=v2")
             assert r.name == "canary-v1" and not r.set_cookies
         # Without the filter nothing overwrites a client's header: this is why
         # the README says a canary is not a security boundary under FAIL_OPEN.
-        assert get(c, headers={"x-canary-version": "canary-v2"}).name == "canary-v2"
+        assert c.get_ok(headers={"x-canary-version": "canary-v2"}).name == "canary-v2"
     finally:
         envoy.stop()
 
@@ -410,16 +345,16 @@ def test_persistent_mode_pins_the_pod_and_moves_off_a_dead_one(tmp_path, monkeyp
     # environment, as the gateway's istio-proxy gets them from the Secret.
     monkeypatch.setenv("STICKY_CANARY_KEYS", PERSISTENT_KEYS)
     pods = start_pods(tmp_path / "pods")
-    envoy = harness.start_envoy(istio_gateway_config("persistent", pods), tmp_path / "envoy")
+    envoy = testkit.start_envoy(istio_gateway_config("persistent", pods), tmp_path / "envoy")
     try:
         c = client(envoy)
-        r = get(c, cookies="canary=v2")
+        r = c.get_ok(cookies="canary=v2")
         assert r.name == "canary-v2"
         (cookie,) = r.cookies_named(COOKIE)
         pinned = r.hostname
         address = {b.hostname: b.address for b in pods["canary-v2"]}
         for _ in range(8):
-            again = get(c, cookies=[("canary", "v2"), (COOKIE, cookie.value)])
+            again = c.get_ok(cookies=[("canary", "v2"), (COOKIE, cookie.value)])
             assert again.hostname == pinned
             # the pod to pin travels to Envoy's override_host in the header
             assert again.whoami.header_values("X-Sticky-Endpoint") == [address[pinned]]
@@ -427,25 +362,16 @@ def test_persistent_mode_pins_the_pod_and_moves_off_a_dead_one(tmp_path, monkeyp
         # canary-v2 pod, and the filter re-pins the session there
         (dead,) = [b for b in pods["canary-v2"] if b.hostname == pinned]
         dead.stop()
-        moved = get(c, cookies=[("canary", "v2"), (COOKIE, cookie.value)])
+        moved = c.get_ok(cookies=[("canary", "v2"), (COOKIE, cookie.value)])
         assert moved.name == "canary-v2" and moved.hostname != pinned, envoy.log()[-3000:]
         (new_cookie,) = moved.cookies_named(COOKIE)
         for _ in range(5):
-            after = get(c, cookies=[("canary", "v2"), (COOKIE, new_cookie.value)])
+            after = c.get_ok(cookies=[("canary", "v2"), (COOKIE, new_cookie.value)])
             assert after.hostname == moved.hostname
             assert after.whoami.header_values("X-Sticky-Endpoint") == [address[moved.hostname]]
     finally:
         envoy.stop()
         stop_pods(pods)
-
-
-def cluster_counter(envoy: harness.Envoy, cluster: str, name: str) -> int:
-    _, text = envoy.admin("/stats?filter=^cluster\\.")
-    for line in text.splitlines():
-        k, _, v = line.partition(": ")
-        if k == f"cluster.{cluster}.{name}":
-            return int(v)
-    return 0
 
 
 def test_persistent_mode_concurrent_sessions_on_a_killed_pod_all_succeed(tmp_path, monkeypatch):
@@ -459,13 +385,13 @@ def test_persistent_mode_concurrent_sessions_on_a_killed_pod_all_succeed(tmp_pat
 
     monkeypatch.setenv("STICKY_CANARY_KEYS", PERSISTENT_KEYS)
     pods = start_pods(tmp_path / "pods")
-    envoy = harness.start_envoy(istio_gateway_config("persistent", pods), tmp_path / "envoy")
+    envoy = testkit.start_envoy(istio_gateway_config("persistent", pods), tmp_path / "envoy")
     try:
         c = client(envoy)
         victim, survivor = (b.hostname for b in pods["canary-v2"])
         sessions = []
         for _ in range(400):  # new sessions land on either pod; keep 8 on the victim
-            r = get(c, cookies="canary=v2")
+            r = c.get_ok(cookies="canary=v2")
             if r.hostname == victim:
                 (ck,) = r.cookies_named(COOKIE)
                 sessions.append(ck.value)
@@ -487,20 +413,20 @@ def test_persistent_mode_concurrent_sessions_on_a_killed_pod_all_succeed(tmp_pat
         with concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool:
             results = [x for xs in pool.map(burst, sessions) for x in xs]
         assert results == [(200, survivor)] * 48, (results, envoy.log()[-6000:])
-        assert cluster_counter(envoy, cluster, "upstream_rq_retry_overflow") == 0
+        assert envoy.counter(f"cluster.{cluster}.upstream_rq_retry_overflow") == 0
     finally:
         envoy.stop()
         stop_pods(pods)
 
 
 def test_rendered_configs_pass_envoy_validate(tmp_path, monkeypatch):
-    """Both renderings also pass `envoy --mode validate` (what the harness
+    """Both renderings also pass `envoy --mode validate` (what start_envoy
     could not start would fail above anyway; this names the file)."""
     monkeypatch.setenv("STICKY_CANARY_KEYS", PERSISTENT_KEYS)
     fake = {v: [types.SimpleNamespace(port=1) for _ in ps] for v, ps in PODS.items()}
     for variant in ("gateway", "persistent"):
-        cfg = harness.rewrite_config(istio_gateway_config(variant, fake), listener_ports=[harness.free_port()], admin_port=harness.free_port())
+        cfg = testkit.rewrite_config(istio_gateway_config(variant, fake), listener_ports=[testkit.free_port()], admin_port=testkit.free_port())
         path = tmp_path / f"{variant}.yaml"
         path.write_text(yaml.safe_dump(cfg, sort_keys=False))
-        rc, out = harness.validate_config(path)
+        rc, out = testkit.validate_config(path)
         assert rc == 0, out

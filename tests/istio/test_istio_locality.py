@@ -39,9 +39,11 @@ import copy
 import pytest
 import yaml
 
-import test_istio_envoy as t
-import harness
+import testkit
+from istiod_model import ISTIO_CIRCUIT_BREAKERS, proto_merge
+from testkit.manifests import yaml_docs
 
+ISTIO = testkit.REPO_ROOT / "istio"
 HOST = "my-app.default.svc.cluster.local"
 PARTIAL = "load_balancing_policy cannot be combined with partial fields"
 
@@ -82,7 +84,7 @@ def istiod_cluster(subset: str, dr: dict, *, mesh_locality=MESH_DEFAULT, mesh_zo
         "type": "EDS",
         "eds_cluster_config": {"service_name": name, "eds_config": {"ads": {}, "initial_fetch_timeout": "0s", "resource_api_version": "V3"}},
         "connect_timeout": "10s",
-        "circuit_breakers": copy.deepcopy(t.ISTIO_CIRCUIT_BREAKERS),
+        "circuit_breakers": copy.deepcopy(ISTIO_CIRCUIT_BREAKERS),
         "common_lb_config": {},
     }
     od = policy.get("outlierDetection")
@@ -113,12 +115,12 @@ def istiod_cluster(subset: str, dr: dict, *, mesh_locality=MESH_DEFAULT, mesh_zo
 
 def patched(cluster: dict) -> dict:
     """The persistent EnvoyFilter's CLUSTER MERGE applied to one cluster."""
-    (ef,) = [d for d in t.docs("persistent/envoyfilter.yaml") if d["kind"] == "EnvoyFilter"]
+    (ef,) = [d for d in yaml_docs(ISTIO / "persistent" / "envoyfilter.yaml") if d["kind"] == "EnvoyFilter"]
     out = copy.deepcopy(cluster)
     for p in ef["spec"]["configPatches"]:
         assert p["applyTo"] == "CLUSTER" and p["patch"]["operation"] == "MERGE"
         assert p["match"]["cluster"]["service"] == HOST
-        t.proto_merge(out, p["patch"]["value"])
+        proto_merge(out, p["patch"]["value"])
     return out
 
 
@@ -141,7 +143,7 @@ def bootstrap(clusters: list[dict]) -> dict:
 
 
 def shipped_dr() -> dict:
-    (dr,) = [d for d in t.docs("persistent/destinationrule.yaml") if d["kind"] == "DestinationRule"]
+    (dr,) = [d for d in yaml_docs(ISTIO / "persistent" / "destinationrule.yaml") if d["kind"] == "DestinationRule"]
     return dr
 
 
@@ -181,7 +183,7 @@ def results(tmp_path_factory):
         clusters = [patched(istiod_cluster(s["name"], dr(), **inputs)) for s in shipped_dr()["spec"]["subsets"]]
         path = d / (cid.replace("/", "_") + ".yaml")
         path.write_text(yaml.safe_dump(bootstrap(clusters), sort_keys=False))
-        return harness.validate_config(path)
+        return testkit.validate_config(path)
 
     with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:
         return dict(zip([c[0] for c in CASES], pool.map(run, CASES)))

@@ -1,5 +1,5 @@
 """Every manifest under istio/ and examples/ is valid, and the validator is
-strict enough to catch a misspelt field (see istio_validate.py for what each
+strict enough to catch a misspelt field (see testkit/istio_validate.py for what each
 kind is checked against).
 
 Then the manifests are checked against each other the way the walkthrough
@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-import istio_validate as iv
+from testkit import istio_validate as iv
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 ISTIO = REPO_ROOT / "istio"

@@ -37,9 +37,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-import harness  # tests/e2e (conftest.py puts it on sys.path): hang_guard
-
-import istio_validate as iv
+import testkit
+from testkit import eg_validate
+from testkit import istio_validate as iv
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 OCI_PY = REPO_ROOT / "istio" / "oci.py"
@@ -58,7 +58,7 @@ def sha(b: bytes) -> str:
 
 def run_oci(*args: str, cwd: Path = REPO_ROOT) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, str(OCI_PY), *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=harness.hang_guard(600))
+                          timeout=testkit.hang_guard(600))
 
 
 @pytest.fixture(scope="module")
@@ -254,15 +254,12 @@ def _image_fields(doc: dict) -> list[tuple[dict, str, str]]:
 
 def _validate(doc: dict, text: str) -> list[str]:
     if doc["apiVersion"].startswith(("gateway.envoyproxy.io/", "gateway.networking.k8s.io/")):
-        import eg_validate  # tests/envoy_gateway
-
         return eg_validate.validate(doc)
     return iv.validate(doc, min_istio=iv.min_istio_of(text))
 
 
 def test_rendered_manifests_carry_the_built_image_digest(tmp_path):
     """`make oci REGISTRY=...`: dist/ is what users apply."""
-    sys.path.insert(0, str(REPO_ROOT / "tests" / "envoy_gateway"))
     layout, dist = tmp_path / "layout", tmp_path / "dist"
     r = run_oci("--wasm", str(WASM), "--out", str(layout), "--dist", str(dist), "--registry", REGISTRY, "--json")
     assert r.returncode == 0, r.stderr

@@ -1,26 +1,17 @@
-"""Fixtures for the migration tests (see tests/e2e/harness.py for the Envoy
-and backend API, and migrate_support.py for running the CLI).
+"""Fixtures for the migration tests (testkit for Envoy and the backends,
+migrate_support.py beside this file for running the CLI).
 
 - ``cli`` (session): builds ``sticky-canary`` (``cargo build -p
   sticky-canary-cli``) once and returns its path.
 - ``workdir`` (session): a temporary directory for configs and logs.
-
-Failing tests get the Envoy and backend logs attached (the hook below).
 """
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "e2e"))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import harness  # noqa: E402
-import migrate_support  # noqa: E402
-from harness import pytest_runtest_makereport  # noqa: E402,F401  (hook: logs on failure)
+import migrate_support
+import testkit
 
 
 @pytest.fixture(scope="session")
@@ -35,4 +26,4 @@ def workdir(tmp_path_factory):
 
 @pytest.fixture(scope="session", autouse=True)
 def prerequisites():
-    harness.require_envoy_and_wasm()
+    testkit.require_envoy_and_wasm()

@@ -12,7 +12,7 @@ with ``-o`` and returns a ``Migration``: ``.code``, ``.plugin`` (dict),
 ``start_migrated_envoy(migration, workdir, pods)`` starts the generated
 envoy.yaml with every cluster's endpoints replaced: ``pods`` maps a
 cluster-name predicate (a function of the cluster name) or a cluster name
-to a list of ``harness.Backend``. It checks that the filter accepted the
+to a list of ``testkit.Backend``. It checks that the filter accepted the
 plugin config (the counter), so a refused config cannot pass as
 pass-through.
 """
@@ -27,9 +27,10 @@ from pathlib import Path
 
 import yaml
 
-import harness
+import testkit
+from testkit.rollouts import binomial
 
-REPO_ROOT = harness.REPO_ROOT
+REPO_ROOT = testkit.REPO_ROOT
 CLI = REPO_ROOT / "target" / "debug" / "sticky-canary"
 # Persistent mode reads its cookie keys from the Wasm VM's environment;
 # Envoy passes this variable of its own environment through.
@@ -49,7 +50,7 @@ def build_cli() -> Path:
             ["cargo", "build", "-q", "-p", "sticky-canary-cli"],
             cwd=REPO_ROOT,
             check=True,
-            timeout=harness.hang_guard(1800),
+            timeout=testkit.hang_guard(1800),
         )
         _built = True
     return CLI
@@ -97,7 +98,7 @@ def migrate(cli: Path, manifests, target: str, workdir: Path, *args: str) -> Mig
         [str(cli), "migrate", "--target", target, "-o", str(out), *args, str(src)],
         capture_output=True,
         text=True,
-        timeout=harness.hang_guard(300),
+        timeout=testkit.hang_guard(300),
     )
     read = lambda name: (out / name).read_text() if (out / name).exists() else ""  # noqa: E731
     plugin = read("plugin.json")
@@ -111,7 +112,7 @@ def migrate(cli: Path, manifests, target: str, workdir: Path, *args: str) -> Mig
     )
 
 
-def start_migrated_envoy(m: Migration, workdir: Path, pods) -> harness.Envoy:
+def start_migrated_envoy(m: Migration, workdir: Path, pods) -> testkit.Envoy:
     """Start m's envoy.yaml with each cluster pointing at the given pods."""
     config = m.envoy_config
     endpoints = {}
@@ -126,9 +127,9 @@ def start_migrated_envoy(m: Migration, workdir: Path, pods) -> harness.Envoy:
         endpoints[name] = [b.address for b in chosen]
         c["type"] = "STATIC"  # loopback addresses, no DNS
         c.pop("dns_lookup_family", None)
-    envoy = harness.start_envoy(config, Path(workdir) / f"envoy-{next(_seq)}", endpoints=endpoints)
+    envoy = testkit.start_envoy(config, Path(workdir) / f"envoy-{next(_seq)}", endpoints=endpoints)
     counters = envoy.counters("sticky_canary_config")
-    assert counters.get(ACCEPTED, 0) >= 1 and counters.get(REFUSED, 0) == 0, (counters, harness.tail(envoy.log(), 40))
+    assert counters.get(ACCEPTED, 0) >= 1 and counters.get(REFUSED, 0) == 0, (counters, testkit.tail(envoy.log(), 40))
     return envoy
 
 
@@ -163,30 +164,14 @@ def ingress(name: str, namespace: str, host: str | None, paths, annotations=None
     return {"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "metadata": meta, "spec": spec}
 
 
-class HostClient(harness.Client):
-    """harness.Client that sends the caller's Host header instead of adding
-    its own (http.client adds one unless told not to)."""
-
-    def _send(self, method, path, headers, body):
-        import http.client
-
-        if self._conn is None:
-            self._conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
-        conn = self._conn
-        has_host = any(k.lower() == "host" for k, _ in headers)
-        conn.putrequest(method, path, skip_host=has_host, skip_accept_encoding=True)
-        for k, v in headers:
-            conn.putheader(k, v)
-        if body is not None:
-            conn.putheader("Content-Length", str(len(body)))
-        conn.endheaders(body)
-        r = conn.getresponse()
-        data = r.read()
-        resp = harness.Response(r.status, list(r.getheaders()), data.decode("utf-8", errors="replace"))
-        if r.will_close:
-            self.close()
-        return resp
+def client(envoy: testkit.Envoy) -> testkit.Client:
+    """A keep-alive client; a `Host` among a request's headers replaces the
+    one http.client would add (the Ingress host to route on)."""
+    return testkit.Client(envoy.port)
 
 
-def client(envoy: harness.Envoy) -> HostClient:
-    return HostClient(envoy.port)
+def within_5_sd(count: int, n: int, p: float) -> bool:
+    """Whether a Binomial(n, p) count lies within 5 standard deviations of
+    n p (testkit.rollouts.binomial)."""
+    mean, tol = binomial(n, p)
+    return abs(count - mean) <= tol

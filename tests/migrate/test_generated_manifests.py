@@ -3,10 +3,9 @@
 For every golden fixture (cli/tests/fixtures/<case>/expected/<target>/):
 - envoy.yaml passes ``envoy --mode validate`` (Envoy 1.40);
 - istio.yaml: every document against the Istio 1.31 CRD schemas and
-  Kubernetes' own (tests/istio/istio_validate.py);
+  Kubernetes' own (testkit/istio_validate.py);
 - envoy-gateway.yaml against the Envoy Gateway and Gateway API CRD schemas
-  and CEL rules (tests/envoy_gateway/eg_validate.py), once that module is
-  on the branch (skipped before).
+  and CEL rules (testkit/eg_validate.py).
 
 The golden test (cli/tests/migrate_golden.rs) proves the CLI writes exactly
 these files, so validating them validates the CLI's output.
@@ -15,20 +14,15 @@ these files, so validating them validates the CLI's output.
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
 import pytest
 import yaml
 
-import harness
+import testkit
+from testkit import eg_validate, istio_validate
 
-sys.path.insert(0, str(harness.REPO_ROOT / "tests" / "istio"))
-import istio_validate  # noqa: E402
-
-FIXTURES = harness.REPO_ROOT / "cli" / "tests" / "fixtures"
+FIXTURES = testkit.REPO_ROOT / "cli" / "tests" / "fixtures"
 CASES = sorted(p.name for p in FIXTURES.iterdir() if (p / "input.yaml").is_file())
-EG_DIR = harness.REPO_ROOT / "tests" / "envoy_gateway"
 
 
 def test_every_fixture_has_goldens():
@@ -40,10 +34,10 @@ def test_every_fixture_has_goldens():
 
 @pytest.mark.parametrize("case", CASES)
 def test_envoy_yaml_passes_envoy_validate(case, tmp_path):
-    config = harness.load_config(FIXTURES / case / "expected" / "envoy" / "envoy.yaml")
+    config = testkit.load_config(FIXTURES / case / "expected" / "envoy" / "envoy.yaml")
     path = tmp_path / "envoy.yaml"
-    path.write_text(yaml.safe_dump(harness.rewrite_config(config)))
-    code, out = harness.validate_config(path)
+    path.write_text(yaml.safe_dump(testkit.rewrite_config(config)))
+    code, out = testkit.validate_config(path)
     assert code == 0, out
 
 
@@ -66,10 +60,5 @@ def test_envoy_gateway_yaml_against_the_crd_schemas(case):
     docs = [d for d in yaml.safe_load_all(text) if d]
     kinds = sorted({d["kind"] for d in docs})
     assert kinds == ["BackendTrafficPolicy", "EnvoyExtensionPolicy", "Gateway", "HTTPRoute"], kinds
-    if not (EG_DIR / "eg_validate.py").is_file():
-        pytest.skip("tests/envoy_gateway/eg_validate.py is not on this branch yet: Envoy Gateway output not schema-checked")
-    sys.path.insert(0, str(EG_DIR))
-    import eg_validate
-
     problems = {f"{d['kind']} {d['metadata']['name']}": eg_validate.validate(d) for d in docs}
     assert not any(problems.values()), json.dumps(problems, indent=1)

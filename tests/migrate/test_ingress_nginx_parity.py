@@ -46,8 +46,9 @@ from typing import Callable
 
 import pytest
 
-import harness
+import testkit
 import migrate_support as ms
+from migrate_support import within_5_sd
 
 ing = ms.ingress
 MAIN, CANARY = "main", "canary"
@@ -67,7 +68,7 @@ class Case:
 class Ctx:
     """What a check gets: requests to the case's host, and the migration."""
 
-    def __init__(self, envoy: harness.Envoy, host: str, migration: ms.Migration, ns: str, pods):
+    def __init__(self, envoy: testkit.Envoy, host: str, migration: ms.Migration, ns: str, pods):
         self.envoy = envoy
         self.host = host
         self.migration = migration
@@ -75,7 +76,7 @@ class Ctx:
         self.pods = pods
         self.client = ms.client(envoy)
 
-    def get(self, path="/info", headers=None, cookies=None, host=None) -> harness.Response:
+    def get(self, path="/info", headers=None, cookies=None, host=None) -> testkit.Response:
         h = [("Host", host or self.host)] + list((headers or {}).items())
         return self.client.get(path, headers=h, cookies=cookies)
 
@@ -84,7 +85,7 @@ class Ctx:
         assert r.status == 200, r
         return r.name
 
-    def cookie(self, r: harness.Response, name: str) -> harness.SetCookie:
+    def cookie(self, r: testkit.Response, name: str) -> testkit.SetCookie:
         cs = r.cookies_named(name)
         assert len(cs) == 1, r.set_cookies
         return cs[0]
@@ -108,11 +109,6 @@ def names(ctx, n, **kw) -> dict:
         name = ctx.name(**kw)
         out[name] = out.get(name, 0) + 1
     return out
-
-
-def within_5_sd(count, n, p):
-    sd = (n * p * (1 - p)) ** 0.5
-    return abs(count - n * p) <= 5 * sd
 
 
 # ---------------------------------------------------------------------------
@@ -403,7 +399,6 @@ AFFINITY_CASES = [
         f"{A}: use-regex with session-cookie-path",
         single(aff({"use-regex": "true", "session-cookie-path": "/foo/bar"}), "/foo/.*", ),
         a_sets(path="/foo/bar", want_path="/foo/bar"),
-        xfail="use-regex paths are migrated as literal prefixes (reported LOSSY), so /foo/bar matches no route",
     ),
     Case(f"{A}: warns when use-regex without session-cookie-path", single(aff({"use-regex": "true"}), "/foo/.*"), a_regex_warning),
     Case(
@@ -693,7 +688,7 @@ def slug(i: int) -> str:
 
 @dataclass
 class Group:
-    envoy: harness.Envoy
+    envoy: testkit.Envoy
     migration: ms.Migration
     backends: list
 
@@ -709,7 +704,7 @@ def _start_group(cli, workdir, group: str) -> Group:
             manifests += case.manifests(f"{slug(i)}.parity.test", slug(i))
     m = ms.migrate(cli, manifests, "envoy", workdir, "--allow-lossy", "--listen", "127.0.0.1:10000")
     assert m.code == 0, m.stderr
-    backends = [harness.start_backend(workdir / f"pods-{group}", name, f"{name}-{i}") for name in (MAIN, CANARY) for i in range(2)]
+    backends = [testkit.start_backend(workdir / f"pods-{group}", name, f"{name}-{i}") for name in (MAIN, CANARY) for i in range(2)]
     pods = {
         (lambda n: "-httpbun-canary-" in n or "-httpy-svc-canary-" in n): backends[2:],
         (lambda n: True): backends[:2],
@@ -770,7 +765,7 @@ def test_affinitymode_persistent_keeps_the_pod_while_pods_are_added(cli, workdir
                    "envoy", workdir, "--allow-lossy", "--listen", "127.0.0.1:10000")
     assert m.code == 0, m.stderr
     d = workdir / "persistent-pods"
-    pods = [harness.start_backend(d, MAIN, f"main-{i}") for i in range(2)]
+    pods = [testkit.start_backend(d, MAIN, f"main-{i}") for i in range(2)]
     envoys = []
     try:
         envoy = ms.start_migrated_envoy(m, d / "e0", {(lambda n: True): pods})
@@ -781,7 +776,7 @@ def test_affinitymode_persistent_keeps_the_pod_while_pods_are_added(cli, workdir
         original = first.hostname
         # Scale up three times; the pinned pod keeps answering.
         for step in range(3):
-            pods.append(harness.start_backend(d, MAIN, f"main-{len(pods)}"))
+            pods.append(testkit.start_backend(d, MAIN, f"main-{len(pods)}"))
             envoy.stop()
             envoy = ms.start_migrated_envoy(m, d / f"e{step + 1}", {(lambda n: True): pods})
             envoys.append(envoy)
@@ -792,13 +787,13 @@ def test_affinitymode_persistent_keeps_the_pod_while_pods_are_added(cli, workdir
         for p in pods:
             p.stop()
         cfg = m.envoy_config
-        envoy = harness.start_envoy(cfg, d / "e-empty", endpoints={c["name"]: [] for c in cfg["static_resources"]["clusters"]})
+        envoy = testkit.start_envoy(cfg, d / "e-empty", endpoints={c["name"]: [] for c in cfg["static_resources"]["clusters"]})
         envoys.append(envoy)
         r = ms.client(envoy).get("/", headers={"Host": host}, cookies=[(cookie.name, cookie.value)])
         assert r.status == 503, r
         envoy.stop()
         # Brand-new pods: a new pod answers.
-        fresh = [harness.start_backend(d, MAIN, f"fresh-{i}") for i in range(2)]
+        fresh = [testkit.start_backend(d, MAIN, f"fresh-{i}") for i in range(2)]
         pods += fresh
         envoy = ms.start_migrated_envoy(m, d / "e-fresh", {(lambda n: True): fresh})
         envoys.append(envoy)
@@ -834,7 +829,7 @@ def test_sticky_balance_after_error(cli, workdir, mode, change):
     m = ms.migrate(cli, [ing("main", "fail", host, [("/", "httpbun")], ann)], "envoy", workdir, "--allow-lossy", "--listen", "127.0.0.1:10000")
     assert m.code == 0, m.stderr
     d = workdir / f"failure-{mode}-{change}"
-    pods = [harness.start_backend(d, MAIN, f"main-{i}") for i in range(2)]
+    pods = [testkit.start_backend(d, MAIN, f"main-{i}") for i in range(2)]
     envoy = ms.start_migrated_envoy(m, d / "envoy", {(lambda n: True): pods})
     try:
         c = ms.client(envoy)
@@ -855,7 +850,7 @@ def test_sticky_balance_after_error(cli, workdir, mode, change):
                 jar["route"] = sc.value
         # The pod comes back: with change_on_failure the session stays on
         # the new pod, without it the session is back on the old one.
-        pods[i] = harness.start_backend(d, MAIN, old, port=port)
+        pods[i] = testkit.start_backend(d, MAIN, old, port=port)
         after = {c.get("/", headers={"Host": host}, cookies=jar).hostname for _ in range(10)}
         assert after == ({pods[1 - i].hostname} if change else {old}), after
     finally:

@@ -8,11 +8,11 @@ import json
 import re
 import subprocess
 
-import harness
+import testkit
 import migrate_support as ms
 
-DOC = harness.REPO_ROOT / "docs" / "migration.md"
-FIXTURES = harness.REPO_ROOT / "cli" / "tests" / "fixtures"
+DOC = testkit.REPO_ROOT / "docs" / "migration.md"
+FIXTURES = testkit.REPO_ROOT / "cli" / "tests" / "fixtures"
 DEMO = "/tmp/migrate-demo"
 
 
@@ -63,19 +63,19 @@ def test_worked_example_transcript(cli, workdir):
         for cmd, want in steps:
             if cmd.startswith("python3 tests/support/whoami.py"):
                 m = re.search(r"--port (\d+) --name (\S+) --hostname (\S+) &$", cmd)
-                b = harness.start_backend(demo, m.group(2), m.group(3))
+                b = testkit.start_backend(demo, m.group(2), m.group(3))
                 procs.append(b)
                 ports[f"127.0.0.1:{m.group(1)}"] = b.address
                 assert want == []
             elif cmd.startswith(".venv/bin/envoy"):
-                cfg = harness.load_config(demo / "envoy.yaml")
-                envoy = harness.start_envoy(cfg, demo / "envoy")
+                cfg = testkit.load_config(demo / "envoy.yaml")
+                envoy = testkit.start_envoy(cfg, demo / "envoy")
                 procs.append(envoy)
                 ports["127.0.0.1:10000"] = f"127.0.0.1:{envoy.port}"
                 assert want == []
             else:
-                r = subprocess.run(["bash", "-c", sub(cmd)], cwd=harness.REPO_ROOT, capture_output=True, text=True,
-                                   timeout=harness.hang_guard(300))
+                r = subprocess.run(["bash", "-c", sub(cmd)], cwd=testkit.REPO_ROOT, capture_output=True, text=True,
+                                   timeout=testkit.hang_guard(300))
                 got = (r.stdout + r.stderr).splitlines()
                 assert norm(got) == norm(want), (cmd, r.stdout, r.stderr)
     finally:

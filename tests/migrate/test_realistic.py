@@ -24,10 +24,11 @@ from dataclasses import dataclass
 
 import pytest
 
-import harness
+import testkit
 import migrate_support as ms
+from migrate_support import within_5_sd
 
-FIXTURE = harness.REPO_ROOT / "cli" / "tests" / "fixtures" / "realistic" / "input.yaml"
+FIXTURE = testkit.REPO_ROOT / "cli" / "tests" / "fixtures" / "realistic" / "input.yaml"
 PODS = {
     "shop-shop-80": 2,
     "shop-shop-next-80": 2,
@@ -44,13 +45,9 @@ API, API_NEXT = "api-api-8080", "api-api-next-8080"
 CHROME_51 = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/51.0.2704.103 Safari/537.36"
 
 
-def within_5_sd(count, n, p):
-    return abs(count - n * p) <= 5 * (n * p * (1 - p)) ** 0.5
-
-
 @dataclass
 class Stack:
-    envoy: harness.Envoy
+    envoy: testkit.Envoy
     backends: list
     migration: ms.Migration
 
@@ -66,7 +63,7 @@ def stack(cli, workdir):
     clusters = {c["name"] for c in m.envoy_config["static_resources"]["clusters"]}
     assert clusters == set(PODS), clusters
     d = workdir / "realistic"
-    backends = {name: [harness.start_backend(d, name, f"{name}-{i}") for i in range(n)] for name, n in PODS.items()}
+    backends = {name: [testkit.start_backend(d, name, f"{name}-{i}") for i in range(n)] for name, n in PODS.items()}
     envoy = ms.start_migrated_envoy(m, d / "envoy", backends)
     yield Stack(envoy, [b for bs in backends.values() for b in bs], m)
     envoy.stop()

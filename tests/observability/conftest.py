@@ -1,17 +1,10 @@
 """Tests of observability/ (Prometheus rules, alert, dashboard, Flagger
-and Argo Rollouts templates). Failing tests get the Envoy and backend logs
-attached (see tests/e2e/harness.py)."""
-
-import sys
-from pathlib import Path
+and Argo Rollouts templates). Envoy and the backends come from testkit;
+promtext.py and traffic.py beside this file are this suite's helpers."""
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "e2e"))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import harness  # noqa: E402
-from harness import pytest_runtest_makereport  # noqa: E402,F401  (hook: logs on failure)
+import testkit
 
 
 @pytest.fixture(scope="session")
@@ -25,9 +18,9 @@ def real_scrapes(workdir):
     mix, and what the clients saw (see traffic.py)."""
     import traffic
 
-    harness.require_envoy_and_wasm()
-    backends = harness.start_backends(workdir / "backends")
-    envoy = harness.start_envoy(harness.load_config(), workdir / "envoy", backends=backends)
+    testkit.require_envoy_and_wasm()
+    backends = testkit.start_backends(workdir / "backends")
+    envoy = testkit.start_envoy(testkit.load_config(), workdir / "envoy", backends=backends)
     try:
         sc = traffic.drive(envoy, backends)
         traffic.check(sc)

@@ -1,56 +1,29 @@
-"""Reading Envoy's /stats/prometheus, and Prometheus' own arithmetic
-(rate over two samples, histogram_quantile) to predict rule outputs.
-Helpers only: pytest collects no tests here."""
+"""Prometheus' own arithmetic, to predict rule outputs from two scrapes
+(histogram_quantile, round), and `promtool test rules` files against
+observability/prometheus-rules.yaml. (Scrapes are read with
+testkit.stats; promtool runs through testkit.tools.) Helpers only: pytest
+collects no tests here."""
 
 from __future__ import annotations
 
 import math
-import re
-import shutil
 import subprocess
 from pathlib import Path
 
-from harness import hang_guard
+import yaml
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from testkit import REPO_ROOT
+from testkit.tools import promtool
+
 OBS = REPO_ROOT / "observability"
 RULES = OBS / "prometheus-rules.yaml"
-
-LINE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{.*\})?\s+(\S+)$')
-LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
+EPS = 1e-6  # the precision rule tests round to (promtool compares floats exactly)
 
 
-def samples(text: str) -> dict[str, float]:
-    """{series as written (`name{labels}`): value} of every sample line."""
-    out = {}
-    for line in text.splitlines():
-        if not line or line.startswith("#"):
-            continue
-        m = LINE.match(line)
-        assert m, f"not a sample line: {line!r}"
-        name, labels, value = m.groups()
-        out[name + (labels or "")] = float(value)
-    return out
-
-
-def split(series: str) -> tuple[str, dict[str, str]]:
-    """`name{a="b"}` -> ("name", {"a": "b"})."""
-    name, _, rest = series.partition("{")
-    return name, dict(LABEL.findall(rest))
-
-
-def select(s: dict[str, float], name: str, **labels: str) -> dict[str, float]:
-    """The samples of metric `name` whose labels include `labels`."""
-    out = {}
-    for k, v in s.items():
-        n, l = split(k)
-        if n == name and all(l.get(a) == b for a, b in labels.items()):
-            out[k] = v
-    return out
-
-
-def total(s: dict[str, float], name: str, **labels: str) -> float:
-    return sum(select(s, name, **labels).values())
+def prom_round(x: float) -> float:
+    """PromQL's round(x, EPS) (promql/functions.go)."""
+    inv = 1.0 / EPS
+    return math.floor(x * inv + 0.5) / inv
 
 
 def histogram_quantile(q: float, buckets: list[tuple[float, float]]) -> float:
@@ -83,7 +56,9 @@ def histogram_quantile(q: float, buckets: list[tuple[float, float]]) -> float:
     return start + (end - start) * (rank / count)
 
 
-def promtool(*args: str, cwd: Path | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
-    exe = shutil.which("promtool")
-    assert exe, "promtool not found: apt-get install -y prometheus (.ci/run installs it)"
-    return subprocess.run([exe, *args], capture_output=True, text=True, timeout=hang_guard(timeout), cwd=cwd)
+def run_rule_tests(path: Path, tests: list[dict], **top) -> subprocess.CompletedProcess:
+    """`promtool test rules` on a file (written to `path`) holding `tests`
+    against RULES, with the other top-level keys `top`."""
+    doc = {"rule_files": [str(RULES)], **top, "tests": tests}
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return promtool("test", "rules", str(path))

@@ -10,9 +10,9 @@ import json
 
 import yaml
 
-from promtext import OBS, RULES, promtool
-from test_rules import EPS, prom_round
-from traffic import V1, V2, input_series, p99
+from promtext import EPS, OBS, prom_round, run_rule_tests
+from testkit.tools import promtool
+from traffic import V1, V2, on_scrapes, p99
 
 DASHBOARD = OBS / "grafana-dashboard.json"
 VARS = {"$__rate_interval": "5m", "$route": ".*", "$version": ".*"}
@@ -109,19 +109,9 @@ def test_share_5xx_and_p99_panels_on_a_real_scrape(real_scrapes, tmp_path):
                 "exp_samples": [{"labels": "{%s=\"%s\"}" % (label, v), "value": prom_round(x)}
                                 for v, x in values.items()]}
 
-    test = {
-        "rule_files": [str(RULES)],
-        "tests": [{
-            "interval": "5m",
-            "input_series": input_series(first, second),
-            "promql_expr_test": [
-                case("Share of decisions per version", share, "version"),
-                case("Upstream 5xx ratio per version", ratio, "envoy_cluster_name"),
-                case("Upstream p99 latency per version", latency, "envoy_cluster_name"),
-            ],
-        }],
-    }
-    path = tmp_path / "dashboard-test.yaml"
-    path.write_text(yaml.safe_dump(test, sort_keys=False))
-    p = promtool("test", "rules", str(path))
+    p = run_rule_tests(tmp_path / "dashboard-test.yaml", [on_scrapes(first, second, [
+        case("Share of decisions per version", share, "version"),
+        case("Upstream 5xx ratio per version", ratio, "envoy_cluster_name"),
+        case("Upstream p99 latency per version", latency, "envoy_cluster_name"),
+    ])])
     assert p.returncode == 0, p.stdout + p.stderr

@@ -17,15 +17,15 @@ import re
 
 import yaml
 
-import harness
+import testkit
 from promtext import OBS, REPO_ROOT
-from test_templates import npm_validate
+from npm_schemas import npm_validate
 
 TAGS = ["route", "version", "reason", "event", "cause", "result"]
 
 
 def shipped_tags() -> list[dict]:
-    return harness.load_config()["stats_config"]["stats_tags"]
+    return testkit.load_config()["stats_config"]["stats_tags"]
 
 
 def istio_rendered(tag: str) -> str:
@@ -95,16 +95,16 @@ def test_envoy_accepts_the_merged_bootstrap(tmp_path):
     """Envoy Gateway merges with proto.Merge (lists appended). Merged into a
     bootstrap that has tags of its own, ours must pass `envoy --mode
     validate`."""
-    cfg = harness.rewrite_config(harness.load_config())
+    cfg = testkit.rewrite_config(testkit.load_config())
     own = [{"tag_name": "from_zone", "regex": r"\.zone(\.(([^\.]+)\.))"}]
     cfg["stats_config"] = {"use_all_default_tags": True, "stats_tags": copy.deepcopy(own)}
     cfg["stats_config"]["stats_tags"] += envoy_gateway_bootstrap()["stats_config"]["stats_tags"]
     path = tmp_path / "merged.yaml"
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
-    rc, out = harness.validate_config(path)
+    rc, out = testkit.validate_config(path)
     assert rc == 0, out
     # A broken regex is refused, so the check is live.
     cfg["stats_config"]["stats_tags"][-1]["regex"] = "(result=\\.=(.*?;\\.;"
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
-    rc, out = harness.validate_config(path)
+    rc, out = testkit.validate_config(path)
     assert rc != 0, out

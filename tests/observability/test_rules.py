@@ -18,28 +18,16 @@ since no client can see it otherwise.
 
 from __future__ import annotations
 
-import math
+from promtext import EPS, RULES, prom_round, run_rule_tests
+from testkit.tools import promtool
 
-import yaml
-
-from promtext import RULES, promtool
-
-from traffic import V1, V2, input_series, p99, share
+from traffic import V1, V2, on_scrapes, p99, share
 
 
 def test_rules_file_is_valid():
     p = promtool("check", "rules", str(RULES))
     assert p.returncode == 0, p.stdout + p.stderr
     assert "SUCCESS: 10 rules found" in p.stdout, p.stdout
-
-
-EPS = 1e-6
-
-
-def prom_round(x: float) -> float:
-    """PromQL's round(x, EPS) (promql/functions.go)."""
-    inv = 1.0 / EPS
-    return math.floor(x * inv + 0.5) / inv
 
 
 def test_rules_on_a_real_scrape(real_scrapes, workdir):
@@ -62,37 +50,31 @@ def test_rules_on_a_real_scrape(real_scrapes, workdir):
     by_route = lambda k: (("route", k[0]), ("version", k[1]))
     by_cluster = lambda k: (("envoy_cluster_name", k), ("version", k))
 
-    test = {
-        "rule_files": [str(RULES)],
-        "evaluation_interval": "1m",
-        "tests": [{
-            "name": "two real scrapes of envoy-local.yaml, 5 minutes apart",
-            "interval": "5m",
-            "input_series": input_series(first, second),
-            "promql_expr_test": [
-                rounded("version:sticky_canary_decisions:share5m", decision_share, by_route),
-                rounded("version:sticky_canary_new_sessions:share5m", session_share, by_route),
-                rounded("version:envoy_cluster_upstream_rq_5xx:ratio5m", error_ratio, by_cluster),
-                rounded("version:envoy_cluster_upstream_rq_5xx:rate5m", {v: seen.errors[v] / 300 for v in (V1, V2)},
-                        by_cluster),
-                rounded("version:envoy_cluster_upstream_rq_time:p99_5m", latency, by_cluster),
-                # Decisions by reason: the 10 returning users, the 24 rule hits.
-                {"expr": 'round(reason:sticky_canary_decisions:rate5m{route="global",reason=~"returning|rule"} * 300)',
-                 "eval_time": "5m",
-                 "exp_samples": [
-                     {"labels": '{route="global",version="canary-v1",'
-                                'reason="returning"}', "value": 10},
-                     {"labels": '{route="global",version="canary-v2",'
-                                'reason="rule"}', "value": 24},
-                     {"labels": '{route="global",version="canary-v1",'
-                                'reason="rule"}', "value": 0},
-                     {"labels": '{route="global",version="canary-v2",'
-                                'reason="returning"}', "value": 0},
-                 ]},
-            ],
-            # The delivered config serves: no alert.
-            "alert_rule_test": [{"alertname": "StickyCanaryConfigInvalid", "eval_time": "5m", "exp_alerts": []}],
-        }, {
+    path = workdir / "rules-test.yaml"
+    p = run_rule_tests(path, [
+        on_scrapes(first, second, name="two real scrapes of envoy-local.yaml, 5 minutes apart", exprs=[
+            rounded("version:sticky_canary_decisions:share5m", decision_share, by_route),
+            rounded("version:sticky_canary_new_sessions:share5m", session_share, by_route),
+            rounded("version:envoy_cluster_upstream_rq_5xx:ratio5m", error_ratio, by_cluster),
+            rounded("version:envoy_cluster_upstream_rq_5xx:rate5m", {v: seen.errors[v] / 300 for v in (V1, V2)},
+                    by_cluster),
+            rounded("version:envoy_cluster_upstream_rq_time:p99_5m", latency, by_cluster),
+            # Decisions by reason: the 10 returning users, the 24 rule hits.
+            {"expr": 'round(reason:sticky_canary_decisions:rate5m{route="global",reason=~"returning|rule"} * 300)',
+             "eval_time": "5m",
+             "exp_samples": [
+                 {"labels": '{route="global",version="canary-v1",'
+                            'reason="returning"}', "value": 10},
+                 {"labels": '{route="global",version="canary-v2",'
+                            'reason="rule"}', "value": 24},
+                 {"labels": '{route="global",version="canary-v1",'
+                            'reason="rule"}', "value": 0},
+                 {"labels": '{route="global",version="canary-v2",'
+                            'reason="returning"}', "value": 0},
+             ]},
+        ],
+        # The delivered config serves: no alert.
+        alert_rule_test=[{"alertname": "StickyCanaryConfigInvalid", "eval_time": "5m", "exp_alerts": []}]), {
             "name": "a refused config fires the alert after 1m",
             "interval": "1m",
             "input_series": [{"series": 'sticky_canary_config_invalid{instance="10.0.0.7:15090"}',
@@ -107,11 +89,7 @@ def test_rules_on_a_real_scrape(real_scrapes, workdir):
                     }}]},
                 {"alertname": "StickyCanaryConfigInvalid", "eval_time": "4m", "exp_alerts": []},
             ],
-        }],
-    }
-    path = workdir / "rules-test.yaml"
-    path.write_text(yaml.safe_dump(test, sort_keys=False))
-    p = promtool("test", "rules", str(path))
+        }], evaluation_interval="1m")
     assert p.returncode == 0, p.stdout + p.stderr + "\n" + path.read_text()[:20000]
     print("MEASURED: promtool test rules on two real scrapes:", p.stdout.strip().splitlines()[-1],
           "| decision share", {f"{r}/{v}": round(x, 4) for (r, v), x in decision_share.items()},
@@ -128,24 +106,18 @@ ALERT_DESCRIPTION = (
 
 def test_rule_test_catches_a_wrong_expectation(tmp_path):
     """promtool test rules is live: a wrong expected share fails."""
-    test = {
-        "rule_files": [str(RULES)],
-        "tests": [{
-            "interval": "5m",
-            "input_series": [
-                {"series": 'sticky_canary_decisions_total{route="global",version="a",reason="new"}', "values": "0 30"},
-                {"series": 'sticky_canary_decisions_total{route="global",version="b",reason="rule"}', "values": "0 10"},
-            ],
-            "promql_expr_test": [{"expr": "version:sticky_canary_decisions:share5m", "eval_time": "5m",
-                                  "exp_samples": [
-                                      {"labels": 'version:sticky_canary_decisions:share5m{route="global",version="a"}',
-                                       "value": 0.5},
-                                      {"labels": 'version:sticky_canary_decisions:share5m{route="global",version="b"}',
-                                       "value": 0.25}]}],
-        }],
-    }
-    path = tmp_path / "wrong.yaml"
-    path.write_text(yaml.safe_dump(test, sort_keys=False))
-    p = promtool("test", "rules", str(path))
+    p = run_rule_tests(tmp_path / "wrong.yaml", [{
+        "interval": "5m",
+        "input_series": [
+            {"series": 'sticky_canary_decisions_total{route="global",version="a",reason="new"}', "values": "0 30"},
+            {"series": 'sticky_canary_decisions_total{route="global",version="b",reason="rule"}', "values": "0 10"},
+        ],
+        "promql_expr_test": [{"expr": "version:sticky_canary_decisions:share5m", "eval_time": "5m",
+                              "exp_samples": [
+                                  {"labels": 'version:sticky_canary_decisions:share5m{route="global",version="a"}',
+                                   "value": 0.5},
+                                  {"labels": 'version:sticky_canary_decisions:share5m{route="global",version="b"}',
+                                   "value": 0.25}]}],
+    }])
     assert p.returncode != 0, p.stdout
     assert "got: {__name__=\"version:sticky_canary_decisions:share5m\", route=\"global\", version=\"a\"} 7.5E-01" in p.stdout + p.stderr, p.stdout + p.stderr

@@ -20,20 +20,13 @@ from __future__ import annotations
 import copy
 import json
 import re
-import shutil
-import subprocess
-from pathlib import Path
 
-import pytest
 import yaml
 
-import harness
+from npm_schemas import npm_validate
+from promtext import EPS, OBS, prom_round, run_rule_tests
+from traffic import V1, V2, on_scrapes, p99, share
 
-from promtext import OBS, RULES, promtool
-from test_rules import EPS, prom_round
-from traffic import V1, V2, input_series, p99, share
-
-HERE = Path(__file__).resolve().parent
 FLAGGER = OBS / "flagger-metrictemplate.yaml"
 ARGO = OBS / "argo-analysistemplate.yaml"
 
@@ -72,18 +65,6 @@ def test_flagger_templates_have_what_flaggers_crd_requires():
         for m in re.finditer(r"\{\{[^}]*\}\}", query):
             assert FLAGGER_VARS.fullmatch(m.group(0)), m.group(0)
         assert "{{ interval }}" in query and "{{ variables.version }}" in query
-
-
-def npm_validate(objs: list[dict]) -> subprocess.CompletedProcess:
-    """tests/observability/validate.mjs: the npm schemas of Argo Rollouts
-    and Envoy Gateway kinds."""
-    node = shutil.which("node")
-    assert node, "node not found"
-    for package in ("argo-rollouts", "envoy-gateway"):
-        assert (HERE / "node_modules" / "@kubernetes-models" / package).is_dir(), (
-            "the npm schemas are missing: npm ci --prefix tests/observability (make test and .ci/run do it)")
-    return subprocess.run([node, str(HERE / "validate.mjs")], input=json.dumps(objs),
-                          capture_output=True, text=True, timeout=harness.hang_guard(120))
 
 
 def test_argo_template_is_valid_against_the_argo_rollouts_schema():
@@ -151,20 +132,10 @@ def test_template_queries_on_a_real_scrape(real_scrapes, tmp_path):
             (argo_query("p99-latency-ms", version=v), expected["p99"][v]),
             (argo_query("decision-share", version=v, route="global"), expected["share"][v]),
         ]
-    test = {
-        "rule_files": [str(RULES)],
-        "tests": [{
-            "interval": "5m",
-            "input_series": input_series(first, second),
-            "promql_expr_test": [
-                {"expr": f"round({q.strip()}, {EPS})", "eval_time": "5m",
-                 "exp_samples": [{"labels": "{}", "value": prom_round(value)}]}
-                for q, value in cases],
-        }],
-    }
-    path = tmp_path / "templates-test.yaml"
-    path.write_text(yaml.safe_dump(test, sort_keys=False))
-    p = promtool("test", "rules", str(path))
+    p = run_rule_tests(tmp_path / "templates-test.yaml", [on_scrapes(first, second, [
+        {"expr": f"round({q.strip()}, {EPS})", "eval_time": "5m",
+         "exp_samples": [{"labels": "{}", "value": prom_round(value)}]}
+        for q, value in cases])])
     assert p.returncode == 0, p.stdout + p.stderr
     print("MEASURED: template queries on two real scrapes:", p.stdout.strip().splitlines()[-1],
           {k: {v: round(x, 4) for v, x in d.items()} for k, d in expected.items()})

@@ -8,40 +8,35 @@ from __future__ import annotations
 
 import collections
 import math
-import time
 from dataclasses import dataclass
 
-import harness
 import promtext
+import testkit
+from testkit.stats import parse_prometheus, select, split_series, total
 
 V1, V2 = "canary-v1", "canary-v2"
 COOKIE, WEIGHTED_COOKIE = "my-sticky-cookie", "my-weighted-cookie"
 INPUTS = ("sticky_canary_", "envoy_cluster_upstream_rq_xx", "envoy_cluster_upstream_rq_time_bucket")
 
 
-def scrape(envoy: harness.Envoy) -> str:
-    status, text = envoy.admin("/stats/prometheus")
-    assert status == 200, text[:300]
-    return text
-
-
-def flushed_scrape(envoy: harness.Envoy, clusters=(V1, V2), timeout: float = 60.0) -> str:
+def flushed_scrape(envoy: testkit.Envoy, clusters=(V1, V2), timeout: float = 60.0) -> str:
     """A scrape in which the latency histograms (updated on Envoy's stats
     flush, every 5 s by default) hold every upstream request the counters
     hold. A hang guard only: it returns as soon as they agree."""
-    deadline = time.monotonic() + harness.hang_guard(timeout)
-    while True:
-        text = scrape(envoy)
-        s = promtext.samples(text)
+    text = ""
+
+    def caught_up() -> str | None:
+        nonlocal text
+        text = envoy.prometheus()
+        s = parse_prometheus(text)
         ok = all(
-            promtext.total(s, "envoy_cluster_upstream_rq_time_count", envoy_cluster_name=c)
-            == promtext.total(s, "envoy_cluster_upstream_rq_xx", envoy_cluster_name=c) > 0
+            total(s, "envoy_cluster_upstream_rq_time_count", envoy_cluster_name=c)
+            == total(s, "envoy_cluster_upstream_rq_xx", envoy_cluster_name=c) > 0
             for c in clusters)
-        if ok:
-            return text
-        assert time.monotonic() < deadline, "histograms never caught up with the counters:\n" + "\n".join(
-            l for l in text.splitlines() if "upstream_rq_time_count" in l or "upstream_rq_xx" in l)
-        time.sleep(0.2)
+        return text if ok else None
+
+    return testkit.wait_until(caught_up, lambda: "the histograms to catch up with the counters:\n" + "\n".join(
+        l for l in text.splitlines() if "upstream_rq_time_count" in l or "upstream_rq_xx" in l), timeout, interval=0.2)
 
 
 class Seen:
@@ -53,7 +48,7 @@ class Seen:
         self.answers = collections.Counter()  # version (= cluster)
         self.errors = collections.Counter()  # version, 5xx answers
 
-    def add(self, route: str, r: harness.Response, cookie: str) -> None:
+    def add(self, route: str, r: testkit.Response, cookie: str) -> None:
         assert r.name in (V1, V2), r
         self.decisions[(route, r.name)] += 1
         self.issued[(route, r.name)] += bool(r.cookies_named(cookie))
@@ -68,7 +63,7 @@ def share(counter: collections.Counter, route: str, version: str) -> float:
 
 
 def input_series(first: str, second: str) -> list[dict]:
-    a, b = promtext.samples(first), promtext.samples(second)
+    a, b = parse_prometheus(first), parse_prometheus(second)
     out = []
     for k in sorted(set(a) | set(b)):
         if not k.startswith(INPUTS):
@@ -78,11 +73,17 @@ def input_series(first: str, second: str) -> list[dict]:
     return out
 
 
+def on_scrapes(first: str, second: str, exprs: list[dict], **extra) -> dict:
+    """A `promtool test rules` test of `exprs` over the two scrapes, 5
+    minutes apart (promtext.run_rule_tests runs it)."""
+    return {**extra, "interval": "5m", "input_series": input_series(first, second), "promql_expr_test": exprs}
+
+
 def p99(first: str, second: str, cluster: str) -> float:
-    a, b = promtext.samples(first), promtext.samples(second)
+    a, b = parse_prometheus(first), parse_prometheus(second)
     buckets = []
-    for k, v in promtext.select(b, "envoy_cluster_upstream_rq_time_bucket", envoy_cluster_name=cluster).items():
-        le = promtext.split(k)[1]["le"]
+    for k, v in select(b, "envoy_cluster_upstream_rq_time_bucket", envoy_cluster_name=cluster).items():
+        le = split_series(k)[1]["le"]
         buckets.append((math.inf if le == "+Inf" else float(le), (v - a.get(k, 0.0)) / 300))
     return promtext.histogram_quantile(0.99, buckets)
 
@@ -94,7 +95,7 @@ class Scrapes:
     seen: Seen
 
 
-def drive(envoy: harness.Envoy, backends: harness.BackendSet) -> Scrapes:
+def drive(envoy: testkit.Envoy, backends: testkit.BackendSet) -> Scrapes:
     """Warm up, scrape, send the known mix with canary-v2-1 answering 503,
     scrape again."""
     c = envoy.client()
@@ -141,9 +142,9 @@ def check(sc: Scrapes) -> None:
     assert seen.errors[V1] == 0 and 0 < seen.errors[V2] < seen.answers[V2], seen.__dict__
     assert seen.issued[("global", V1)] == 30 and seen.issued[("global", V2)] == 24, seen.issued
     # And Envoy's counters agree with the clients (a cross-check of the inputs).
-    a, b = promtext.samples(first), promtext.samples(second)
+    a, b = parse_prometheus(first), parse_prometheus(second)
     for v in (V1, V2):
-        delta = lambda name, **l: promtext.total(b, name, **l) - promtext.total(a, name, **l)
+        delta = lambda name, **l: total(b, name, **l) - total(a, name, **l)
         assert delta("envoy_cluster_upstream_rq_xx", envoy_cluster_name=v) == seen.answers[v]
         assert delta("envoy_cluster_upstream_rq_xx", envoy_cluster_name=v, envoy_response_code_class="5") \
             == seen.errors[v]

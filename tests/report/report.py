@@ -16,7 +16,8 @@ Writes an SVG (default .run/report/report.svg) with:
   the ones who changed pod without changing version (sticky: none);
 and the raw rows as JSON beside it (report.json). Prints a summary.
 
-Needs the filter built (`make build`) and .venv (`make venv`).
+Needs the filter built (`make build`) and .venv (`make venv`); `make report`
+runs it with PYTHONPATH=tests, which makes tests/testkit importable.
 """
 
 from __future__ import annotations
@@ -30,9 +31,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "e2e"))
-
-import harness  # noqa: E402  (tests/e2e/harness.py)
+import testkit  # tests/testkit: PYTHONPATH=tests (make report sets it)
 
 COOKIE = "my-sticky-cookie"
 VERSIONS = ["canary-v1", "canary-v2"]
@@ -86,14 +85,14 @@ def run_rollout(workdir: Path, *, users: int = 300, steps: int = 5, step_seconds
                 to: int = 50, visit_rate: float = 0.6, seed: int = 1, log=print) -> Result:
     """Drive the population through Envoy while the ramp runs; returns every request."""
     workdir.mkdir(parents=True, exist_ok=True)
-    backends = harness.start_backends(workdir / "backends")
+    backends = testkit.start_backends(workdir / "backends")
     envoy = None
     try:
         # The ramp starts a few seconds from now, after Envoy is up. If a
         # busy machine takes longer to start it, the first rounds simply
         # come later in the ramp (each row records the weight it met).
         start = int(time.time()) + 5
-        envoy = harness.start_envoy(harness.load_config(), workdir / "envoy", backends=backends,
+        envoy = testkit.start_envoy(testkit.load_config(), workdir / "envoy", backends=backends,
                                     plugin=plugin_config(start, step_seconds, steps, to))
         rng = random.Random(seed)
         jars: dict[int, str] = {}
@@ -286,10 +285,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--step-seconds", type=int, default=4)
     ap.add_argument("--visit-rate", type=float, default=0.6)
     ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--svg", default=str(harness.REPO_ROOT / ".run" / "report" / "report.svg"))
-    ap.add_argument("--workdir", default=str(harness.REPO_ROOT / ".run" / "report"))
+    ap.add_argument("--svg", default=str(testkit.REPO_ROOT / ".run" / "report" / "report.svg"))
+    ap.add_argument("--workdir", default=str(testkit.REPO_ROOT / ".run" / "report"))
     a = ap.parse_args(argv)
-    harness.require_envoy_and_wasm()
+    testkit.require_envoy_and_wasm()
     res = run_rollout(Path(a.workdir), users=a.users, steps=a.steps, step_seconds=a.step_seconds,
                       to=a.to, visit_rate=a.visit_rate, seed=a.seed)
     s = summarize(res)

@@ -145,7 +145,7 @@ D["cookieFields"] = {
   "additionalProperties": False,
   "properties": {
     "name": {"$ref": "#/$defs/token", "default": "sticky-canary", "description": "Cookie name, an RFC 6265 token (default `sticky-canary`)."},
-    "path": {"type": "string", "pattern": "^/([ -:<-~]*[!-:<-~])?$", "maxLength": 256, "default": "/", "description": "`Path` attribute: starts with /, at most 256 characters, no `;` or control characters. Default `/`; in a route entry matched by exactly one `path_prefix`, that prefix (when neither the entry nor the top level sets a path)."},
+    "path": {"type": "string", "pattern": "^/([ -:<-~]*[!-:<-~])?$", "maxLength": 256, "default": "/", "description": "`Path` attribute: starts with /, at most 256 characters, no `;` or control characters. Default `/`; in a route entry matched by exactly one literal path (one value of `path_exact`, `path_prefix` or `path_separated_prefix`, and no `path_regex`), that path, as ingress-nginx scopes its cookie to the location path (when neither the entry nor the top level sets a path)."},
     "domain": {"type": "string", "pattern": "^[A-Za-z0-9.-]{1,253}$", "description": "`Domain` attribute (default: none, a host-only cookie)."},
     "max_age": {"type": "integer", "minimum": 1, "maximum": MAX_TTL, "description": "`Max-Age` in seconds, 1..=315360000 (default: none, a browser-session cookie)."},
     "expires": {"type": "integer", "minimum": 1, "maximum": MAX_TTL, "description": "Seconds from now for a legacy `Expires` attribute, 1..=315360000 (default: none)."},
@@ -281,17 +281,20 @@ D["routeEntry"] = {
 }
 D["match"] = {
   "type": "object",
-  "description": "What the entry matches; every field given must match (each field: one string or a list, any of). Give at least one non-empty field.",
+  "description": "What the entry matches; every field given must match (each field: one string or a list, any of). Give at least one non-empty field. The path fields read the `:path` without its query string and fragment.",
   "additionalProperties": False,
   "properties": {
     "route_name": one_or_many("Envoy route name (`xds.route_name`), exact, any of. In Istio, the VirtualService http route `name`."),
     "virtual_host": one_or_many("Envoy virtual host name (`xds.virtual_host_name`), exact, any of. In Istio, `<host>:<port>`."),
     "authority": one_or_many("`:authority` (Host) without port, case-insensitive, `*` wildcards (`*.example.com`), any of."),
-    "path_prefix": one_or_many("`:path` prefix, starting with /, any of.", {"pattern": "^/"}),
+    "path_exact": one_or_many("The path (`:path` without its query string and fragment) equals this, any of; starts with /, no ? or #. ingress-nginx's `Exact`.", {"pattern": "^/[^?#]*$"}),
+    "path_prefix": one_or_many("`:path` string prefix, starting with /, any of: `/api` also matches `/apis` (the query string is not part of the path).", {"pattern": "^/"}),
+    "path_separated_prefix": one_or_many("Whole path elements, as Envoy's `path_separated_prefix`, Gateway API's `PathPrefix` and ingress-nginx's `Prefix`: `/api` matches `/api`, `/api/` and `/api/x`, not `/apis`. Starts with /, no ? or #, and does not end with / (except `/` itself, which matches every path); any of.", {"pattern": "^/([^?#]*[^?#/])?$"}),
+    "path_regex": one_or_many("A regex-lite pattern searched in the path (unanchored: use ^ and $), at most 1024 characters, any of. Only the filter checks its syntax. For ingress-nginx's `use-regex` paths, `(?i)^` + the path.", {"maxLength": 1024}),
   },
   "anyOf": [
     {"required": [k], "properties": {k: {"anyOf": [{"type": "string"}, {"type": "array", "minItems": 1}]}}}
-    for k in ["route_name", "virtual_host", "authority", "path_prefix"]
+    for k in ["route_name", "virtual_host", "authority", "path_exact", "path_prefix", "path_separated_prefix", "path_regex"]
   ],
 }
 

@@ -19,14 +19,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import yaml
+from testkit import REPO_ROOT
+from testkit.envoy_config import STRING_VALUE_TYPE as STRING_VALUE
+from testkit.envoy_config import WASM_FILTER_TYPE, walk
+from testkit.manifests import yaml_docs
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 SCHEMA_PATH = REPO_ROOT / "config.schema.json"
 HERE = Path(__file__).resolve().parent
 
-WASM_FILTER_TYPE = "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm"
-STRING_VALUE = "type.googleapis.com/google.protobuf.StringValue"
 STRUCT = "type.googleapis.com/google.protobuf.Struct"
 
 
@@ -45,21 +45,6 @@ def rel(path: Path) -> str:
         return str(path)
 
 
-def _yaml_docs(path: Path) -> list:
-    with open(path) as f:
-        return [d for d in yaml.safe_load_all(f) if d is not None]
-
-
-def _walk(node, fn):
-    fn(node)
-    if isinstance(node, dict):
-        for v in node.values():
-            _walk(v, fn)
-    elif isinstance(node, list):
-        for v in node:
-            _walk(v, fn)
-
-
 def envoy_plugin_texts(doc) -> list[str]:
     """The plugin JSON of every Wasm HTTP filter in an Envoy config."""
     out: list[str] = []
@@ -76,7 +61,7 @@ def envoy_plugin_texts(doc) -> list[str]:
             else:
                 raise AssertionError(f"unexpected Wasm configuration type {conf.get('@type')!r}")
 
-    _walk(doc, visit)
+    walk(doc, visit)
     return out
 
 
@@ -104,13 +89,13 @@ def example_configs() -> list[tuple[str, str]]:
     for path in envoy:
         if path.name.startswith("docker-compose"):
             continue
-        for d, doc in enumerate(_yaml_docs(path)):
+        for d, doc in enumerate(yaml_docs(path)):
             for i, text in enumerate(envoy_plugin_texts(doc)):
                 out.append((f"{rel(path)}#{d}.wasm[{i}]", text))
     for path in istio:
         if path.name.startswith("docker-compose"):
             continue
-        for d, doc in enumerate(_yaml_docs(path)):
+        for d, doc in enumerate(yaml_docs(path)):
             for text in istio_plugin_texts(doc):
                 out.append((f"{rel(path)}#{d}.{doc['kind']}/{doc['metadata']['name']}", text))
     return out

@@ -11,16 +11,14 @@ and filter-only/ must make Envoy exit non-zero with the filter's error.
 from __future__ import annotations
 
 import concurrent.futures
-import sys
 import json
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "e2e"))
-import harness  # noqa: E402
-
-from schema_support import example_configs, json_files  # noqa: E402
+import testkit
+from schema_support import example_configs, json_files
+from testkit.envoy_config import ROUTER, http_bootstrap
 
 PLUGIN_NAME = "sticky-canary"
 # istio/persistent/wasmplugin.yaml takes its keys from secrets_env
@@ -31,57 +29,43 @@ VM_ENV = {"STICKY_CANARY_KEYS": "c3RpY2t5LWNhbmFyeSBpc3RpbyB0ZXN0IGtleSAzMiE="}
 
 def istio_shaped_config(plugin_text: str) -> dict:
     """A listener as istiod renders a gateway with one WasmPlugin."""
-    return {
-        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}}},
-        "static_resources": {
-            "listeners": [{
-                "name": "0.0.0.0_8080",
-                "address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}},
-                "filter_chains": [{"filters": [{
-                    "name": "envoy.filters.network.http_connection_manager",
-                    "typed_config": {
-                        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
-                        "stat_prefix": "outbound_0.0.0.0_8080",
-                        "route_config": {"name": "http.8080", "virtual_hosts": [{
-                            "name": "my-app.example.com:80", "domains": ["*"],
-                            "routes": [{"name": "default", "match": {"prefix": "/"}, "direct_response": {"status": 200}}],
-                        }]},
-                        "http_filters": [
-                            {"name": "istio-system.sticky-canary", "typed_config": {
-                                "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
-                                "config": {
-                                    "name": "istio-system.sticky-canary",
-                                    "root_id": PLUGIN_NAME,
-                                    "vm_config": {
-                                        "runtime": "envoy.wasm.runtime.v8",
-                                        "code": {"local": {"filename": str(harness.WASM_PATH)}},
-                                        "environment_variables": {"key_values": VM_ENV},
-                                    },
-                                    "configuration": {
-                                        "@type": "type.googleapis.com/google.protobuf.StringValue",
-                                        "value": plugin_text,
-                                    },
-                                },
-                            }},
-                            {"name": "envoy.filters.http.router", "typed_config": {
-                                "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}},
-                        ],
+    return http_bootstrap("0.0.0.0_8080", {
+        "stat_prefix": "outbound_0.0.0.0_8080",
+        "route_config": {"name": "http.8080", "virtual_hosts": [{
+            "name": "my-app.example.com:80", "domains": ["*"],
+            "routes": [{"name": "default", "match": {"prefix": "/"}, "direct_response": {"status": 200}}],
+        }]},
+        "http_filters": [
+            {"name": "istio-system.sticky-canary", "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
+                "config": {
+                    "name": "istio-system.sticky-canary",
+                    "root_id": PLUGIN_NAME,
+                    "vm_config": {
+                        "runtime": "envoy.wasm.runtime.v8",
+                        "code": {"local": {"filename": str(testkit.WASM_PATH)}},
+                        "environment_variables": {"key_values": VM_ENV},
                     },
-                }]}],
-            }],
-        },
-    }
+                    "configuration": {
+                        "@type": "type.googleapis.com/google.protobuf.StringValue",
+                        "value": plugin_text,
+                    },
+                },
+            }},
+            ROUTER,
+        ],
+    })
 
 
 @pytest.fixture(scope="module", autouse=True)
 def prerequisites():
-    harness.require_envoy_and_wasm()
+    testkit.require_envoy_and_wasm()
 
 
 def _start(label_text, workdir):
     label, text = label_text
     safe = "".join(c if c.isalnum() else "_" for c in label)[-60:]
-    envoy = harness.start_envoy(istio_shaped_config(text), workdir / safe)
+    envoy = testkit.start_envoy(istio_shaped_config(text), workdir / safe)
     try:
         status, _ = envoy.admin("/ready")
         log = envoy.log()
@@ -99,7 +83,7 @@ def test_every_example_config_starts_envoy(tmp_path):
             label = futs[fut]
             try:
                 _, status, log = fut.result()
-            except harness.EnvoyStartError as e:
+            except testkit.EnvoyStartError as e:
                 failures.append(f"{label}: {e}")
                 continue
             if status != 200:
@@ -133,7 +117,7 @@ def test_bad_configs_make_envoy_exit_when_strict(tmp_path):
         doc["on_invalid_config"] = "refuse"
         jobs.append((istio_shaped_config(json.dumps(doc)), tmp_path / name, None))
         expected.append((f"{subdir}/{name}", needle))
-    results = harness.run_many_expect_failure(jobs)
+    results = testkit.run_many_expect_failure(jobs)
     problems = []
     for (label, needle), res in zip(expected, results):
         if res.returncode in (None, 0):

@@ -7,7 +7,8 @@ Starts four whoami backends (canary-v1-0/1 on 8081/8082, canary-v2-0/1 on
 and stops everything on Ctrl-C. Logs go to .run/ in the repository.
 
 Needs the filter built (`make build`) and .venv (`make venv`); run it with
-`.venv/bin/python tests/support/demo.py` (PyYAML, and .venv/bin/envoy).
+`PYTHONPATH=tests .venv/bin/python tests/support/demo.py` (`make run` does:
+tests/testkit, PyYAML, and .venv/bin/envoy).
 """
 
 from __future__ import annotations
@@ -17,11 +18,8 @@ import shutil
 import signal
 import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "e2e"))
-
-import harness  # noqa: E402  (tests/e2e/harness.py)
+import testkit
 
 WALKTHROUGH = """\
 sticky-canary demo is up: Envoy {url} -> canary-v1 (2 pods), canary-v2 (2 pods)
@@ -55,21 +53,21 @@ Press Ctrl-C to stop.
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--config", default=str(harness.LOCAL_CONFIG), help="Envoy config (default: envoy-config/envoy-local.yaml)")
+    ap.add_argument("--config", default=str(testkit.LOCAL_CONFIG), help="Envoy config (default: envoy-config/envoy-local.yaml)")
     ap.add_argument("--port", type=int, default=None, help="listener port (default: the config's, 10000)")
     ap.add_argument("--admin-port", type=int, default=None, help="admin port (default: the config's, 9901)")
     ap.add_argument("--log-level", default="info", help="Envoy log level (default: info)")
     args = ap.parse_args(argv)
 
-    for path, what in ((harness.WASM_PATH, "run `make build`"), (harness.ENVOY_BIN, "run `make venv`")):
+    for path, what in ((testkit.WASM_PATH, "run `make build`"), (testkit.ENVOY_BIN, "run `make venv`")):
         if not path.exists():
             print(f"demo: {path} is missing: {what}", file=sys.stderr)
             return 2
 
-    config = harness.load_config(args.config)
+    config = testkit.load_config(args.config)
     port = args.port or config["static_resources"]["listeners"][0]["address"]["socket_address"]["port_value"]
     admin_port = args.admin_port or config["admin"]["address"]["socket_address"]["port_value"]
-    logs = harness.REPO_ROOT / ".run"
+    logs = testkit.REPO_ROOT / ".run"
     shutil.rmtree(logs, ignore_errors=True)
     logs.mkdir(parents=True)
 
@@ -81,15 +79,15 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         backends = []
-        for name, hostname, backend_port in harness.DEFAULT_BACKENDS:
+        for name, hostname, backend_port in testkit.DEFAULT_BACKENDS:
             try:
-                backends.append(harness.start_backend(logs, name, hostname, port=backend_port))
-            except harness.BackendStartError as e:
+                backends.append(testkit.start_backend(logs, name, hostname, port=backend_port))
+            except testkit.BackendStartError as e:
                 print(f"demo: {e}\n(is port {backend_port} taken? stop the other process first)", file=sys.stderr)
                 return 1
         try:
-            envoy = harness.start_envoy(config, logs, listener_port=port, admin_port=admin_port, log_level=args.log_level)
-        except harness.EnvoyStartError as e:
+            envoy = testkit.start_envoy(config, logs, listener_port=port, admin_port=admin_port, log_level=args.log_level)
+        except testkit.EnvoyStartError as e:
             print(f"demo: {e}", file=sys.stderr)
             return 1
         url = f"http://127.0.0.1:{envoy.port}"
@@ -99,14 +97,14 @@ def main(argv: list[str] | None = None) -> int:
             if dead:
                 print(f"demo: {', '.join(dead)} exited; see the logs in {logs}", file=sys.stderr)
                 if "envoy" in dead:
-                    print(harness.tail(envoy.log(), 30), file=sys.stderr)
+                    print(testkit.tail(envoy.log(), 30), file=sys.stderr)
                 return 1
             time.sleep(0.5)
     except KeyboardInterrupt:
         print("\ndemo: stopping", flush=True)
         return 0
     finally:
-        harness.stop_all()
+        testkit.stop_all()
 
 
 if __name__ == "__main__":

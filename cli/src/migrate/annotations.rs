@@ -11,6 +11,156 @@ use super::report::Report;
 /// The annotation prefix ingress-nginx reads by default.
 pub const DEFAULT_PREFIX: &str = "nginx.ingress.kubernetes.io/";
 
+/// Every annotation ingress-nginx v1.15.1 reads (its parsers under
+/// `internal/ingress/annotations/` and its annotation documentation), plus
+/// `session-cookie-hash`, removed in 0.24. Anything else under the prefix is
+/// unknown to it.
+pub const KNOWN: &[&str] = &[
+    "affinity",
+    "affinity-canary-behavior",
+    "affinity-mode",
+    "allowlist-source-range",
+    "app-root",
+    "auth-always-set-cookie",
+    "auth-cache-duration",
+    "auth-cache-key",
+    "auth-keepalive",
+    "auth-keepalive-requests",
+    "auth-keepalive-share-vars",
+    "auth-keepalive-timeout",
+    "auth-method",
+    "auth-proxy-set-headers",
+    "auth-realm",
+    "auth-request-redirect",
+    "auth-response-headers",
+    "auth-secret",
+    "auth-secret-type",
+    "auth-signin",
+    "auth-signin-redirect-param",
+    "auth-snippet",
+    "auth-tls-error-page",
+    "auth-tls-match-cn",
+    "auth-tls-pass-certificate-to-upstream",
+    "auth-tls-secret",
+    "auth-tls-verify-client",
+    "auth-tls-verify-depth",
+    "auth-type",
+    "auth-url",
+    "backend-protocol",
+    "canary",
+    "canary-by-cookie",
+    "canary-by-header",
+    "canary-by-header-pattern",
+    "canary-by-header-value",
+    "canary-weight",
+    "canary-weight-total",
+    "client-body-buffer-size",
+    "configuration-snippet",
+    "connection-proxy-header",
+    "cors-allow-credentials",
+    "cors-allow-headers",
+    "cors-allow-methods",
+    "cors-allow-origin",
+    "cors-expose-headers",
+    "cors-max-age",
+    "custom-headers",
+    "custom-http-errors",
+    "default-backend",
+    "denylist-source-range",
+    "disable-proxy-intercept-errors",
+    "enable-access-log",
+    "enable-cors",
+    "enable-global-auth",
+    "enable-modsecurity",
+    "enable-opentelemetry",
+    "enable-owasp-core-rules",
+    "enable-rewrite-log",
+    "fastcgi-index",
+    "fastcgi-params-configmap",
+    "force-ssl-redirect",
+    "from-to-www-redirect",
+    "http2-push-preload",
+    "limit-allowlist",
+    "limit-burst-multiplier",
+    "limit-connections",
+    "limit-rate",
+    "limit-rate-after",
+    "limit-rpm",
+    "limit-rps",
+    "limit-whitelist",
+    "load-balance",
+    "mirror-host",
+    "mirror-request-body",
+    "mirror-target",
+    "modsecurity-snippet",
+    "modsecurity-transaction-id",
+    "opentelemetry-operation-name",
+    "opentelemetry-trust-incoming-span",
+    "permanent-redirect",
+    "permanent-redirect-code",
+    "preserve-trailing-slash",
+    "proxy-body-size",
+    "proxy-buffer-size",
+    "proxy-buffering",
+    "proxy-buffers-number",
+    "proxy-busy-buffers-size",
+    "proxy-connect-timeout",
+    "proxy-cookie-domain",
+    "proxy-cookie-path",
+    "proxy-http-version",
+    "proxy-max-temp-file-size",
+    "proxy-next-upstream",
+    "proxy-next-upstream-timeout",
+    "proxy-next-upstream-tries",
+    "proxy-read-timeout",
+    "proxy-redirect-from",
+    "proxy-redirect-to",
+    "proxy-request-buffering",
+    "proxy-send-timeout",
+    "proxy-ssl-ciphers",
+    "proxy-ssl-name",
+    "proxy-ssl-protocols",
+    "proxy-ssl-secret",
+    "proxy-ssl-server-name",
+    "proxy-ssl-verify",
+    "proxy-ssl-verify-depth",
+    "relative-redirects",
+    "rewrite-target",
+    "satisfy",
+    "server-alias",
+    "server-snippet",
+    "service-upstream",
+    "session-cookie-change-on-failure",
+    "session-cookie-conditional-samesite-none",
+    "session-cookie-domain",
+    "session-cookie-expires",
+    "session-cookie-max-age",
+    "session-cookie-name",
+    "session-cookie-path",
+    "session-cookie-samesite",
+    "session-cookie-secure",
+    "ssl-ciphers",
+    "ssl-passthrough",
+    "ssl-prefer-server-ciphers",
+    "ssl-redirect",
+    "stream-snippet",
+    "temporal-redirect",
+    "temporal-redirect-code",
+    "upstream-hash-by",
+    "upstream-hash-by-subset",
+    "upstream-hash-by-subset-size",
+    "upstream-vhost",
+    "use-port-in-redirects",
+    "use-regex",
+    "whitelist-source-range",
+    "x-forwarded-prefix",
+    "session-cookie-hash",
+];
+
+/// Annotations ingress-nginx applies to a canary Ingress's own upstream
+/// (`createUpstreams`): the rest of a canary Ingress's annotations are ignored.
+const CANARY_UPSTREAM: &[&str] = &["load-balance", "service-upstream"];
+
 const CANARY: &[&str] = &[
     "canary",
     "canary-weight",
@@ -51,7 +201,7 @@ pub enum HeaderMatch {
 }
 
 /// The canary annotations of a canary Ingress.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Canary {
     /// `canary-weight`, clamped to `0..=weight_total`.
     pub weight: u32,
@@ -77,7 +227,7 @@ pub enum Secure {
 }
 
 /// Cookie affinity (`affinity: cookie`) and its cookie.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Affinity {
     /// `session-cookie-name` (default `INGRESSCOOKIE`).
     pub cookie_name: String,
@@ -162,9 +312,41 @@ fn filter_compiles_regex(pattern: &str) -> bool {
     sticky_canary::compile_json(&probe.to_string()).is_ok()
 }
 
+/// `use-regex: "true"` on `ing` (ingress-nginx then matches every path of
+/// the Ingress's hosts as a case-insensitive regex).
+pub fn use_regex(ing: &Ingress, prefix: &str) -> bool {
+    ing.annotations
+        .get(&format!("{prefix}use-regex"))
+        .and_then(|v| go_bool(v))
+        .unwrap_or(false)
+}
+
+/// `rewrite-target` set and different from `path` (ingress-nginx's
+/// `needsRewrite`, which also makes every path of the host a regex).
+pub fn needs_rewrite(ing: &Ingress, prefix: &str, path: &str) -> bool {
+    ing.annotations
+        .get(&format!("{prefix}rewrite-target"))
+        .is_some_and(|t| !t.is_empty() && t != path)
+}
+
+/// Levenshtein distance, for "did you mean" hints.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let sub = prev[j] + usize::from(ca != *cb);
+            cur.push(sub.min(prev[j + 1] + 1).min(cur[j] + 1));
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
 /// Parse the annotations of `ing`. Every annotation under `prefix` is either
 /// used, or reported.
-pub fn parse(ing: &Ingress, prefix: &str, report: &mut Report) -> Parsed {
+pub fn parse(ing: &Ingress, prefix: &str, report: &mut Report) -> Result<Parsed, String> {
     let obj = ing.object();
     let get = |n: &str| {
         ing.annotations
@@ -172,6 +354,11 @@ pub fn parse(ing: &Ingress, prefix: &str, report: &mut Report) -> Parsed {
             .map(String::as_str)
     };
     let mut seen: BTreeSet<&str> = BTreeSet::new();
+    for (k, v) in &ing.annotations {
+        if k.starts_with(prefix) && super::ingress::placeholder(v) {
+            return Err(format!("{obj}: annotation {k}: {v:?} looks like an unrendered template placeholder; render the manifests first (helm template, envsubst, kustomize build) or read them from the cluster (kubectl get ingress -A -o yaml)"));
+        }
+    }
 
     // ---- canary ---------------------------------------------------------
     let enabled = match get("canary") {
@@ -179,7 +366,7 @@ pub fn parse(ing: &Ingress, prefix: &str, report: &mut Report) -> Parsed {
         Some(v) => match go_bool(v) {
             Some(b) => b,
             None => {
-                report.lossy(&obj, "canary", format!("{v:?} is not a boolean: ingress-nginx treats it as false, so this is a main Ingress"));
+                report.note(&obj, "canary", format!("{v:?} is not a boolean: ingress-nginx treats it as false, so this is a main Ingress, here too"));
                 false
             }
         },
@@ -259,11 +446,11 @@ pub fn parse(ing: &Ingress, prefix: &str, report: &mut Report) -> Parsed {
                 None
             }
             Some(h) if !is_token(h) => {
-                report.lossy(
+                report.note(
                     &obj,
                     "canary-by-header",
                     format!(
-                        "{h:?} is not a valid header name: ingress-nginx ignores it; not migrated"
+                        "{h:?} is not a header name a request can carry: ingress-nginx never finds it, and the migration writes no header rule"
                     ),
                 );
                 None
@@ -290,10 +477,10 @@ pub fn parse(ing: &Ingress, prefix: &str, report: &mut Report) -> Parsed {
         };
         let cookie = match get("canary-by-cookie").filter(|c| !c.is_empty()) {
             Some(c) if !is_token(c) => {
-                report.lossy(
+                report.note(
                     &obj,
                     "canary-by-cookie",
-                    format!("{c:?} is not a valid cookie name: not migrated"),
+                    format!("{c:?} is not a cookie name a request can carry: ingress-nginx never finds it, and the migration writes no cookie rule"),
                 );
                 None
             }
@@ -318,7 +505,7 @@ pub fn parse(ing: &Ingress, prefix: &str, report: &mut Report) -> Parsed {
     } else if !canary_given.is_empty() {
         for n in &canary_given {
             seen.insert(n);
-            report.lossy(&obj, n, "set without canary: \"true\": ingress-nginx rejects the canary annotations of this Ingress; it is migrated as a main Ingress");
+            report.note(&obj, n, "set without canary: \"true\": ingress-nginx ignores the canary annotations of this Ingress (\"configured but not enabled\") and serves it as a main Ingress, and so does the migration");
         }
     }
 
@@ -345,7 +532,7 @@ pub fn parse(ing: &Ingress, prefix: &str, report: &mut Report) -> Parsed {
             let cookie_name = match get("session-cookie-name") {
                 Some(n) if is_token(n) => n.to_owned(),
                 Some(n) => {
-                    report.lossy(&obj, "session-cookie-name", format!("{n:?} is not a valid cookie name: ingress-nginx uses INGRESSCOOKIE, and so does the migration"));
+                    report.note(&obj, "session-cookie-name", format!("{n:?} is not a valid cookie name: ingress-nginx uses INGRESSCOOKIE, and so does the migration"));
                     "INGRESSCOOKIE".to_owned()
                 }
                 None => "INGRESSCOOKIE".to_owned(),
@@ -355,7 +542,7 @@ pub fn parse(ing: &Ingress, prefix: &str, report: &mut Report) -> Parsed {
                 match go_int(v) {
                     Some(s) if s > 0 => Some(s as u64),
                     _ => {
-                        report.lossy(&obj, n, format!("{v:?}: only a positive number of seconds is carried over; left out"));
+                        report.note(&obj, n, format!("{v:?} is not a positive number of seconds: ingress-nginx leaves the attribute out, and so does the migration"));
                         None
                     }
                 }
@@ -389,10 +576,10 @@ pub fn parse(ing: &Ingress, prefix: &str, report: &mut Report) -> Parsed {
                 Some("lax") => Some("Lax"),
                 Some("strict") => Some("Strict"),
                 Some(other) => {
-                    report.lossy(
+                    report.note(
                         &obj,
                         "session-cookie-samesite",
-                        format!("{other:?} is not None, Lax or Strict: left out"),
+                        format!("{other:?} is not None, Lax or Strict: ingress-nginx leaves SameSite out, and so does the migration"),
                     );
                     None
                 }
@@ -445,11 +632,11 @@ pub fn parse(ing: &Ingress, prefix: &str, report: &mut Report) -> Parsed {
         }
         Some(other) => {
             seen.insert("affinity");
-            report.lossy(
+            report.note(
                 &obj,
                 "affinity",
                 format!(
-                    "{other:?}: ingress-nginx only knows cookie affinity; no affinity migrated"
+                    "{other:?}: ingress-nginx only knows cookie affinity, so it has none here, and neither has the migration"
                 ),
             );
         }
@@ -512,38 +699,48 @@ pub fn parse(ing: &Ingress, prefix: &str, report: &mut Report) -> Parsed {
         );
     }
 
-    let use_regex = get("use-regex").and_then(go_bool).unwrap_or(false);
-    if use_regex {
+    // use-regex and rewrite-target change how ingress-nginx matches every
+    // path of the host (plan.rs reads them); the rewrite itself is not
+    // carried over (below).
+    if get("use-regex").is_some() {
         seen.insert("use-regex");
-        report.lossy(
-            &obj,
-            "use-regex",
-            "paths are migrated as literal prefixes, not regexes",
-        );
-        if affinity.as_ref().is_some_and(|a| a.path.is_none()) {
-            report.lossy(&obj, "session-cookie-path", "not set with use-regex: ingress-nginx then uses the regex as cookie Path; the migrated cookie gets the literal path");
-        }
     }
 
     // ---- everything else under the prefix ---------------------------------
     for k in ing.annotations.keys() {
-        if let Some(short) = k.strip_prefix(prefix) {
-            if !seen.contains(short) {
-                report.lossy(
-                    &obj,
-                    short,
-                    "not a canary or affinity annotation: not carried over",
-                );
-            }
+        let Some(short) = k.strip_prefix(prefix) else {
+            continue;
+        };
+        if seen.contains(short) {
+            continue;
+        }
+        if !KNOWN.contains(&short) {
+            let hint = KNOWN
+                .iter()
+                .filter(|n| edit_distance(n, short) <= 2)
+                .min_by_key(|n| edit_distance(n, short))
+                .map(|n| format!(" (did you mean {n}?)"))
+                .unwrap_or_default();
+            report.lossy(&obj, short, format!("not an ingress-nginx annotation{hint}: ingress-nginx ignores it, so whatever it was meant to do is not done there either; check it"));
+        } else if enabled && !CANARY_UPSTREAM.contains(&short) {
+            report.note(&obj, short, "ingress-nginx ignores it on a canary Ingress (the main Ingress's location serves the canary): nothing to carry over");
+        } else if enabled {
+            report.lossy(&obj, short, "ingress-nginx applies it to the canary's pods: not carried over (the filter picks the pod)");
+        } else {
+            report.lossy(
+                &obj,
+                short,
+                "not a canary or affinity annotation: not carried over",
+            );
         }
     }
 
-    Parsed {
+    Ok(Parsed {
         canary,
         affinity,
         key,
         affinity_present,
-    }
+    })
 }
 
 #[cfg(test)]
@@ -560,7 +757,7 @@ mod tests {
         }
         let mut report = Report::default();
         let ings = ingress::parse(&text, "test", &mut report).unwrap();
-        let p = parse(&ings[0], DEFAULT_PREFIX, &mut report);
+        let p = parse(&ings[0], DEFAULT_PREFIX, &mut report).unwrap();
         (p, report)
     }
 
@@ -672,15 +869,58 @@ mod tests {
     }
 
     #[test]
-    fn canary_annotations_without_canary_true_are_lossy_and_unknown_ones_reported() {
-        let (p, r) = parsed(&[("canary-weight", "20"), ("rewrite-target", "/")]);
+    fn what_ingress_nginx_ignores_is_a_note_and_unknown_annotations_are_lossy() {
+        let lossy_and_notes = |r: &Report| {
+            let pick = |sev| {
+                r.findings
+                    .iter()
+                    .filter(|f| f.severity == sev)
+                    .map(|f| f.annotation.clone())
+                    .collect::<Vec<String>>()
+            };
+            (
+                pick(crate::migrate::report::Severity::Lossy),
+                pick(crate::migrate::report::Severity::Note),
+            )
+        };
+        // A main Ingress: canary annotations without canary: "true" are
+        // ignored by ingress-nginx (a note); rewrite-target is not carried
+        // over (lossy); a typo is unknown to ingress-nginx (lossy, with a
+        // hint).
+        let (p, r) = parsed(&[
+            ("canary-weight", "20"),
+            ("rewrite-target", "/"),
+            ("canary-wieght", "20"),
+        ]);
         assert!(p.canary.is_none());
-        let lossy: Vec<&str> = r
-            .findings
-            .iter()
-            .filter(|f| f.severity == crate::migrate::report::Severity::Lossy)
-            .map(|f| f.annotation.as_str())
-            .collect();
-        assert_eq!(lossy, ["canary-weight", "rewrite-target"]);
+        let (lossy, notes) = lossy_and_notes(&r);
+        assert_eq!(lossy, ["canary-wieght", "rewrite-target"]);
+        assert!(notes.contains(&"canary-weight".to_owned()), "{notes:?}");
+        assert!(
+            r.render().contains("did you mean canary-weight?"),
+            "{}",
+            r.render()
+        );
+        // A canary Ingress: ingress-nginx ignores its other annotations.
+        let (p, r) = parsed(&[
+            ("canary", "true"),
+            ("canary-weight", "20"),
+            ("rewrite-target", "/"),
+            ("ssl-redirect", "false"),
+            ("load-balance", "ewma"),
+        ]);
+        assert!(p.canary.is_some());
+        let (lossy, notes) = lossy_and_notes(&r);
+        assert_eq!(lossy, ["load-balance"]);
+        assert_eq!(notes, ["rewrite-target", "ssl-redirect"]);
+    }
+
+    #[test]
+    fn placeholders_are_errors() {
+        let text = "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: x\n  annotations:\n    nginx.ingress.kubernetes.io/canary: \"true\"\n    nginx.ingress.kubernetes.io/canary-weight: \"${WEIGHT}\"\n";
+        let mut report = Report::default();
+        let ings = ingress::parse(text, "test", &mut report).unwrap();
+        let e = parse(&ings[0], DEFAULT_PREFIX, &mut report).unwrap_err();
+        assert!(e.contains("unrendered template placeholder"), "{e}");
     }
 }

@@ -6,25 +6,21 @@
 
 use serde_json::{json, Value};
 
-use super::ingress::{PathType, Port};
-use super::plan::{upstream_name, Location, Plan};
+use super::ingress::Port;
+use super::plan::{upstream_name, Location, PathMatch, Plan};
 use super::plugin::{any_persistent, canary_version, main_version, KEYS_ENV};
 use super::report::Report;
 use super::Options;
 
-/// The Envoy route match of a location's path.
+/// The Envoy route match of a location's path (Envoy matches the path
+/// without its query string).
 pub fn path_match(l: &Location) -> Value {
-    match l.path_type {
-        PathType::Exact => json!({"path": l.path}),
-        PathType::Prefix => {
-            let p = l.path.trim_end_matches('/');
-            if p.is_empty() {
-                json!({"prefix": "/"})
-            } else {
-                json!({"path_separated_prefix": p})
-            }
-        }
-        PathType::ImplementationSpecific => json!({"prefix": l.path}),
+    match &l.matcher {
+        PathMatch::Exact(p) => json!({"path": p}),
+        PathMatch::SeparatedPrefix(p) if p == "/" => json!({"prefix": "/"}),
+        PathMatch::SeparatedPrefix(p) => json!({"path_separated_prefix": p}),
+        PathMatch::Prefix(p) => json!({"prefix": p}),
+        PathMatch::Regex(p) => json!({"safe_regex": {"regex": PathMatch::full_regex(p)}}),
     }
 }
 

@@ -1,27 +1,56 @@
 //! `--target envoy-gateway`: a Gateway, an HTTPRoute per host with a
-//! header match per version, an EnvoyExtensionPolicy with the filter, and a
-//! BackendTrafficPolicy per HTTPRoute with a consistent hash on
-//! `x-sticky-hash` (Envoy Gateway's consistent hash is Maglev).
+//! header match per version, an EnvoyExtensionPolicy with the filter on
+//! exactly those HTTPRoutes, and a BackendTrafficPolicy per HTTPRoute with a
+//! consistent hash on `x-sticky-hash` (Envoy Gateway's consistent hash is
+//! Maglev) and, for persistent mode, `endpointOverride` on
+//! `x-sticky-endpoint` (Envoy's `override_host`, Maglev as its fallback)
+//! with retries on another pod. Needs Envoy Gateway 1.6 or newer
+//! (`endpointOverride` since 1.5, consistent hash `type: Headers` since
+//! 1.6).
 
 use serde_json::{json, Value};
 
-use super::ingress::{PathType, Port};
+use super::ingress::Port;
 use super::istio::host_label;
-use super::plan::{Location, Plan};
-use super::plugin::{any_persistent, canary_version, KEYS_ENV};
+use super::plan::{regex_escape, Location, PathMatch, Plan};
+use super::plugin::{canary_version, KEYS_ENV};
 use super::report::Report;
 use super::Options;
 
 /// The generated Gateway's name.
 pub const GATEWAY: &str = "sticky-canary";
 
-fn path(l: &Location, report: &mut Report) -> Value {
-    match l.path_type {
-        PathType::Exact => json!({"type": "Exact", "value": l.path}),
-        PathType::Prefix => json!({"type": "PathPrefix", "value": l.path}),
-        PathType::ImplementationSpecific => {
-            report.note(&l.object, &format!("pathType ImplementationSpecific ({})", l.path), "migrated as PathPrefix, which matches whole path elements (ingress-nginx matched any string prefix)");
-            json!({"type": "PathPrefix", "value": l.path})
+/// The `sha256` written when none is given: `make oci` (istio/oci.py
+/// `--pin`) replaces it with the image's manifest digest.
+pub const PLACEHOLDER_SHA256: &str =
+    "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// The HTTPRoute path match of a location. Gateway API's `PathPrefix`
+/// ignores a trailing slash (`/foo/` matches `/foo`), which ingress-nginx's
+/// `Prefix /foo/` does not, so such a prefix is a regular expression; and
+/// because Envoy Gateway ranks every regular expression above every
+/// `PathPrefix`, a host with one such prefix gets all its prefixes as
+/// regular expressions, written so that a longer prefix is a longer regex
+/// (Envoy Gateway then orders them longest first, as nginx does): `<p>(/.*)?`
+/// for whole path elements and `<p>(?:.*)` for a prefix ending with `/`,
+/// the same 6 characters after the escaped path.
+fn path(l: &Location, regex_prefixes: bool) -> Value {
+    match &l.matcher {
+        PathMatch::Exact(p) => json!({"type": "Exact", "value": p}),
+        PathMatch::SeparatedPrefix(p) if !regex_prefixes => {
+            json!({"type": "PathPrefix", "value": p})
+        }
+        PathMatch::SeparatedPrefix(p) if p == "/" => {
+            json!({"type": "RegularExpression", "value": "/(?:.*)"})
+        }
+        PathMatch::SeparatedPrefix(p) => {
+            json!({"type": "RegularExpression", "value": format!("{}(/.*)?", regex_escape(p))})
+        }
+        PathMatch::Prefix(p) => {
+            json!({"type": "RegularExpression", "value": format!("{}(?:.*)", regex_escape(p))})
+        }
+        PathMatch::Regex(p) => {
+            json!({"type": "RegularExpression", "value": PathMatch::full_regex(p)})
         }
     }
 }
@@ -34,6 +63,46 @@ fn backend_ref(b: &super::ingress::Backend, report: &mut Report, obj: &str) -> V
             json!({"name": b.service, "port": 80})
         }
     }
+}
+
+fn persistent(l: &Location) -> bool {
+    l.active() && l.affinity.as_ref().is_some_and(|a| a.persistent)
+}
+
+/// The BackendTrafficPolicy of one HTTPRoute.
+fn traffic_policy(ns: &str, name: &str, pinned: bool) -> Value {
+    let mut lb = json!({
+        "type": "ConsistentHash",
+        "consistentHash": {"type": "Headers", "headers": [{"name": "x-sticky-hash"}], "tableSize": 65537}
+    });
+    let mut spec = json!({
+        "targetRefs": [{"group": "gateway.networking.k8s.io", "kind": "HTTPRoute", "name": name}]
+    });
+    if pinned {
+        // Envoy's override_host with this Maglev hash as its fallback: the
+        // pod the filter names in x-sticky-endpoint when it is an endpoint
+        // of the route's cluster, else the hash. override_host ignores
+        // health, so a dead pinned pod is retried on another pod (Envoy
+        // Gateway adds the previous_hosts predicate to every retry policy),
+        // and one local-origin failure ejects it from the fallback.
+        lb["endpointOverride"] = json!({"extractFrom": [{"header": "x-sticky-endpoint"}]});
+        spec["retry"] = json!({
+            "numRetries": 2,
+            "retryOn": {"triggers": ["connect-failure", "refused-stream", "reset-before-request", "retriable-status-codes"], "httpStatusCodes": [503]},
+            "perRetry": {"backOff": {"baseInterval": "5ms", "maxInterval": "50ms"}}
+        });
+        spec["healthCheck"] = json!({"passive": {"splitExternalLocalOriginErrors": true, "consecutiveLocalOriginFailures": 1}});
+        // When a pod dies, every session pinned to it retries at once;
+        // Envoy's default allows 3 concurrent retries per cluster.
+        spec["circuitBreaker"] = json!({"maxParallelRetries": 1024});
+    }
+    spec["loadBalancer"] = lb;
+    json!({
+        "apiVersion": "gateway.envoyproxy.io/v1alpha1",
+        "kind": "BackendTrafficPolicy",
+        "metadata": {"name": format!("{name}-sticky"), "namespace": ns},
+        "spec": spec
+    })
 }
 
 /// Every Envoy Gateway document, in apply order.
@@ -56,11 +125,15 @@ pub fn build(plan: &Plan, plugin: &Value, opts: &Options, report: &mut Report) -
             None => groups.push((key, vec![l])),
         }
     }
-    let mut routes = Vec::new();
+    // (namespace, HTTPRoute name, any persistent location)
+    let mut routes: Vec<(String, String, bool)> = Vec::new();
     for ((ns, host), locs) in &groups {
+        let regex_prefixes = locs
+            .iter()
+            .any(|l| matches!(&l.matcher, PathMatch::Prefix(p) if p != "/"));
         let mut rules = Vec::new();
         for l in locs {
-            let p = path(l, report);
+            let p = path(l, regex_prefixes);
             if let (Some(cv), Some(c)) = (canary_version(l), &l.canary) {
                 rules.push(json!({
                     "matches": [{"path": p, "headers": [{"type": "Exact", "name": "x-canary-version", "value": cv}]}],
@@ -86,38 +159,49 @@ pub fn build(plan: &Plan, plugin: &Value, opts: &Options, report: &mut Report) -
             "metadata": {"name": name, "namespace": ns},
             "spec": spec
         }));
-        routes.push((ns.clone(), name));
+        routes.push((ns.clone(), name, locs.iter().any(|l| persistent(l))));
     }
-    let mut wasm = json!({
-        "name": "sticky-canary",
-        "rootID": "sticky-canary",
-        "code": {"type": "Image", "image": {"url": opts.wasm_image}},
-        "config": plugin,
-        "failOpen": false
-    });
-    if any_persistent(plan) {
-        wasm["env"] = json!({"hostKeys": [KEYS_ENV]});
-        report.lossy("-", "affinity-mode", "persistent on Envoy Gateway: it has no override_host load balancer, so the pod comes from the hash (balanced) and the recorded pod is not used");
+    let sha256 = opts
+        .wasm_sha256
+        .clone()
+        .unwrap_or_else(|| PLACEHOLDER_SHA256.to_owned());
+    if opts.wasm_sha256.is_none() {
+        report.note("-", "sha256", "the EnvoyExtensionPolicy's image sha256 is a placeholder (64 zeros): give --wasm-sha256, or write the digest with `python3 istio/oci.py --registry REGISTRY --pin envoy-gateway.yaml` (what `make oci` builds); with the placeholder the image check fails and, failing open, the routes run without the filter");
     }
-    docs.push(json!({
-        "apiVersion": "gateway.envoyproxy.io/v1alpha1",
-        "kind": "EnvoyExtensionPolicy",
-        "metadata": {"name": "sticky-canary", "namespace": gw_ns},
-        "spec": {
-            "targetRefs": [{"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": GATEWAY}],
-            "wasm": [wasm]
+    // One policy per namespace (policies attach to routes of their own
+    // namespace), on exactly the generated HTTPRoutes.
+    let mut namespaces: Vec<&String> = routes.iter().map(|(ns, ..)| ns).collect();
+    namespaces.sort();
+    namespaces.dedup();
+    let any_pinned = routes.iter().any(|(.., p)| *p);
+    for ns in namespaces {
+        let targets: Vec<Value> = routes
+            .iter()
+            .filter(|(n, ..)| n == ns)
+            .map(|(_, name, _)| json!({"group": "gateway.networking.k8s.io", "kind": "HTTPRoute", "name": name}))
+            .collect();
+        let mut wasm = json!({
+            "name": "sticky-canary",
+            "rootID": "sticky-canary",
+            "code": {"type": "Image", "image": {"url": opts.wasm_image, "sha256": sha256}},
+            "config": plugin,
+            "failOpen": !opts.fail_closed
+        });
+        if any_pinned {
+            wasm["env"] = json!({"hostKeys": [KEYS_ENV]});
         }
-    }));
-    for (ns, name) in routes {
         docs.push(json!({
             "apiVersion": "gateway.envoyproxy.io/v1alpha1",
-            "kind": "BackendTrafficPolicy",
-            "metadata": {"name": format!("{name}-sticky"), "namespace": ns},
-            "spec": {
-                "targetRefs": [{"group": "gateway.networking.k8s.io", "kind": "HTTPRoute", "name": name}],
-                "loadBalancer": {"type": "ConsistentHash", "consistentHash": {"type": "Header", "header": {"name": "x-sticky-hash"}, "tableSize": 65537}}
-            }
+            "kind": "EnvoyExtensionPolicy",
+            "metadata": {"name": "sticky-canary", "namespace": ns},
+            "spec": {"targetRefs": targets, "wasm": [wasm]}
         }));
+    }
+    if any_pinned {
+        report.note("-", "affinity-mode", format!("persistent on Envoy Gateway (1.6 or newer): the BackendTrafficPolicy's endpointOverride on x-sticky-endpoint is Envoy's override_host with the consistent hash as fallback, retried on another pod; put the keys in the environment variable {KEYS_ENV} of the Envoy Gateway proxy (EnvoyProxy spec.provider.kubernetes.envoyDeployment.container.env)"));
+    }
+    for (ns, name, pinned) in routes {
+        docs.push(traffic_policy(&ns, &name, pinned));
     }
     docs
 }

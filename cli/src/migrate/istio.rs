@@ -5,8 +5,8 @@
 
 use serde_json::{json, Value};
 
-use super::ingress::{PathType, Port};
-use super::plan::{Location, Plan};
+use super::ingress::Port;
+use super::plan::{regex_escape, Location, PathMatch, Plan};
 use super::plugin::{any_persistent, canary_version, main_version, KEYS_ENV};
 use super::report::Report;
 use super::Options;
@@ -30,31 +30,16 @@ pub fn host_label(host: &str) -> String {
     super::plan::shorten(s.trim_matches('-'), 63)
 }
 
-fn regex_escape(s: &str) -> String {
-    let mut out = String::new();
-    for c in s.chars() {
-        if "\\.+*?()|[]{}^$".contains(c) {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out
-}
-
-/// The VirtualService `uri` match of a location.
+/// The VirtualService `uri` match of a location (Istio matches the path
+/// without its query string; a regex matches the whole path).
 pub fn uri_match(l: &Location) -> Value {
-    match l.path_type {
-        PathType::Exact => json!({"exact": l.path}),
-        PathType::Prefix => {
-            let p = l.path.trim_end_matches('/');
-            if p.is_empty() {
-                json!({"prefix": "/"})
-            } else {
-                // Path elements, as Kubernetes' Prefix: /foo, /foo/..., not /foobar.
-                json!({"regex": format!("{}(/.*)?", regex_escape(p))})
-            }
-        }
-        PathType::ImplementationSpecific => json!({"prefix": l.path}),
+    match &l.matcher {
+        PathMatch::Exact(p) => json!({"exact": p}),
+        PathMatch::SeparatedPrefix(p) if p == "/" => json!({"prefix": "/"}),
+        // Path elements, as ingress-nginx's Prefix: /foo, /foo/..., not /foobar.
+        PathMatch::SeparatedPrefix(p) => json!({"regex": format!("{}(/.*)?", regex_escape(p))}),
+        PathMatch::Prefix(p) => json!({"prefix": p}),
+        PathMatch::Regex(p) => json!({"regex": PathMatch::full_regex(p)}),
     }
 }
 
@@ -211,6 +196,12 @@ pub fn build(plan: &Plan, plugin: &Value, opts: &Options, report: &mut Report) -
             // A dead pinned pod is ejected at its first local failure, so
             // the fallback hash stops choosing it (envoy-config/persistent/).
             policy["outlierDetection"] = json!({"splitExternalLocalOriginErrors": true, "consecutiveLocalOriginFailures": 1});
+            // Required: with locality failover, failoverPriority,
+            // distribute or trafficDistribution in the mesh, istiod adds
+            // locality_weighted_lb_config to the cluster, and Envoy rejects
+            // it beside the override_host policy the EnvoyFilter merges in
+            // (istio/persistent/destinationrule.yaml).
+            policy["loadBalancer"]["localityLbSetting"] = json!({"enabled": false});
         }
         docs.push(json!({
             "apiVersion": "networking.istio.io/v1",
@@ -233,6 +224,9 @@ pub fn build(plan: &Plan, plugin: &Value, opts: &Options, report: &mut Report) -
         "type": "HTTP",
         "pluginConfig": plugin
     });
+    if let Some(h) = &opts.wasm_sha256 {
+        spec["sha256"] = json!(h);
+    }
     if any_persistent(plan) {
         spec["vmConfig"] = json!({"env": [{"name": KEYS_ENV, "valueFrom": "HOST"}]});
         let patches: Vec<Value> = pinned.iter().map(override_host_patch).collect();
@@ -242,7 +236,7 @@ pub fn build(plan: &Plan, plugin: &Value, opts: &Options, report: &mut Report) -
             "metadata": {"name": "sticky-canary-override-host", "namespace": "istio-system"},
             "spec": {"workloadSelector": {"labels": {"istio": "ingressgateway"}}, "configPatches": patches}
         }));
-        report.note("-", "affinity-mode", "persistent on Istio: the EnvoyFilter sticky-canary-override-host puts override_host on the pinned Services' gateway clusters and retries on another pod (Istio 1.31 or later, for retryIgnorePreviousHosts)");
+        report.note("-", "affinity-mode", "persistent on Istio: the EnvoyFilter sticky-canary-override-host puts override_host on the pinned Services' gateway clusters (istiod 1.27 or newer), the VirtualService retries on another pod (retryIgnorePreviousHosts, 1.26 or newer), and the DestinationRule turns locality load balancing off for them");
     }
     docs.push(json!({
         "apiVersion": "extensions.istio.io/v1alpha1",

@@ -1,11 +1,13 @@
 //! The filter's plugin config for a plan: one `routes[]` entry per location,
-//! scoped by `match.authority` (the host) and `match.path_prefix` (the path),
-//! with no global versions, so anything else passes through.
+//! in match order, scoped by `match.authority` (the host) and the path as
+//! ingress-nginx matches it (`path_exact`, `path_separated_prefix`,
+//! `path_prefix` or `path_regex`), with no global versions, so anything
+//! else passes through.
 
 use serde_json::{json, Map, Value};
 
 use super::annotations::{HeaderMatch, Key, Secure};
-use super::plan::{shorten, upstream_name, Location, Plan};
+use super::plan::{shorten, upstream_name, Location, PathMatch, Plan};
 use super::report::Report;
 
 /// The environment variable persistent mode reads its cookie keys from.
@@ -57,13 +59,45 @@ fn entry_name(l: &Location, taken: &mut Vec<String>) -> String {
     name
 }
 
-fn entry_match(l: &Location) -> Value {
+/// The entry's `match`: the host and the path in the filter's terms.
+/// A regex the filter cannot compile (PCRE-only syntax) falls back to the
+/// literal path as a prefix, reported.
+fn entry_match(l: &Location, report: &mut Report) -> Value {
     let mut m = Map::new();
     if !l.host.is_empty() {
         m.insert("authority".into(), json!(l.host));
     }
-    m.insert("path_prefix".into(), json!(l.path));
+    match &l.matcher {
+        PathMatch::Exact(p) => {
+            m.insert("path_exact".into(), json!(p));
+        }
+        PathMatch::SeparatedPrefix(p) => {
+            m.insert("path_separated_prefix".into(), json!(p));
+        }
+        PathMatch::Prefix(p) => {
+            m.insert("path_prefix".into(), json!(p));
+        }
+        PathMatch::Regex(p) => {
+            let re = PathMatch::filter_regex(p);
+            if filter_compiles_path_regex(&re) {
+                m.insert("path_regex".into(), json!(re));
+            } else {
+                report.lossy(&l.object, "use-regex", format!("path {p:?}: not a regex the filter (regex-lite) compiles (PCRE-only syntax?): matched as the literal prefix {p:?}"));
+                m.insert("path_prefix".into(), json!(p));
+            }
+        }
+    }
     Value::Object(m)
+}
+
+fn filter_compiles_path_regex(re: &str) -> bool {
+    let probe = json!({"routes": [{"match": {"path_regex": re}, "enabled": false}]});
+    sticky_canary::compile_json(&probe.to_string()).is_ok()
+}
+
+/// Characters that make a path a regex rather than a literal cookie path.
+fn has_regex_chars(p: &str) -> bool {
+    p.contains(|c: char| "^$[](){}*+?|\\".contains(c))
 }
 
 /// The plugin config (a JSON object).
@@ -93,13 +127,13 @@ pub fn build(plan: &Plan, report: &mut Report) -> Value {
         }
         let name = entry_name(l, &mut taken);
         if !l.active() {
-            routes.push(json!({"name": name, "match": entry_match(l), "enabled": false}));
+            routes.push(json!({"name": name, "match": entry_match(l, report), "enabled": false}));
             continue;
         }
         let main = main_version(l);
         let mut e = Map::new();
         e.insert("name".into(), json!(name));
-        e.insert("match".into(), entry_match(l));
+        e.insert("match".into(), entry_match(l, report));
         let mut rules = Vec::new();
         match &l.canary {
             Some(c) => {
@@ -148,8 +182,22 @@ pub fn build(plan: &Plan, report: &mut Report) -> Value {
         match &l.affinity {
             Some(a) => {
                 cookie.insert("name".into(), json!(a.cookie_name));
-                if let Some(p) = &a.path {
-                    cookie.insert("path".into(), json!(p));
+                match (&a.path, &l.matcher) {
+                    (Some(p), _) => {
+                        cookie.insert("path".into(), json!(p));
+                    }
+                    // The filter defaults the cookie Path to an entry's
+                    // literal path; ingress-nginx uses the path as written.
+                    (None, PathMatch::Regex(p)) if has_regex_chars(p) => {
+                        report.lossy(&l.object, "session-cookie-path", format!("not set with a regex path ({p:?}): ingress-nginx sets the regex itself as the cookie Path, which browsers never send back, so its affinity does not hold there; the migrated cookie gets Path=/ and holds"));
+                    }
+                    (None, PathMatch::Regex(p)) => {
+                        cookie.insert("path".into(), json!(p));
+                    }
+                    (None, PathMatch::Prefix(p)) if *p != l.path => {
+                        cookie.insert("path".into(), json!(l.path));
+                    }
+                    _ => {}
                 }
                 if let Some(d) = &a.domain {
                     cookie.insert("domain".into(), json!(d));

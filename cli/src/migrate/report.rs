@@ -60,6 +60,20 @@ impl Report {
         }
     }
 
+    /// Turn `object`'s LOSSY findings into notes, saying why: what is not
+    /// carried over from it changes nothing (a canary ingress-nginx never
+    /// uses, say).
+    pub fn downgrade(&mut self, object: &str, why: &str) {
+        for f in self
+            .findings
+            .iter_mut()
+            .filter(|f| f.severity == Severity::Lossy && f.object == object)
+        {
+            f.severity = Severity::Note;
+            f.reason = format!("{} ({why})", f.reason);
+        }
+    }
+
     /// True when anything was lossy.
     pub fn is_lossy(&self) -> bool {
         self.findings.iter().any(|f| f.severity == Severity::Lossy)
