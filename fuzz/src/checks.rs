@@ -28,6 +28,21 @@ use sticky_canary::{
     Plugin, Policy, Reason, Request,
 };
 
+/// Cookie names the targets pick from (`gen::pool::COOKIE`): the usual,
+/// prefixed ones, and names no config accepts.
+pub const COOKIE_NAMES: &[&str] = &[
+    "sticky-canary",
+    "sc",
+    "canary",
+    "__Host-sc",
+    "__Secure-sc",
+    "a;b",
+    "",
+    "my cookie",
+    "c=1",
+    "Ω",
+];
+
 // ---------------------------------------------------------------------------
 // Known bugs: while a bug found here is open in src/, the fuzz targets step
 // around it (so fuzzing goes on finding others); the regression tests turn

@@ -112,19 +112,8 @@ pub mod pool {
         ":path",
         "x-forwarded-for",
     ];
-    /// Cookie names.
-    pub const COOKIE: &[&str] = &[
-        "sticky-canary",
-        "sc",
-        "canary",
-        "__Host-sc",
-        "__Secure-sc",
-        "a;b",
-        "",
-        "my cookie",
-        "c=1",
-        "Ω",
-    ];
+    /// Cookie names (in checks.rs, which the regression replay includes).
+    pub const COOKIE: &[&str] = crate::checks::COOKIE_NAMES;
     /// Query names.
     pub const QUERY: &[&str] = &["canary", "uid", "v", "a&b", "x=y", "", "ünï", "a#b"];
     /// Values rules compare with.
