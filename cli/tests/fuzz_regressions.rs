@@ -60,19 +60,6 @@ fn cli_seeds_pass() {
     assert!(replay_dir("corpus/cli", None) >= 20);
 }
 
-/// Open in `migrate` (issue 18): Ingress fields the filter constrains are
-/// copied into the plugin config unchecked: a path that does not start
-/// with `/` (Kubernetes allows it for `pathType: ImplementationSpecific`)
-/// becomes a `path_prefix`, a host with a `'` an `authority` pattern, both
-/// refused, so migrate stops with "the generated plugin config is refused
-/// by the filter (a bug in migrate)" (exit 2, no panic) instead of
-/// reporting the Ingress. Remove the `#[ignore]` once it is fixed.
-#[test]
-#[ignore = "open bug in migrate: Ingress paths and hosts are not checked"]
-fn bug_migrate_unchecked() {
-    assert!(replay_dir("regressions/cli", Some("migrate-unchecked")) >= 2);
-}
-
 /// The bug the issue names: `cookie decode éAAAA` aborted with a panic.
 #[test]
 fn cookie_decode_e_acute_exits_1() {

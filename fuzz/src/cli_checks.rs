@@ -36,14 +36,7 @@ pub fn set_strict(on: bool) {
 }
 
 /// Known open bugs, by a phrase of the failure they cause.
-const KNOWN: &[&str] = &[
-    // bug-migrate-unchecked-*: migrate copies Ingress fields the filter
-    // constrains (a path that does not start with `/`, a host with other
-    // characters than a host name's) into the plugin config unchecked, and
-    // its own guard then stops with "the generated plugin config is
-    // refused by the filter (a bug in migrate)". No panic, exit 2.
-    "the generated plugin config is refused by the filter",
-];
+const KNOWN: &[&str] = &[];
 
 fn tolerated(failure: &str) -> bool {
     !STRICT.with(std::cell::Cell::get) && KNOWN.iter().any(|k| failure.contains(k))
