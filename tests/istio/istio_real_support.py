@@ -32,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import difflib
+import http.client
 import os
 import re
 import threading
@@ -173,7 +174,12 @@ class Stack:
         """whoami pods `(version, hostname)` (whoami's Name is the version)
         and their ServiceEntry + WorkloadEntries (not applied)."""
         app = app or service_host.split(".")[0]
-        started = testkit.start_pods(self.workdir / "pods", spec, ns=self.cluster.ns)
+        # One write per answer, as the real traefik/whoami (Go's net/http
+        # flushes a small answer once): a pod SIGKILLed mid-request then sent
+        # all of it or none, which Envoy can retry. In two writes a kill
+        # between them cuts a body short after the headers went to the client,
+        # a failure no proxy can hide.
+        started = testkit.start_pods(self.workdir / "pods", spec, ns=self.cluster.ns, one_write=True)
         pods = []
         for version, hostname in spec:
             labels = {"app": app, "version": version}
@@ -183,7 +189,7 @@ class Stack:
 
     def add_pod(self, version: str, hostname: str, namespace: str = "default", app: str = "my-app") -> Pod:
         """Scale up: a new pod and its WorkloadEntry, applied."""
-        backend = testkit.start_backend(self.workdir / "pods", version, hostname, ns=self.cluster.ns)
+        backend = testkit.start_backend(self.workdir / "pods", version, hostname, ns=self.cluster.ns, one_write=True)
         pod = Pod(version, backend, {"app": app, "version": version})
         self.pods[hostname] = pod
         self.api.apply(istio.workload_entry(backend, namespace, pod.labels))
@@ -345,7 +351,8 @@ class ReturningUsers:
                     phase = self.phase
                     try:
                         r = c.get("/", cookies=self.jar[i])
-                    except OSError as e:
+                    except (OSError, http.client.HTTPException) as e:  # a short body too: counted, never a dead thread
+                        c.close()
                         with self._lock:
                             self.requests[phase] += 1
                             self.failures.append((phase, repr(e)))
@@ -372,7 +379,8 @@ class ReturningUsers:
                 return all(sum(1 for p, _, _ in a if p == phase) >= times for a in self.answers.values())
 
         wait_until(done, lambda: f"every user answered {times}x in phase {phase} "
-                   f"({self.seen_in(phase)} of {len(self.users)} seen)", timeout=timeout, interval=0.1)
+                   f"({self.seen_in(phase)} of {len(self.users)} seen; failures: {self.failures[:5]})",
+                   timeout=timeout, interval=0.1)
 
     def last(self, i: int) -> tuple[str, str]:
         _, version, pod = self.answers[i][-1]

@@ -89,10 +89,12 @@ class Backend:
 
 
 def start_backend(workdir: Path, name: str, hostname: str, port: int = 0, timeout: float = START_TIMEOUT,
-                  ns=None) -> Backend:
+                  ns=None, one_write: bool = False) -> Backend:
     """Start a whoami on 127.0.0.1 (inside `ns` if given) and wait until it
     accepts connections (on a free port unless `port` is given; a port
-    taken meanwhile means another try elsewhere)."""
+    taken meanwhile means another try elsewhere). `one_write`: each answer
+    in one write (whoami's ``--one-write``, as the real traefik/whoami), so
+    a pod killed mid-request sent all of an answer or none of it."""
     workdir = Path(workdir)
     listens = ns.accepts if ns is not None else accepts
     for attempt in range(3):
@@ -100,7 +102,8 @@ def start_backend(workdir: Path, name: str, hostname: str, port: int = 0, timeou
         try:
             proc = start_process(
                 f"whoami {hostname}",
-                [sys.executable, str(WHOAMI), "--port", str(p), "--name", name, "--hostname", hostname, "--verbose"],
+                [sys.executable, str(WHOAMI), "--port", str(p), "--name", name, "--hostname", hostname, "--verbose",
+                 *(["--one-write"] if one_write else [])],
                 workdir / f"whoami-{hostname}-{p}.log",
                 ready=lambda proc: "whoami listening" in proc.log() and listens(p),
                 timeout=timeout, error=BackendStartError,
@@ -158,10 +161,10 @@ def start_backends(workdir: Path, spec: Iterable[tuple[str, str, int]] = DEFAULT
     return BackendSet(started, {hostname: port for _, hostname, port in spec})
 
 
-def start_pods(workdir: Path, spec: Sequence[tuple[str, str]], ns=None) -> dict[str, Backend]:
+def start_pods(workdir: Path, spec: Sequence[tuple[str, str]], ns=None, one_write: bool = False) -> dict[str, Backend]:
     """Start whoami pods `(version, hostname)` on free ports (inside `ns` if
     given), in parallel (a whoami does not die with the thread that started
-    it; Envoy does)."""
+    it; Envoy does); `one_write` as in ``start_backend``."""
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
-        futs = {h: pool.submit(start_backend, workdir, v, h, ns=ns) for v, h in spec}
+        futs = {h: pool.submit(start_backend, workdir, v, h, ns=ns, one_write=one_write) for v, h in spec}
         return {h: f.result() for h, f in futs.items()}
