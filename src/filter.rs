@@ -22,13 +22,22 @@
 //! A config that does not compile is logged and counted
 //! (`sticky_canary_config_total` with `result=refused`, and the gauge
 //! `sticky_canary_config_invalid` at 1). Unless the config asks for
-//! `"on_invalid_config": "refuse"`, the filter then keeps serving: the last
-//! config of the same plugin (by `plugin_name`) that this VM accepted, or,
-//! when there is none (a fresh start), pass-through for every request with
-//! clients' copies of the override headers still removed. Envoy keeps one
-//! VM per worker and reuses it across config updates of the same code, so
-//! "last good" survives an ECDS or listener update; a new VM (new code or
-//! VM settings) starts without one.
+//! `"on_invalid_config": "refuse"`, the filter then keeps serving the last
+//! good config of the same plugin (by `plugin_name`), or, when there is
+//! none (a fresh start), passes every request through with clients' copies
+//! of the override headers still removed.
+//!
+//! "Last good" is the accepted config of that plugin that served a request
+//! most recently in this VM, looked up when each request starts, not when
+//! the invalid config arrives: Envoy keeps one plugin instance per distinct
+//! config and reuses it when that config comes back (no new
+//! `on_configure`), so an instance made for an invalid config must not fix
+//! its fallback at that moment, and an earlier good config that comes back
+//! serves, and counts as the good one, again. A VM that Envoy starts anew
+//! (Envoy Gateway's first policy update after Envoy starts does that) has
+//! no such config yet: it compiles the text the last accepting VM of the
+//! same `vm_id` left in Envoy's shared data, which the proxy process keeps
+//! across VMs.
 
 use crate::host::{self, map, Level};
 use crate::metrics;
@@ -84,26 +93,59 @@ thread_local! {
     /// Buffers the request headers are read into, reused by every request
     /// of the VM (one request at a time: the VM is single-threaded).
     static HEADERS: RefCell<Vec<Header>> = const { RefCell::new(Vec::new()) };
-    /// The last config each plugin (by name) had accepted in this VM, so an
-    /// invalid update keeps it serving.
-    static LAST_GOOD: RefCell<HashMap<Vec<u8>, Rc<Active>>> = RefCell::new(HashMap::new());
+    /// Per plugin (by name): the accepted config that served a request
+    /// most recently in this VM, which an invalid config falls back to.
+    static LAST_GOOD: RefCell<HashMap<Vec<u8>, Slot>> = RefCell::new(HashMap::new());
+    /// What the `sticky_canary_config_invalid` gauge was last set to, so a
+    /// request records it only when it changes.
+    static GAUGE_INVALID: std::cell::Cell<Option<bool>> = const { std::cell::Cell::new(None) };
     /// Whether this VM has logged a failed route-cache clear (once is enough:
     /// every later failure is only counted).
     static CLEAR_FAILURE_LOGGED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
+/// A plugin's last good config, shared by its instances in this VM.
+type Slot = Rc<RefCell<Option<Rc<Active>>>>;
+
+/// The slot of the plugin named `name`.
+fn slot(name: &[u8]) -> Slot {
+    LAST_GOOD.with(|m| m.borrow_mut().entry(name.to_vec()).or_default().clone())
+}
+
+/// The key of a plugin's last accepted config text in Envoy's shared data.
+fn shared_key(name: &[u8]) -> String {
+    format!("sticky-canary/last-good/{}", String::from_utf8_lossy(name))
+}
+
+/// What one plugin instance serves.
+enum Serving {
+    /// Its own config, which compiled.
+    Good(Rc<Active>),
+    /// Its config did not compile: the plugin's last good config at each
+    /// request, else this pass-through.
+    Fallback(Rc<Active>),
+}
+
 #[derive(Default)]
 struct Root {
-    active: Option<Rc<Active>>,
+    serving: Option<(Serving, Slot)>,
+}
+
+/// Set the `sticky_canary_config_invalid` gauge (a host call only when it
+/// changes).
+fn gauge_invalid(invalid: bool) {
+    if GAUGE_INVALID.with(|g| g.replace(Some(invalid))) != Some(invalid) {
+        host::record(
+            host::define_gauge(metrics::CONFIG_INVALID),
+            u64::from(invalid),
+        );
+    }
 }
 
 /// Count a config load and say whether the delivered config is serving.
 fn count_config(accepted: bool) {
     host::increment(host::define_counter(&metrics::config_total(accepted)));
-    host::record(
-        host::define_gauge(metrics::CONFIG_INVALID),
-        u64::from(!accepted),
-    );
+    gauge_invalid(!accepted);
 }
 
 impl Context for Root {}
@@ -134,8 +176,12 @@ impl RootContext for Root {
                     ),
                 );
                 let active = Active::new(plugin);
-                LAST_GOOD.with(|m| m.borrow_mut().insert(name, active.clone()));
-                self.active = Some(active);
+                if let Some(b) = &bytes {
+                    host::set_shared_data(&shared_key(&name), b);
+                }
+                let slot = slot(&name);
+                *slot.borrow_mut() = Some(active.clone());
+                self.serving = Some((Serving::Good(active), slot));
                 count_config(true);
                 true
             }
@@ -153,34 +199,47 @@ impl RootContext for Root {
                     );
                     return false;
                 }
-                let last = LAST_GOOD.with(|m| m.borrow().get(&name).cloned());
-                match last {
-                    Some(last) => {
-                        host::log(
-                            Level::Error,
-                            &format!("sticky-canary: {why}; keeping the last good config"),
-                        );
-                        self.active = Some(last);
-                    }
-                    None => {
-                        host::log(
-                            Level::Error,
-                            &format!(
-                                "sticky-canary: {why}; no earlier config: passing every request through"
-                            ),
-                        );
-                        self.active =
-                            Some(Active::new(Plugin::pass_through(plan.override_headers)));
-                    }
+                let slot = slot(&name);
+                let had = slot.borrow().is_some();
+                if !had {
+                    // A new VM: the config the last accepting VM of this
+                    // vm_id left in the proxy's shared data, if it compiles.
+                    let earlier = host::shared_data(&shared_key(&name))
+                        .and_then(|b| String::from_utf8(b).ok())
+                        .and_then(|text| compile_json(&text).ok());
+                    *slot.borrow_mut() = earlier.map(Active::new);
                 }
+                let outcome = match (had, slot.borrow().is_some()) {
+                    (true, _) => "keeping the last good config",
+                    (false, true) => "keeping the last good config (from an earlier VM)",
+                    (false, false) => "no earlier config: passing every request through",
+                };
+                host::log(Level::Error, &format!("sticky-canary: {why}; {outcome}"));
+                let pass = Active::new(Plugin::pass_through(plan.override_headers));
+                self.serving = Some((Serving::Fallback(pass), slot));
                 true
             }
         }
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+        let active = self.serving.as_ref().map(|(serving, slot)| match serving {
+            Serving::Good(own) => {
+                // This config serves: it is the plugin's last good one now
+                // (again, when Envoy reused this instance for it).
+                if !slot.borrow().as_ref().is_some_and(|a| Rc::ptr_eq(a, own)) {
+                    *slot.borrow_mut() = Some(own.clone());
+                }
+                gauge_invalid(false);
+                own.clone()
+            }
+            Serving::Fallback(pass) => {
+                gauge_invalid(true);
+                slot.borrow().clone().unwrap_or_else(|| pass.clone())
+            }
+        });
         Some(Box::new(Http {
-            active: self.active.clone(),
+            active,
             exchange: None,
         }))
     }

@@ -109,6 +109,20 @@ extern "C" {
     ) -> u32;
     fn proxy_increment_metric(metric_id: u32, offset: i64) -> u32;
     fn proxy_record_metric(metric_id: u32, value: u64) -> u32;
+    fn proxy_get_shared_data(
+        key_data: *const u8,
+        key_size: usize,
+        return_value_data: *mut *mut u8,
+        return_value_size: *mut usize,
+        return_cas: *mut u32,
+    ) -> u32;
+    fn proxy_set_shared_data(
+        key_data: *const u8,
+        key_size: usize,
+        value_data: *const u8,
+        value_size: usize,
+        cas: u32,
+    ) -> u32;
     fn proxy_call_foreign_function(
         function_name_data: *const u8,
         function_name_size: usize,
@@ -314,6 +328,32 @@ pub fn record(id: Option<u32>, value: u64) {
         unsafe {
             let _ = proxy_record_metric(id, value);
         }
+    }
+}
+
+/// A value of the host's shared data: in Envoy, kept by the proxy process
+/// for every VM of the same `vm_id`, so it outlives a VM that Envoy
+/// replaces. `None` when absent or on error.
+pub fn shared_data(key: &str) -> Option<Vec<u8>> {
+    let mut data: *mut u8 = null_mut();
+    let mut size: usize = 0;
+    let mut cas: u32 = 0;
+    // SAFETY: a valid key slice and out-pointers to locals; the buffer is
+    // ours on OK.
+    unsafe {
+        match proxy_get_shared_data(key.as_ptr(), key.len(), &mut data, &mut size, &mut cas) {
+            OK => Some(take(data, size)),
+            _ => None,
+        }
+    }
+}
+
+/// Set a value of the host's shared data (no compare-and-swap: the last
+/// writer wins). Errors are ignored.
+pub fn set_shared_data(key: &str, value: &[u8]) {
+    // SAFETY: valid slices for the duration of the call.
+    unsafe {
+        let _ = proxy_set_shared_data(key.as_ptr(), key.len(), value.as_ptr(), value.len(), 0);
     }
 }
 
