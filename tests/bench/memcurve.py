@@ -1,0 +1,310 @@
+#!/usr/bin/env python3
+"""What each kilobyte of .wasm costs Envoy in memory (part of `make bench`).
+
+Modules, from the empty filter up to sticky-canary:
+  - the probe filter (tests/bench/probe-filter) with an empty config, built
+    with BENCH_PROBE_PAD=N for N in --pads: N exported functions that
+    nothing calls, about 1.2 KB of code each with loops and branches (its
+    build.rs), so that V8 has that much more code to compile and nothing
+    else changes;
+  - sticky-canary as shipped (opt-level 3, wasm-opt -O1), and built with
+    other opt-levels (--opt-levels; the same wasm-opt -O1 after), with the
+    config of a returning user's bench case.
+
+Each module is loaded by a fresh Envoy 1.40 (`--concurrency 1`, one
+direct_response route), which answers --requests requests on one
+keep-alive connection, then idles --idle seconds; then its VmRSS
+(/proc/PID/status) and tcmalloc's figures (admin /memory) are read. Each
+point is the median of --runs such Envoys. The same is done with the
+bootstrap's `memory_allocator_manager` (--release, see the README's
+Performance section) for the empty filter and the shipped module.
+
+Output: a markdown report (stdout and target/bench/memcurve.md, which make
+bench puts into BENCHMARKS.md) with the points, the least-squares slope of
+each figure against module size over the probe points (MB per 100 KB), and
+raw figures in target/bench/memcurve.json.
+
+Everything listens on 127.0.0.1; every Envoy is a child killed on exit;
+every wait is bounded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from benchlib import FILTER_WASM, OUT_DIR, PROBE_CRATE, ROOT, VERSIONS, die_with_parent, envoy_binary, log
+from testkit import free_port, start_process
+from testkit.envoy import admin_ready
+
+CURVE_DIR = OUT_DIR / "curve"
+PAD_TARGET = OUT_DIR / "probe-pad"
+TARGET = "wasm32-wasip1"
+PLUGIN = json.dumps({"versions": VERSIONS})
+# tcmalloc's figures of admin /memory, in the order reported.
+HEAP = ("allocated", "heap_size", "pageheap_free", "pageheap_unmapped", "total_thread_cache")
+
+
+@dataclass
+class Module:
+    key: str
+    label: str
+    wasm: Path | None  # None: no wasm filter
+    plugin: str = ""
+    probe: bool = False  # a probe build: a point of the fitted line
+    release: bool = False  # with memory_allocator_manager
+    runs: list[dict] = field(default_factory=list)
+
+    @property
+    def size(self) -> int:
+        return self.wasm.stat().st_size if self.wasm else 0
+
+    def median(self, key: str) -> float:
+        xs = [r[key] for r in self.runs if key in r]
+        return statistics.median(xs) if xs else 0.0
+
+
+def build_probe_pads(pads: list[int]) -> dict[int, Path]:
+    """One probe build per padding, copied out of the shared target dir."""
+    CURVE_DIR.mkdir(parents=True, exist_ok=True)
+    out = {}
+    for n in pads:
+        env = dict(os.environ, BENCH_PROBE_PAD=str(n), CARGO_TARGET_DIR=str(PAD_TARGET))
+        cmd = ["cargo", "build", "--release", "--target", TARGET, "-q"]
+        log(f"memcurve: BENCH_PROBE_PAD={n} " + " ".join(cmd) + f" (in {PROBE_CRATE.relative_to(ROOT)})")
+        r = subprocess.run(cmd, cwd=PROBE_CRATE, env=env, timeout=1800)
+        if r.returncode != 0:
+            sys.exit(f"memcurve: the padded probe ({n}) did not build")
+        dst = CURVE_DIR / f"probe-pad{n}.wasm"
+        shutil.copyfile(PAD_TARGET / TARGET / "release" / "bench_probe_filter.wasm", dst)
+        out[n] = dst
+    return out
+
+
+def build_opt_level(level: str) -> Path | None:
+    """sticky-canary at another opt-level, then wasm-opt -O1 as make build."""
+    tdir = OUT_DIR / f"opt-{level}"
+    env = dict(os.environ, CARGO_PROFILE_RELEASE_OPT_LEVEL=level, CARGO_TARGET_DIR=str(tdir))
+    cmd = ["cargo", "build", "--release", "--target", TARGET, "-q"]
+    log(f"memcurve: CARGO_PROFILE_RELEASE_OPT_LEVEL={level} " + " ".join(cmd))
+    r = subprocess.run(cmd, cwd=ROOT, env=env, timeout=3600)
+    built = tdir / TARGET / "release" / "sticky_canary.wasm"
+    if r.returncode != 0 or not built.exists():
+        log(f"memcurve: the opt-level {level} build failed; left out")
+        return None
+    subprocess.run([str(ROOT / "scripts" / "wasm-opt.sh"), str(built)], cwd=ROOT, timeout=600,
+                   stdout=subprocess.DEVNULL)
+    dst = CURVE_DIR / f"sticky_canary.opt-{level}.wasm"
+    shutil.copyfile(built, dst)
+    return dst
+
+
+def envoy_config(m: Module, port: int, admin: int, release: dict | None) -> dict:
+    filters = []
+    if m.wasm:
+        filters.append({"name": "envoy.filters.http.wasm", "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
+            "config": {
+                "name": "memcurve", "root_id": "",
+                "vm_config": {"vm_id": "memcurve", "runtime": "envoy.wasm.runtime.v8",
+                              "code": {"local": {"filename": str(m.wasm)}}},
+                "configuration": {"@type": "type.googleapis.com/google.protobuf.StringValue", "value": m.plugin},
+            },
+        }})
+    filters.append({"name": "envoy.filters.http.router", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}})
+    hcm = {
+        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+        "stat_prefix": "bench",
+        "route_config": {"name": "bench", "virtual_hosts": [{"name": "bench", "domains": ["*"], "routes": [
+            {"match": {"prefix": "/"}, "direct_response": {"status": 200, "body": {"inline_string": "ok\n"}}}]}]},
+        "http_filters": filters,
+    }
+    cfg: dict = {
+        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin}}},
+        "static_resources": {"listeners": [{
+            "name": "bench", "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
+            "filter_chains": [{"filters": [{"name": "envoy.filters.network.http_connection_manager",
+                                            "typed_config": hcm}]}],
+        }]},
+    }
+    if release:
+        cfg["memory_allocator_manager"] = release
+    return cfg
+
+
+def get(port: int, path: str, timeout: float = 10) -> tuple[int, bytes]:
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        c.request("GET", path)
+        r = c.getresponse()
+        return r.status, r.read()
+    finally:
+        c.close()
+
+
+def status_kb(pid: int, key: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1])
+    return 0
+
+
+def measure(binary: str, m: Module, tmp: Path, requests: int, idle: float, release: dict | None,
+            cpu: int | None) -> dict:
+    port, admin = free_port(), free_port()
+    d = tmp / f"{m.key}-{len(m.runs)}"
+    d.mkdir(parents=True, exist_ok=True)
+    cfg = d / "envoy.json"
+    cfg.write_text(json.dumps(envoy_config(m, port, admin, release), indent=1))
+    cmd = [binary, "-c", str(cfg), "--concurrency", "1", "--disable-hot-restart", "--log-level", "warning",
+           "--drain-time-s", "1"]
+
+    def pre() -> None:
+        die_with_parent()
+        if cpu is not None:
+            os.sched_setaffinity(0, {cpu})
+
+    proc = start_process(f"envoy {m.key}", cmd, d / "envoy.log", ready=lambda _: admin_ready(admin, timeout=5),
+                         timeout=120, preexec_fn=pre, poll=0.2)
+    try:
+        c = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        try:
+            for i in range(requests):
+                c.request("GET", "/")
+                r = c.getresponse()
+                body = r.read()
+                if r.status != 200 or body != b"ok\n":
+                    raise RuntimeError(f"request {i}: status {r.status} {body[:200]!r}")
+        finally:
+            c.close()
+        time.sleep(idle)
+        out: dict = {"rss_kb": status_kb(proc.popen.pid, "VmRSS")}
+        status, body = get(admin, "/memory")
+        if status == 200:
+            mem = json.loads(body)
+            out.update({k: int(mem[k]) for k in HEAP if k in mem})
+        return out
+    finally:
+        proc.stop(grace=10.0)
+
+
+def slope(xs: list[float], ys: list[float]) -> float:
+    """Least-squares slope of ys against xs."""
+    mx, my = statistics.fmean(xs), statistics.fmean(ys)
+    sxx = sum((x - mx) ** 2 for x in xs)
+    return sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sxx if sxx else 0.0
+
+
+def report(mods: list[Module], meta: dict) -> str:
+    base = next((m for m in mods if m.wasm is None and not m.release), None)
+    empty = next((m for m in mods if m.key == "pad0"), None)
+    lines = [f"Envoy {meta['envoy']}, `--concurrency 1`, one `direct_response` route; each Envoy answered "
+             f"{meta['requests']} requests on one keep-alive connection, then idled {meta['idle']:g} s; median "
+             f"of {meta['runs']} fresh Envoys per row. tcmalloc's figures are Envoy's admin `/memory`: "
+             "*allocated* is held by Envoy, V8 and the filter; *free* (pageheap_free) and the thread caches "
+             "are freed but kept by tcmalloc; *unmapped* is returned to the system and not in RSS.", "",
+             "| module | .wasm bytes | VmRSS, MB | over the empty filter, MB | allocated, MB | heap size, MB | "
+             "free, MB | unmapped, MB | thread caches, MB |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for m in mods:
+        over = ""
+        if empty and m.wasm is not None and m is not empty:
+            over = f"{(m.median('rss_kb') - empty.median('rss_kb')) / 1024:+.1f}"
+        lines.append(f"| {m.label} | {m.size:,} | {m.median('rss_kb') / 1024:.1f} | {over} | "
+                     + " | ".join(f"{m.median(k) / 1e6:.1f}" for k in HEAP) + " |")
+    probes = [m for m in mods if m.probe and not m.release]
+    if len(probes) >= 2:
+        xs = [m.size / 100_000 for m in probes]
+        fit = {k: slope(xs, [m.median(k) / 1e6 for m in probes]) for k in HEAP}
+        rss = slope(xs, [m.median("rss_kb") / 1024 for m in probes])
+        meta["slope_mb_per_100kb"] = {"rss": rss, **fit}
+        lines += ["", f"Over the probe points ({len(probes)} sizes, least squares), each 100 KB of wasm code "
+                  f"costs **{rss:.1f} MB of VmRSS** per Envoy worker: {fit['allocated']:.1f} MB allocated, "
+                  f"{fit['heap_size']:.1f} MB of tcmalloc heap, {fit['pageheap_free']:.1f} MB of it freed but "
+                  f"kept in the page heap. The padding is code only (no data, no imports); real code can cost "
+                  f"more per KB than this (see sticky-canary's rows)."]
+    if base:
+        lines += ["", f"Without any wasm filter Envoy holds {base.median('rss_kb') / 1024:.1f} MB."]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--pads", default="0,100,200,400", help="probe paddings, functions (default 0,100,200,400)")
+    ap.add_argument("--opt-levels", default="s,z", help="sticky-canary also built at these opt-levels "
+                                                       "(default s,z; '' for none)")
+    ap.add_argument("--runs", type=int, default=3, help="fresh Envoys per module (default 3)")
+    ap.add_argument("--requests", type=int, default=200, help="requests per Envoy (default 200)")
+    ap.add_argument("--idle", type=float, default=3.0, help="seconds idle before reading (default 3)")
+    ap.add_argument("--release", default="10485760:1s",
+                    help="memory_allocator_manager bytes_to_release:memory_release_interval for the rows "
+                         "with it (default 10485760:1s; '' for none)")
+    ap.add_argument("--extra", action="append", default=[], type=Path,
+                    help="another sticky-canary build to measure (repeatable)")
+    ap.add_argument("--out", type=Path, default=OUT_DIR / "memcurve.json")
+    args = ap.parse_args(argv)
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, lambda signum, _frame: sys.exit(128 + signum))
+    args.runs = max(1, min(args.runs, 20))
+    if not FILTER_WASM.exists():
+        sys.exit(f"memcurve: {FILTER_WASM} missing (`make build`)")
+    pads = build_probe_pads([int(x) for x in args.pads.split(",") if x.strip()])
+    mods = [Module("none", "no wasm filter", None)]
+    for n, p in pads.items():
+        label = "empty filter (probe)" if n == 0 else f"probe + {n} unused functions"
+        mods.append(Module(f"pad{n}", label, p, probe=True))
+    mods.append(Module("sticky", "sticky-canary as shipped (opt-level 3)", FILTER_WASM, PLUGIN))
+    for level in [x for x in args.opt_levels.split(",") if x.strip()]:
+        p = build_opt_level(level)
+        if p:
+            mods.append(Module(f"sticky-{level}", f"sticky-canary, opt-level \"{level}\"", p, PLUGIN))
+    for i, p in enumerate(args.extra):
+        mods.append(Module(f"extra{i}", f"sticky-canary, {p.name}", p.resolve(), PLUGIN))
+    release = None
+    if args.release:
+        b, _, interval = args.release.partition(":")
+        release = {"bytes_to_release": int(b), "memory_release_interval": interval or "1s"}
+        desc = f"`memory_allocator_manager` {{bytes_to_release: {int(b):,}, memory_release_interval: {interval}}}"
+        for key in ("none", "pad0", "sticky"):
+            m = next(x for x in mods if x.key == key)
+            mods.append(Module(key + "-release", m.label + ", with " + desc, m.wasm, m.plugin, release=True))
+    binary = envoy_binary()
+    cpus = sorted(os.sched_getaffinity(0))
+    tmp = Path(tempfile.mkdtemp(prefix="sticky-canary-memcurve-"))
+    meta = {"envoy": subprocess.run([binary, "--version"], capture_output=True, text=True).stdout.split("/")[1]
+            if "/" in subprocess.run([binary, "--version"], capture_output=True, text=True).stdout else "?",
+            "requests": args.requests, "idle": args.idle, "runs": args.runs, "release": release}
+    try:
+        # Runs interleaved: drift on a shared machine spreads over every row.
+        for r in range(args.runs):
+            for m in mods:
+                m.runs.append(measure(binary, m, tmp, args.requests, args.idle, release if m.release else None,
+                                      cpus[0] if cpus else None))
+                log(f"memcurve: run {r + 1}: {m.key} ({m.size:,} bytes): VmRSS {m.runs[-1]['rss_kb'] / 1024:.1f} MB, "
+                    f"heap {m.runs[-1].get('heap_size', 0) / 1e6:.1f} MB")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    md = report(mods, meta)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.with_suffix(".md").write_text(md)
+    args.out.write_text(json.dumps({"meta": meta, "modules": [
+        {"key": m.key, "label": m.label, "wasm": str(m.wasm) if m.wasm else None, "bytes": m.size,
+         "release": m.release, "runs": m.runs} for m in mods]}, indent=1))
+    print(md)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,53 @@
+//! Padding for the memory-against-size curve of `make bench`
+//! (tests/bench/memcurve.py): `BENCH_PROBE_PAD=N` adds N exported functions
+//! that nothing calls, each about 1 KB of wasm code with loops and
+//! branches, so that Envoy's V8 has N KB more code to compile. Without the
+//! variable (every other use of the probe) nothing is added.
+
+use std::fmt::Write as _;
+use std::{env, fs, path::Path};
+
+fn main() {
+    println!("cargo:rerun-if-env-changed=BENCH_PROBE_PAD");
+    let n: u32 = env::var("BENCH_PROBE_PAD")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let mut src = String::new();
+    // A fixed generator, so that a padded build is the same every time.
+    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    for f in 0..n {
+        let _ = writeln!(
+            src,
+            "#[no_mangle]\npub extern \"C\" fn bench_pad_{f}(mut x: u64, n: u32) -> u64 {{"
+        );
+        for _ in 0..4 {
+            let _ = writeln!(
+                src,
+                "    for i in 0..n {{\n        x = match (x ^ u64::from(i)) % 7 {{"
+            );
+            for arm in 0..7 {
+                let (a, b, r) = (next() | 1, next(), next() % 63 + 1);
+                let pat = if arm == 6 {
+                    "_".to_string()
+                } else {
+                    arm.to_string()
+                };
+                let _ = writeln!(
+                    src,
+                    "            {pat} => x.wrapping_mul({a:#x}).rotate_left({r}) ^ {b:#x},"
+                );
+            }
+            let _ = writeln!(src, "        }};\n    }}");
+        }
+        let _ = writeln!(src, "    x\n}}");
+    }
+    let out = Path::new(&env::var("OUT_DIR").unwrap_or_default()).join("pad.rs");
+    let _ = fs::write(out, src);
+}
