@@ -6,7 +6,8 @@ Modules, from the empty filter up to sticky-canary:
     with BENCH_PROBE_PAD=N for N in --pads: N exported functions that
     nothing calls, about 1.2 KB of code each with loops and branches (its
     build.rs), so that V8 has that much more code to compile and nothing
-    else changes;
+    else changes; `NxL` gives N functions of L loops (48: about 14 KB each,
+    the size of the filter's largest functions);
   - sticky-canary as shipped (opt-level 3, wasm-opt -O1), and built with
     other opt-levels (--opt-levels; the same wasm-opt -O1 after), with the
     config of a returning user's bench case.
@@ -62,7 +63,7 @@ class Module:
     label: str
     wasm: Path | None  # None: no wasm filter
     plugin: str = ""
-    probe: bool = False  # a probe build: a point of the fitted line
+    probe: str = ""  # a probe build: a point of the "small" or "large" functions line
     release: bool = False  # with memory_allocator_manager
     runs: list[dict] = field(default_factory=list)
 
@@ -75,20 +76,28 @@ class Module:
         return statistics.median(xs) if xs else 0.0
 
 
-def build_probe_pads(pads: list[int]) -> dict[int, Path]:
-    """One probe build per padding, copied out of the shared target dir."""
+SMALL_LOOPS = 4  # the probe's build.rs default: about 1.2 KB per function
+
+
+def build_probe_pads(pads: list[str]) -> dict[str, Path]:
+    """One probe build per padding (`N` or `NxLOOPS`), copied out of the
+    shared target dir."""
     CURVE_DIR.mkdir(parents=True, exist_ok=True)
     out = {}
-    for n in pads:
-        env = dict(os.environ, BENCH_PROBE_PAD=str(n), CARGO_TARGET_DIR=str(PAD_TARGET))
+    for pad in pads:
+        n, _, loops = pad.partition("x")
+        loops = loops or str(SMALL_LOOPS)
+        key = n if loops == str(SMALL_LOOPS) else f"{n}x{loops}"
+        env = dict(os.environ, BENCH_PROBE_PAD=n, BENCH_PROBE_PAD_LOOPS=loops, CARGO_TARGET_DIR=str(PAD_TARGET))
         cmd = ["cargo", "build", "--release", "--target", TARGET, "-q"]
-        log(f"memcurve: BENCH_PROBE_PAD={n} " + " ".join(cmd) + f" (in {PROBE_CRATE.relative_to(ROOT)})")
+        log(f"memcurve: BENCH_PROBE_PAD={n} BENCH_PROBE_PAD_LOOPS={loops} " + " ".join(cmd)
+            + f" (in {PROBE_CRATE.relative_to(ROOT)})")
         r = subprocess.run(cmd, cwd=PROBE_CRATE, env=env, timeout=1800)
         if r.returncode != 0:
-            sys.exit(f"memcurve: the padded probe ({n}) did not build")
-        dst = CURVE_DIR / f"probe-pad{n}.wasm"
+            sys.exit(f"memcurve: the padded probe ({pad}) did not build")
+        dst = CURVE_DIR / f"probe-pad{key}.wasm"
         shutil.copyfile(PAD_TARGET / TARGET / "release" / "bench_probe_filter.wasm", dst)
-        out[n] = dst
+        out[key] = dst
     return out
 
 
@@ -218,31 +227,53 @@ def report(mods: list[Module], meta: dict) -> str:
              "| module | .wasm bytes | VmRSS, MB | over the empty filter, MB | allocated, MB | heap size, MB | "
              "free, MB | unmapped, MB | thread caches, MB |",
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    empty_release = next((m for m in mods if m.key == "pad0-release"), None)
     for m in mods:
         over = ""
-        if empty and m.wasm is not None and m is not empty:
-            over = f"{(m.median('rss_kb') - empty.median('rss_kb')) / 1024:+.1f}"
+        e = empty_release if m.release else empty
+        if e and m.wasm is not None and m is not e:
+            over = f"{(m.median('rss_kb') - e.median('rss_kb')) / 1024:+.1f}"
         lines.append(f"| {m.label} | {m.size:,} | {m.median('rss_kb') / 1024:.1f} | {over} | "
                      + " | ".join(f"{m.median(k) / 1e6:.1f}" for k in HEAP) + " |")
-    probes = [m for m in mods if m.probe and not m.release]
-    if len(probes) >= 2:
+    meta["slope_mb_per_100kb"] = {}
+    for kind, what in (("small", "functions of about 1.2 KB"), ("large", "large functions")):
+        probes = [m for m in mods if m.probe in (kind, "both") and not m.release]
+        if len(probes) < 2:
+            continue
         xs = [m.size / 100_000 for m in probes]
         fit = {k: slope(xs, [m.median(k) / 1e6 for m in probes]) for k in HEAP}
         rss = slope(xs, [m.median("rss_kb") / 1024 for m in probes])
-        meta["slope_mb_per_100kb"] = {"rss": rss, **fit}
-        lines += ["", f"Over the probe points ({len(probes)} sizes, least squares), each 100 KB of wasm code "
-                  f"costs **{rss:.1f} MB of VmRSS** per Envoy worker: {fit['allocated']:.1f} MB allocated, "
-                  f"{fit['heap_size']:.1f} MB of tcmalloc heap, {fit['pageheap_free']:.1f} MB of it freed but "
-                  f"kept in the page heap. The padding is code only (no data, no imports); real code can cost "
-                  f"more per KB than this (see sticky-canary's rows)."]
+        meta["slope_mb_per_100kb"][kind] = {"rss": rss, **fit}
+        lines += ["", f"Padding with {what} ({len(probes)} sizes from the empty filter, least squares): each "
+                  f"100 KB of wasm code costs **{rss:.1f} MB of VmRSS** per Envoy worker "
+                  f"({fit['allocated']:.1f} MB allocated, {fit['heap_size']:.1f} MB of tcmalloc heap)."]
+    sticky, empty_m = next((m for m in mods if m.key == "sticky"), None), empty
+    if sticky and empty_m and meta["slope_mb_per_100kb"]:
+        extra = (sticky.size - empty_m.size) / 100_000
+        have = (sticky.median("rss_kb") - empty_m.median("rss_kb")) / 1024
+        lines += ["", f"sticky-canary is {extra * 100:,.0f} KB more than the empty filter and costs {have:+.1f} MB: "
+                  + ", ".join(f"{have / extra:.1f} MB per 100 KB against {v['rss']:.1f} for the {k} padding"
+                              for k, v in meta["slope_mb_per_100kb"].items() if k == "small")
+                  + ". V8 compiles every function of the module with TurboFan when it loads, whether it ever "
+                  "runs or not, and frees most of that memory afterwards; tcmalloc keeps it. Real code (calls, "
+                  "memory accesses, branches) costs more to compile per KB than the padding."]
     if base:
         lines += ["", f"Without any wasm filter Envoy holds {base.median('rss_kb') / 1024:.1f} MB."]
+    rel = meta.get("release")
+    if rel:
+        lines += ["", f"Rows with `memory_allocator_manager` ran with `{{bytes_to_release: {rel['bytes_to_release']}, "
+                  f"memory_release_interval: {rel['memory_release_interval']}}}` in the bootstrap (their \"over the "
+                  "empty filter\" is against the empty filter with the same setting): Envoy 1.38+ hands it to "
+                  "tcmalloc's own background thread as a release rate, which returns free pages of the page heap "
+                  "to the system (*unmapped*); the thread caches stay."]
     return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--pads", default="0,100,200,400", help="probe paddings, functions (default 0,100,200,400)")
+    ap.add_argument("--pads", default="0,150,300,450,12x48,24x48",
+                    help="probe paddings: N functions of 1.2 KB, or NxL functions of L loops "
+                         "(default 0,150,300,450,12x48,24x48)")
     ap.add_argument("--opt-levels", default="s,z", help="sticky-canary also built at these opt-levels "
                                                        "(default s,z; '' for none)")
     ap.add_argument("--runs", type=int, default=3, help="fresh Envoys per module (default 3)")
@@ -260,11 +291,17 @@ def main(argv: list[str] | None = None) -> int:
     args.runs = max(1, min(args.runs, 20))
     if not FILTER_WASM.exists():
         sys.exit(f"memcurve: {FILTER_WASM} missing (`make build`)")
-    pads = build_probe_pads([int(x) for x in args.pads.split(",") if x.strip()])
+    pads = build_probe_pads([x.strip() for x in args.pads.split(",") if x.strip()])
     mods = [Module("none", "no wasm filter", None)]
-    for n, p in pads.items():
-        label = "empty filter (probe)" if n == 0 else f"probe + {n} unused functions"
-        mods.append(Module(f"pad{n}", label, p, probe=True))
+    for key, p in pads.items():
+        n, _, loops = key.partition("x")
+        if key == "0":
+            label, kind = "empty filter (probe)", "both"
+        elif loops:
+            label, kind = f"probe + {n} unused functions of about {0.3 * int(loops):.0f} KB", "large"
+        else:
+            label, kind = f"probe + {n} unused functions (about 1.2 KB each)", "small"
+        mods.append(Module(f"pad{key}", label, p, probe=kind))
     mods.append(Module("sticky", "sticky-canary as shipped (opt-level 3)", FILTER_WASM, PLUGIN))
     for level in [x for x in args.opt_levels.split(",") if x.strip()]:
         p = build_opt_level(level)
@@ -276,10 +313,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.release:
         b, _, interval = args.release.partition(":")
         release = {"bytes_to_release": int(b), "memory_release_interval": interval or "1s"}
-        desc = f"`memory_allocator_manager` {{bytes_to_release: {int(b):,}, memory_release_interval: {interval}}}"
         for key in ("none", "pad0", "sticky"):
             m = next(x for x in mods if x.key == key)
-            mods.append(Module(key + "-release", m.label + ", with " + desc, m.wasm, m.plugin, release=True))
+            mods.append(Module(key + "-release", m.label + ", `memory_allocator_manager`", m.wasm, m.plugin,
+                               release=True))
     binary = envoy_binary()
     cpus = sorted(os.sched_getaffinity(0))
     tmp = Path(tempfile.mkdtemp(prefix="sticky-canary-memcurve-"))

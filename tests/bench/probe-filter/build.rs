@@ -1,18 +1,26 @@
 //! Padding for the memory-against-size curve of `make bench`
 //! (tests/bench/memcurve.py): `BENCH_PROBE_PAD=N` adds N exported functions
-//! that nothing calls, each about 1 KB of wasm code with loops and
-//! branches, so that Envoy's V8 has N KB more code to compile. Without the
-//! variable (every other use of the probe) nothing is added.
+//! that nothing calls, each about 1.2 KB of wasm code with loops and
+//! branches (`BENCH_PROBE_PAD_LOOPS=L`: L/4 times that), so that Envoy's V8
+//! has that much more code to compile. Without the variable (every other
+//! use of the probe) nothing is added.
 
 use std::fmt::Write as _;
 use std::{env, fs, path::Path};
 
 fn main() {
     println!("cargo:rerun-if-env-changed=BENCH_PROBE_PAD");
-    let n: u32 = env::var("BENCH_PROBE_PAD")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
+    println!("cargo:rerun-if-env-changed=BENCH_PROBE_PAD_LOOPS");
+    let var = |name: &str, default: u32| -> u32 {
+        env::var(name)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    };
+    let n = var("BENCH_PROBE_PAD", 0);
+    // Loops per function: 4 make about 1.2 KB of code; 48 about 14 KB,
+    // the size of the filter's largest functions.
+    let loops = var("BENCH_PROBE_PAD_LOOPS", 4).max(1);
     let mut src = String::new();
     // A fixed generator, so that a padded build is the same every time.
     let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
@@ -27,7 +35,7 @@ fn main() {
             src,
             "#[no_mangle]\npub extern \"C\" fn bench_pad_{f}(mut x: u64, n: u32) -> u64 {{"
         );
-        for _ in 0..4 {
+        for _ in 0..loops {
             let _ = writeln!(
                 src,
                 "    for i in 0..n {{\n        x = match (x ^ u64::from(i)) % 7 {{"
