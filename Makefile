@@ -12,6 +12,7 @@
 #   make oci      the OCI image + manifests rendered into dist/ (REGISTRY=ghcr.io/you; PIN=files to pin)
 #   make lint     fmt-check + clippy -D warnings (wasm32-wasip1, native all targets)
 #   make fmt / clippy / clean
+#   make oci-push REGISTRY=ghcr.io/you   make oci, then push the image there with ORAS (oras login first)
 #
 # Beyond the README's prerequisites (Rust via rustup, Python 3.11, make, git,
 # Go 1.26), run, test, lint, fuzz, bench and soak first call
@@ -119,6 +120,19 @@ soak:
 	@$(SETUP) soak
 	@$(MAKE) --no-print-directory build venv
 	$(PY) tests/bench/soak.py
+# make oci, then push the image to REGISTRY with ORAS (pinned in
+# scripts/go-tools.txt; scripts/setup.sh oci installs it into .tools/bin):
+# `oras cp --from-oci-layout target/oci:TAG REGISTRY/sticky-canary:TAG`,
+# with ORAS's credentials (`oras login ghcr.io`, or Docker's config.json),
+# and plain HTTP for a registry on this machine's loopback. istio/oci.py
+# checks that the registry answers the manifest digest rendered into dist/.
+.PHONY: oci-push
+oci-push:
+	@test -n "$(REGISTRY)" || { echo "make oci-push needs REGISTRY=host[:port]/path (e.g. ghcr.io/you)" >&2; exit 2; }
+	@$(SETUP) oci
+	@$(MAKE) --no-print-directory build venv
+	$(VENV_PY) istio/oci.py --registry $(REGISTRY) --push
+
 # A timed canary ramp through the real Envoy with a population of users:
 # share per version, requests per pod, users who changed version or pod.
 .PHONY: report

@@ -7,6 +7,7 @@
     python3 istio/oci.py --pin my/wasmplugin.yaml   # also write the digest into your own manifests
     python3 istio/oci.py --registry ghcr.io/you --pin out/envoy-gateway.yaml   # = make oci REGISTRY=... PIN=...
                                                # (`sticky-canary migrate` output: registry and digest)
+    python3 istio/oci.py --registry ghcr.io/you --push  # = make oci-push REGISTRY=ghcr.io/you
 
 Writes an OCI image layout directory (``oci-layout``, ``index.json``,
 ``blobs/sha256/...``) and a tar of it next to it (``target/oci.tar``). The
@@ -50,7 +51,14 @@ the files from ``dist/`` after pushing the image to that registry.
 ``--pin`` writes the right digest into the ``sha256:`` line of each
 WasmPlugin / TrafficExtension you name (your own copies).
 
-Standard library only.
+``--push`` then copies the layout to the registry with ORAS (``oras cp
+--from-oci-layout``: the manifest goes byte for byte, so the registry keeps
+the digest rendered into ``dist/``), using ORAS's credentials (``oras
+login``, or Docker's ``~/.docker/config.json``) over HTTPS, or plain HTTP
+for a registry on the machine's loopback (``localhost``, ``127.x.x.x``,
+``[::1]``), and checks that the registry answered that digest.
+
+Standard library only (ORAS for --push).
 """
 
 from __future__ import annotations
@@ -63,6 +71,7 @@ import json
 import os
 import re
 import shutil
+import subprocess
 import sys
 import tarfile
 from pathlib import Path
@@ -312,6 +321,41 @@ def render(img: dict, registry: str, dist: Path) -> list[Path]:
     return written
 
 
+# A registry on this machine's loopback: pushed to over plain HTTP (Envoy
+# Gateway's and Istio's fetchers pick plain HTTP for these by themselves).
+LOOPBACK_REGISTRY = re.compile(r"(localhost|127(\.[0-9]{1,3}){3}|\[::1\])(:[0-9]+)?")
+
+
+def find_oras(given: str | None) -> str:
+    """ORAS: --oras, else the pinned one scripts/setup.sh installs, else PATH."""
+    if given:
+        return given
+    pinned = REPO_ROOT / ".tools" / "bin" / "oras"
+    if pinned.exists():
+        return str(pinned)
+    found = shutil.which("oras")
+    if not found:
+        raise SystemExit("error: oras not found: run scripts/setup.sh oci (make oci-push does), or give --oras PATH")
+    return found
+
+
+def push(layout: Path, tag: str, ref: str, manifest_digest: str, oras: str) -> dict:
+    """Copy the image `tag` of the layout to `ref` with ORAS; fail unless the
+    registry answers `manifest_digest` (what dist/ was rendered with)."""
+    argv = [oras, "cp", "--from-oci-layout", f"{layout}:{tag}", ref]
+    if LOOPBACK_REGISTRY.fullmatch(ref.split("/", 1)[0]):
+        argv.append("--to-plain-http")
+    r = subprocess.run(argv, capture_output=True, text=True)
+    out = (r.stdout + r.stderr).strip()
+    if r.returncode != 0:
+        raise SystemExit(f"error: {' '.join(argv)} failed ({r.returncode}):\n{out}")
+    m = re.search(r"Digest: (sha256:[0-9a-f]{64})", out)
+    if not m or m.group(1) != manifest_digest:
+        raise SystemExit(f"error: the registry answered {m.group(1) if m else 'no digest'} for {ref}, "
+                         f"not the rendered {manifest_digest}:\n{out}")
+    return {"ref": ref, "digest": m.group(1), "command": " ".join(argv)}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--wasm", type=Path, default=DEFAULT_WASM, help=f"the built filter (default {DEFAULT_WASM.relative_to(REPO_ROOT)})")
@@ -322,6 +366,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--registry", default=PLACEHOLDER_REGISTRY, help="registry/path the image is pushed to, written into the rendered manifests (default: the placeholder)")
     ap.add_argument("--dist", type=Path, default=DEFAULT_DIST, help="where to render the manifests of istio/ and envoy-gateway/ (default dist/)")
     ap.add_argument("--json", action="store_true", help="print the digests as JSON")
+    ap.add_argument("--push", action="store_true", help="push the image to --registry with ORAS (plain HTTP for a loopback registry)")
+    ap.add_argument("--oras", default=None, help="the oras binary for --push (default: .tools/bin/oras, else PATH)")
     args = ap.parse_args(argv)
 
     tag = args.tag or cargo_version()
@@ -361,6 +407,10 @@ def main(argv: list[str] | None = None) -> int:
         "dist": str(args.dist),
         "rendered": [str(p) for p in rendered],
     }
+    if args.push:
+        if registry == PLACEHOLDER_REGISTRY:
+            ap.error("--push needs --registry (make oci-push REGISTRY=ghcr.io/you)")
+        info["pushed"] = push(out, tag, info["image"], info["manifest_digest"], find_oras(args.oras))
     args.dist.mkdir(parents=True, exist_ok=True)
     (args.dist / "image.json").write_text(json.dumps({k: info[k] for k in (
         "image", "tag", "manifest_digest", "plugin_wasm_sha256", "layer_digest", "config_digest")}, indent=2) + "\n")
@@ -382,10 +432,14 @@ def main(argv: list[str] | None = None) -> int:
     if registry == PLACEHOLDER_REGISTRY:
         print(f"  (registry is the placeholder {PLACEHOLDER_REGISTRY}: run  make oci REGISTRY=ghcr.io/you)")
     print()
-    print("Push (no Docker needed), then apply the manifests from dist/:")
-    print(f"  crane push {out} {info['image']}")
-    print(f"  skopeo copy oci:{out}:{tag} docker://{info['image']}")
-    print(f"  oras cp --from-oci-layout {out}:{tag} {info['image']}")
+    if "pushed" in info:
+        print(f"Pushed {info['image']} (the registry answered {info['pushed']['digest']}); apply the manifests from dist/.")
+    else:
+        print("Push (no Docker needed), then apply the manifests from dist/:")
+        print(f"  make oci-push REGISTRY={registry}      (ORAS, installed into .tools/bin by scripts/setup.sh oci)")
+        print(f"  crane push {out} {info['image']}")
+        print(f"  skopeo copy oci:{out}:{tag} docker://{info['image']}")
+        print(f"  oras cp --from-oci-layout {out}:{tag} {info['image']}")
     for c in changes:
         print(f"pinned {c}")
     return 0

@@ -2,7 +2,7 @@
 # Installs what a make target needs beyond the README's prerequisites
 # (Rust via rustup, Python 3.11, make, git, Go 1.26, on Debian or Ubuntu):
 #
-#   scripts/setup.sh [--check] [GROUP...]       GROUP: build run lint test fuzz bench soak size
+#   scripts/setup.sh [--check] [GROUP...]       GROUP: build run lint test fuzz bench soak oci size
 #                                                (default: test)
 #
 #   every  a C compiler (gcc, libc6-dev: cargo links build scripts with cc)
@@ -20,8 +20,9 @@
 #   size   the wasm32-wasip1 target and twiggy 0.8.0 (TWIGGY below; cargo
 #          install), the code size profiler of `make size`
 #   soak   wrk, the wasm32-wasip1 target, python3-venv
+#   oci    ORAS (the oras pin of scripts/go-tools.txt, into .tools/bin), for make oci-push
 #
-# make build, run, test, lint, fuzz, bench, soak and size call it first,
+# make build, run, test, lint, fuzz, bench, soak, oci-push and size call it first,
 # and .ci/run calls it; it is the only place that installs anything (the
 # .venv and tests/observability/node_modules are the Makefile's, from their
 # lock files). Safe to re-run: it only checks when everything is there (well
@@ -45,9 +46,9 @@ groups=()
 for arg in "$@"; do
     case "$arg" in
         --check) check=1 ;;
-        build | run | lint | test | fuzz | bench | soak | size) groups+=("$arg") ;;
+        build | run | lint | test | fuzz | bench | soak | oci | size) groups+=("$arg") ;;
         -h | --help) sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
-        *) echo "setup: unknown group '$arg' (build run lint test fuzz bench soak size, or --check)" >&2; exit 2 ;;
+        *) echo "setup: unknown group '$arg' (build run lint test fuzz bench soak oci size, or --check)" >&2; exit 2 ;;
     esac
 done
 [ ${#groups[@]} -gt 0 ] || groups=(test)
@@ -159,7 +160,7 @@ fi
 if wants bench || wants soak; then have wrk || need_pkg wrk "wrk"; fi
 
 # --- Go programs (tests start them; scripts/go-tools.txt pins them) ----------
-if wants test; then
+if wants test || wants oci; then
     if ! have go; then
         problems+=("go not found: install Go 1.26 (https://go.dev/dl/), a README prerequisite")
     else
@@ -170,6 +171,8 @@ if wants test; then
     fi
     while read -r name pkg _; do
         [ -n "$name" ] && [ "${name:0:1}" != "#" ] || continue
+        # oci alone needs only the pusher.
+        wants test || [ "$name" = oras ] || continue
         if [ ! -x "$TOOLS/bin/$name" ] || [ "$(cat "$TOOLS/stamps/$name" 2>/dev/null || true)" != "$pkg" ]; then
             go_tools+=("$name $pkg")
         fi

@@ -8,7 +8,12 @@
 //! Host calls per request (each costs 1-2 us in Envoy): one read of the
 //! request header map, one clock read, the route properties only if a route
 //! entry needs them, then one `set` per route-override header (a `set`
-//! replaces any copy the client sent). The response phase makes no call at
+//! replaces any copy the client sent) and one call of Envoy's
+//! `clear_route_cache` foreign function, so the router matches the route
+//! again on the new headers whatever proxy-wasm ABI the module exports
+//! (see [`host::clear_route_cache`]; a host without it is logged once per VM
+//! and counted in `sticky_canary_route_cache_clear_failed_total`, and the
+//! request goes on). The response phase makes no call at
 //! all unless a cookie is due or the mode is persistent (then
 //! `upstream.address`, and only when another pod answered,
 //! `upstream.request_attempt_count` and `:status`).
@@ -52,6 +57,8 @@ struct Active {
     plugin: Plugin,
     /// Host metric ids, by [`metrics::Counter`] index.
     counters: Vec<Option<u32>>,
+    /// [`metrics::ROUTE_CACHE_CLEAR_FAILED`].
+    route_cache_failed: Option<u32>,
 }
 
 impl Active {
@@ -61,7 +68,11 @@ impl Active {
             .iter()
             .map(|n| host::define_counter(n))
             .collect();
-        Rc::new(Active { plugin, counters })
+        Rc::new(Active {
+            plugin,
+            counters,
+            route_cache_failed: host::define_counter(metrics::ROUTE_CACHE_CLEAR_FAILED),
+        })
     }
 
     fn bump(&self, c: metrics::Counter) {
@@ -76,6 +87,9 @@ thread_local! {
     /// The last config each plugin (by name) had accepted in this VM, so an
     /// invalid update keeps it serving.
     static LAST_GOOD: RefCell<HashMap<Vec<u8>, Rc<Active>>> = RefCell::new(HashMap::new());
+    /// Whether this VM has logged a failed route-cache clear (once is enough:
+    /// every later failure is only counted).
+    static CLEAR_FAILURE_LOGGED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
 #[derive(Default)]
@@ -176,6 +190,25 @@ impl RootContext for Root {
     }
 }
 
+/// The host could not clear the route cache: count it, log it once per VM,
+/// and carry on (Envoy still clears it by itself after a header change for
+/// a module of ABI 0.2.1, which this one is).
+fn route_cache_not_cleared(active: &Active, status: u32) {
+    host::increment(active.route_cache_failed);
+    if !CLEAR_FAILURE_LOGGED.with(|l| l.replace(true)) {
+        host::log(
+            Level::Warn,
+            &format!(
+                "sticky-canary: the host did not clear the route cache (clear_route_cache \
+                 status {status}; Envoy before 1.33 lacks it): routing on the version header \
+                 relies on the automatic clear of proxy-wasm ABI 0.2.1; counted in {}, \
+                 logged once per VM",
+                metrics::ROUTE_CACHE_CLEAR_FAILED
+            ),
+        );
+    }
+}
+
 /// Session keys and nonces: the core's keystream ([`crate::rng`]), seeded
 /// by WASI `random_get` on first use in this VM.
 struct WasiEntropy;
@@ -257,6 +290,11 @@ impl Http {
         }
         for name in &plan.remove {
             host::set_header(map::REQUEST_HEADERS, name, None);
+        }
+        if plan.clears_route_cache() {
+            if let Err(status) = host::clear_route_cache() {
+                route_cache_not_cleared(active, status);
+            }
         }
         for c in &plan.count {
             active.bump(*c);

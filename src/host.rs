@@ -109,6 +109,14 @@ extern "C" {
     ) -> u32;
     fn proxy_increment_metric(metric_id: u32, offset: i64) -> u32;
     fn proxy_record_metric(metric_id: u32, value: u64) -> u32;
+    fn proxy_call_foreign_function(
+        function_name_data: *const u8,
+        function_name_size: usize,
+        arguments_data: *const u8,
+        arguments_size: usize,
+        results_data: *mut *mut u8,
+        results_size: *mut usize,
+    ) -> u32;
 }
 
 /// Take ownership of a buffer the host allocated in our memory (through
@@ -305,6 +313,35 @@ pub fn record(id: Option<u32>, value: u64) {
         // SAFETY: plain integers.
         unsafe {
             let _ = proxy_record_metric(id, value);
+        }
+    }
+}
+
+/// Ask the host to clear the route cache of the current request, so that
+/// the router matches the route again on the headers just changed: Envoy's
+/// foreign function `clear_route_cache` (Envoy 1.33+), called with no
+/// arguments. `Err(status)` when the host does not have it (`NotFound`, 1)
+/// or refused it; the caller decides what to do about that.
+pub fn clear_route_cache() -> Result<(), u32> {
+    const NAME: &str = "clear_route_cache";
+    let mut data: *mut u8 = null_mut();
+    let mut size: usize = 0;
+    // SAFETY: a valid name slice, no arguments, out-pointers to locals; a
+    // buffer the host returns on OK is ours.
+    unsafe {
+        match proxy_call_foreign_function(
+            NAME.as_ptr(),
+            NAME.len(),
+            null(),
+            0,
+            &mut data,
+            &mut size,
+        ) {
+            OK => {
+                drop(take(data, size));
+                Ok(())
+            }
+            status => Err(status),
         }
     }
 }

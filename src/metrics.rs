@@ -211,6 +211,13 @@ pub fn config_total(accepted: bool) -> String {
 /// The gauge that is 1 while the delivered config is not the one serving.
 pub const CONFIG_INVALID: &str = "sticky_canary_config_invalid";
 
+/// The counter of failed route-cache clears: the host has no
+/// `clear_route_cache` foreign function (Envoy before 1.33) or refused the
+/// call. It exists (at 0) from the first config; anything above 0 means
+/// routing relies on Envoy's automatic clear after header changes, which
+/// Envoy makes only for modules of proxy-wasm ABI 0.2.1 or older.
+pub const ROUTE_CACHE_CLEAR_FAILED: &str = "sticky_canary_route_cache_clear_failed_total";
+
 /// Collects counter names while a plugin is compiled.
 #[derive(Debug, Default)]
 pub struct Names(Vec<String>);

@@ -41,6 +41,20 @@ pub struct RequestPlan<'p> {
     pub exchange: Option<Exchange>,
 }
 
+impl RequestPlan<'_> {
+    /// Whether the adapter must ask the host to clear the route cache after
+    /// carrying out this plan: whenever it sets or removes a request header.
+    /// Routes match on the headers written here (`x-canary-version`,
+    /// `x-sticky-hash`), and a removed client copy must not keep the route
+    /// it chose; Envoy clears the cache by itself after a header change only
+    /// for modules of ABI 0.2.1 or older, so the filter asks explicitly and
+    /// does not depend on the SDK's ABI. A plan that changes nothing (a
+    /// pass-through request without our headers) leaves the route alone.
+    pub fn clears_route_cache(&self) -> bool {
+        !self.set.is_empty() || !self.remove.is_empty()
+    }
+}
+
 /// A request header value the plan sets: borrowed from the policy (a
 /// version name), the sticky hash inline, or owned (an endpoint). Reads as
 /// bytes.

@@ -1819,3 +1819,37 @@ fn decision_extras_never_carry_secrets_or_endpoints() {
         Default::default()
     );
 }
+
+// ======================================================================
+// The route cache
+// ======================================================================
+
+#[test]
+fn the_plan_asks_for_a_route_cache_clear_exactly_when_it_changes_request_headers() {
+    use sticky_canary::pipeline::on_request;
+    let p = plugin(
+        r#"{"routes":[{"name":"a","match":{"authority":["a.example"]},
+             "versions":[{"name":"stable"},{"name":"canary","weight":50}]}]}"#,
+    );
+    // Covered: the version and hash headers are set.
+    let h = headers(&[(":authority", "a.example"), (":path", "/")]);
+    let plan = on_request(&p, &request(&h, NOW), &mut TestRng(0));
+    assert_eq!(plan.set.len(), 2);
+    assert!(plan.clears_route_cache());
+    // Not covered, and the client sent none of our headers: nothing changes,
+    // the route Envoy chose stands.
+    let h = headers(&[(":authority", "b.example"), (":path", "/")]);
+    let plan = on_request(&p, &request(&h, NOW), &mut TestRng(0));
+    assert!(plan.set.is_empty() && plan.remove.is_empty());
+    assert!(!plan.clears_route_cache());
+    // Not covered, but the client sent x-canary-version: it is removed, and
+    // the route it may have picked must be matched again without it.
+    let h = headers(&[
+        (":authority", "b.example"),
+        (":path", "/"),
+        ("x-canary-version", "canary"),
+    ]);
+    let plan = on_request(&p, &request(&h, NOW), &mut TestRng(0));
+    assert_eq!(plan.remove, ["x-canary-version"]);
+    assert!(plan.clears_route_cache());
+}

@@ -248,8 +248,11 @@ PROBES = [
     ("del", "remove 1 request header the client did not send", "del:x-sticky-endpoint"),
     ("rand", "read 16 random bytes (WASI random_get)", "rand"),
     ("resp-map", "read the response header map's bytes", "resp_map"),
-    ("floor", "the calls a returning user needs: read Cookie, set 2 headers, 1 counter",
-     "get:cookie|set:x-canary-version=v1|set:x-sticky-hash=0123456789abcdef|metric:bench_probe"),
+    ("clear", "call clear_route_cache (foreign function)", "clear"),
+    ("set2-clear", "set 2 request headers, then clear_route_cache",
+     "set:x-canary-version=v1|set:x-sticky-hash=0123456789abcdef|clear"),
+    ("floor", "the calls a returning user needs: read Cookie, set 2 headers, clear the route cache, 1 counter",
+     "get:cookie|set:x-canary-version=v1|set:x-sticky-hash=0123456789abcdef|clear|metric:bench_probe"),
 ]
 
 

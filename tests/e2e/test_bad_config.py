@@ -7,8 +7,8 @@
   override headers is still removed, so the default route serves.
 - ``"on_invalid_config": "refuse"``: the old strict behaviour, Envoy
   refuses the filter and does not start.
-- ECDS (how Istio and Envoy Gateway deliver plugin config, with no default
-  config): a fresh start with a bad config serves pass-through, a good
+- ECDS (how Istio delivers plugin config, with no default config; Envoy
+  Gateway inlines it in the listener instead: tests/envoy_gateway): a fresh start with a bad config serves pass-through, a good
   update takes over, and a bad update after it keeps the last good config
   serving; 0 failed requests throughout.
 """

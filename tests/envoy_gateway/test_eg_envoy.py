@@ -10,7 +10,9 @@ cluster here). Names and shapes as read in github.com/envoyproxy/gateway:
   `<listener>/<hostname, dots as _>`, route config with
   ignore_port_in_host_matching;
 - internal/xds/translator/wasm.go: the Wasm filter
-  `envoy.filters.http.wasm/envoyextensionpolicy/<ns>/<name>/wasm/<i>`,
+  `envoy.filters.http.wasm/envoyextensionpolicy/<ns>/<name>/wasm/<i>` (as
+  in Envoy Gateway's translator tests; the real v1.9.0 standalone renders
+  an empty kind, `envoy.filters.http.wasm//<ns>/...`: test_eg_standalone.py),
   added to the HCM **disabled**, with vm_id = that config name, root_id,
   plugin name = `wasm[].name`, the config as a JSON StringValue and
   fail_open = failOpen; enabled per route by typed_per_filter_config

@@ -46,6 +46,7 @@ def test_every_metric_and_label_value_is_documented():
         "sticky_canary_passthrough_total": "—",
         "sticky_canary_config_total": "`result`",
         "sticky_canary_config_invalid": "—",
+        "sticky_canary_route_cache_clear_failed_total": "—",
     }
     assert documented == labels
     # The label values: the fixed words of src/metrics.rs, each in its table.

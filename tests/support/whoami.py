@@ -34,6 +34,12 @@ CLI::
 `--port 0` picks a free port. Once listening it prints one line
 `whoami listening on 127.0.0.1:<port> name=<name> hostname=<hostname>` to
 stdout. `--verbose` logs one line per request to stderr (default: quiet).
+`--one-write` sends each answer's headers and body in one write, as the
+real traefik/whoami (Go's net/http buffers a small response and flushes it
+once): a pod killed mid-request then either delivered its whole answer or
+none of it, which a proxy can retry. By default they go out in two writes,
+so a kill between them cuts the body short (what
+envoy-config/persistent/README.md measures).
 Binds 127.0.0.1 only. SIGTERM and SIGINT stop it cleanly (exit status 0).
 """
 
@@ -65,6 +71,7 @@ class WhoamiHandler(http.server.BaseHTTPRequestHandler):
     whoami_name = ""
     whoami_hostname = ""
     verbose = False
+    one_write = False
     health = 200
     health_lock = threading.Lock()
 
@@ -115,6 +122,11 @@ class WhoamiHandler(http.server.BaseHTTPRequestHandler):
         # Test hook (not in traefik/whoami): the app sets a cookie of its own.
         for value in self.headers.get_all("X-Whoami-Set-Cookie") or []:
             self.send_header("Set-Cookie", value)
+        if self.one_write:
+            self._headers_buffer.append(b"\r\n")
+            head, self._headers_buffer = b"".join(self._headers_buffer), []
+            self.wfile.write(head + (body if self.command != "HEAD" else b""))
+            return
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(body)
@@ -157,11 +169,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--name", default="", help="the Name: line (WHOAMI_NAME)")
     ap.add_argument("--hostname", default="", help="the Hostname: line (default: --name)")
     ap.add_argument("--verbose", action="store_true", help="log each request to stderr")
+    ap.add_argument("--one-write", action="store_true", help="headers and body of an answer in one write")
     args = ap.parse_args(argv)
 
     WhoamiHandler.whoami_name = args.name
     WhoamiHandler.whoami_hostname = args.hostname or args.name or "whoami"
     WhoamiHandler.verbose = args.verbose
+    WhoamiHandler.one_write = args.one_write
 
     server = Server(("127.0.0.1", args.port), WhoamiHandler)
 

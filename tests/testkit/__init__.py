@@ -44,9 +44,19 @@ Modules
     istio_validate, eg_validate
                   Istio, Envoy Gateway, Gateway API and Kubernetes manifests
                   against their CRD schemas and CEL rules, without a cluster
+    netns         private network + mount namespaces (``Namespace``): fixed
+                  ports and paths for a control plane, loopback only; root
+                  or unprivileged user namespaces (``namespace_problem``)
+    registry      the OCI registry (``start_registry``) and what ``make
+                  oci-push`` runs (``oci_build_and_push``), ``oras``
+    envoy_gateway Envoy Gateway standalone with the pip Envoy
+                  (``EnvoyGateway``), the allowed substitutions
+                  (``Substitutions``, ``services_to_backends``)
+    traffic       background requests counting failures during a change
+                  (``Traffic``, ``Session``)
 
-A launcher for another program (Envoy Gateway, istiod, pilot-agent, the OCI
-registry) belongs in a module of its own here: it finds the binary with
+A launcher for another program (istiod, pilot-agent; Envoy Gateway and the
+OCI registry have theirs) belongs in a module of its own here: it finds the binary with
 ``tools.go_tool(name)``, starts it with ``process.start_process`` and a
 readiness check, and returns an object with ``.proc`` (so a failing test
 gets its log) and ``.stop()``; see ``backends`` for the smallest example.

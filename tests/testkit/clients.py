@@ -182,9 +182,14 @@ class Client:
     def __exit__(self, *exc) -> None:
         self.close()
 
+    def _connection(self) -> http.client.HTTPConnection:
+        """A new connection to the listener (``testkit.netns`` makes its
+        sockets inside a network namespace)."""
+        return http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
+
     def _send(self, method, path, headers, body) -> Response:
         if self._conn is None:
-            self._conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
+            self._conn = self._connection()
         conn = self._conn
         if self.authority is not None and not any(k.lower() == "host" for k, _ in headers):
             headers = [("Host", self.authority), *headers]

@@ -15,6 +15,8 @@
 //! - `rand`: read 16 random bytes (WASI `random_get`)
 //! - `resp_map`: read the response header map's bytes (response phase)
 //! - `resp_prop:a.b`: read a property in the response phase (`upstream.address`)
+//! - `clear`: call Envoy's `clear_route_cache` foreign function (the filter
+//!   makes this call after changing request headers)
 //!
 //! An empty configuration makes an empty filter: Envoy still calls into the
 //! VM for every request and response, the filter does nothing.
@@ -37,6 +39,7 @@ enum Op {
     Rand,
     RespMap,
     RespProp(Vec<String>),
+    Clear,
 }
 
 extern "C" {
@@ -103,6 +106,7 @@ impl RootContext for Root {
                 "rand" => Op::Rand,
                 "resp_map" => Op::RespMap,
                 "resp_prop" => Op::RespProp(arg.split('.').map(str::to_owned).collect()),
+                "clear" => Op::Clear,
                 _ => return false,
             });
         }
@@ -161,6 +165,11 @@ impl HttpContext for Http {
                 Op::Rand => {
                     let mut b = [0u8; 16];
                     n += getrandom_16(&mut b);
+                }
+                Op::Clear => {
+                    n += usize::from(
+                        hostcalls::call_foreign_function("clear_route_cache", None).is_ok(),
+                    )
                 }
                 Op::RespAdd(..) | Op::RespMap | Op::RespProp(_) => {}
             }
