@@ -206,16 +206,17 @@ def all_cases() -> list[Case]:
 
 # The host calls sticky-canary makes per request (src/filter.rs), as probe
 # operations. Every request: the request header map's bytes, the clock,
-# the version and hash headers, the decision counter. A new user also: the
+# the version and hash headers, Envoy's clear_route_cache foreign function
+# (after changing request headers), the decision counter. A new user also: the
 # response header map's bytes (a Set-Cookie of the upstream's own is never
 # duplicated), the Set-Cookie, the session counter. A pinned user
 # (persistent mode): the endpoint header too, and upstream.address in the
 # response phase.
 _SET2 = "set:x-canary-version=v1|set:x-sticky-hash=0123456789abcdef"
-FLOOR_RETURNING = f"rawmap|time|{_SET2}|metric:bench_probe"
-FLOOR_NEW = (f"rawmap|time|{_SET2}|metric:bench_probe|resp_map|metric:bench_probe_session|resp_add:set-cookie="
+FLOOR_RETURNING = f"rawmap|time|{_SET2}|clear|metric:bench_probe"
+FLOOR_NEW = (f"rawmap|time|{_SET2}|clear|metric:bench_probe|resp_map|metric:bench_probe_session|resp_add:set-cookie="
              f"{COOKIE}=1AQBrAfH_KfCvvfJtogDxTA-_SHp6w6gnuUIkwrxFMHX7gg; Path=/; Max-Age=86400; HttpOnly")
-FLOOR_PERSISTENT = (f"rawmap|time|{_SET2}|set:x-sticky-endpoint=127.0.0.1:{{pod}}|metric:bench_probe"
+FLOOR_PERSISTENT = (f"rawmap|time|{_SET2}|set:x-sticky-endpoint=127.0.0.1:{{pod}}|clear|metric:bench_probe"
                     "|resp_prop:upstream.address")
 # Each case against its own floor (issue 21's target: at most 1.10x).
 FLOORS = [("plain", "floor-returning", "returning user, plain cookie"),
