@@ -35,6 +35,7 @@ import argparse
 import http.client
 import json
 import os
+import re
 import shutil
 import signal
 import statistics
@@ -320,8 +321,9 @@ def main(argv: list[str] | None = None) -> int:
     binary = envoy_binary()
     cpus = sorted(os.sched_getaffinity(0))
     tmp = Path(tempfile.mkdtemp(prefix="sticky-canary-memcurve-"))
-    meta = {"envoy": subprocess.run([binary, "--version"], capture_output=True, text=True).stdout.split("/")[1]
-            if "/" in subprocess.run([binary, "--version"], capture_output=True, text=True).stdout else "?",
+    out = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=60).stdout
+    version = re.search(r"version: [0-9a-f]+/([^/\s]+)/", out)
+    meta = {"envoy": version.group(1) if version else "?",
             "requests": args.requests, "idle": args.idle, "runs": args.runs, "release": release}
     try:
         # Runs interleaved: drift on a shared machine spreads over every row.
