@@ -12,8 +12,10 @@
 #   test   the wasm32-wasip1 and wasm32-unknown-unknown targets,
 #          wasm-bindgen-test-runner (the version in Cargo.lock, cargo install),
 #          Node and npm, python3-venv, binaryen (wasm-opt), prometheus
-#          (promtool), and the Go programs of scripts/go-tools.txt, built into
-#          .tools/bin (go install, pinned)
+#          (promtool), openssl, the Go programs of scripts/go-tools.txt,
+#          built into .tools/bin (go install, pinned), and kube-apiserver
+#          and etcd for the Istio tests, built into .tools/bin from the
+#          wrapper module tests/tools/kube (go build; its go.sum pins them)
 #   fuzz   the nightly toolchain and cargo-fuzz 0.13.2 (CARGO_FUZZ below)
 #   bench  valgrind, wrk, binaryen, the wasm32-wasip1 target, python3-venv,
 #          and what size needs
@@ -40,6 +42,7 @@ CARGO_FUZZ=0.13.2
 TWIGGY=0.8.0
 TOOLS="$ROOT/.tools"
 GO_PINS="$ROOT/scripts/go-tools.txt"
+KUBE_MOD="tests/tools/kube"   # kube-apiserver and etcd: see its go.mod
 
 check=0
 groups=()
@@ -66,6 +69,7 @@ apt_pkgs=()   # Debian packages
 apt_why=()    # what each is for
 rust_cmds=()  # rustup / cargo install commands, one string each
 go_tools=()   # "name package@version"
+kube_build=0  # 1: build kube-apiserver and etcd from $KUBE_MOD
 problems=()   # one line each; nothing can fix these here
 
 need_pkg() {
@@ -152,6 +156,8 @@ if wants test; then
     have npm || need_pkg npm "npm"
     have wasm-opt || need_pkg binaryen "wasm-opt"
     have promtool || need_pkg prometheus "promtool"
+    # openssl: the Istio tests make the API server's service-account keys.
+    have openssl || need_pkg openssl "openssl"
 fi
 if wants bench; then
     have wasm-opt || need_pkg binaryen "wasm-opt"
@@ -177,6 +183,16 @@ if wants test || wants oci; then
             go_tools+=("$name $pkg")
         fi
     done <"$GO_PINS"
+    # kube-apiserver and etcd come from a module of ours (go install cannot
+    # build kube-apiserver: tests/tools/kube/go.mod says why). Their stamp is
+    # the hash of that module's go.mod, go.sum and etcd/main.go
+    # (testkit/kube.py checks the same), so any change there rebuilds them.
+    kube_stamp="$KUBE_MOD $(cat "$KUBE_MOD/go.mod" "$KUBE_MOD/go.sum" "$KUBE_MOD/etcd/main.go" | sha256sum | cut -c1-16)"
+    for name in kube-apiserver etcd; do
+        if [ ! -x "$TOOLS/bin/$name" ] || [ "$(cat "$TOOLS/stamps/$name" 2>/dev/null || true)" != "$kube_stamp" ]; then
+            kube_build=1
+        fi
+    done
 fi
 
 # --- Nothing missing: done -----------------------------------------------------
@@ -184,7 +200,7 @@ uniq_pkgs=()
 for p in "${apt_pkgs[@]+"${apt_pkgs[@]}"}"; do
     for w in $p; do [[ " ${uniq_pkgs[*]-} " == *" $w "* ]] || uniq_pkgs+=("$w"); done
 done
-if [ ${#problems[@]} -eq 0 ] && [ ${#uniq_pkgs[@]} -eq 0 ] && [ ${#rust_cmds[@]} -eq 0 ] && [ ${#go_tools[@]} -eq 0 ]; then
+if [ ${#problems[@]} -eq 0 ] && [ ${#uniq_pkgs[@]} -eq 0 ] && [ ${#rust_cmds[@]} -eq 0 ] && [ ${#go_tools[@]} -eq 0 ] && [ "$kube_build" -eq 0 ]; then
     [ "$check" -eq 1 ] && echo "setup: nothing missing for: ${groups[*]}"
     exit 0
 fi
@@ -217,6 +233,9 @@ if [ "$check" -eq 1 ]; then
     for t in "${go_tools[@]+"${go_tools[@]}"}"; do
         echo "setup: would run: GOBIN=.tools/bin go install ${t#* }"
     done
+    if [ "$kube_build" -eq 1 ]; then
+        echo "setup: would run: go build kube-apiserver and etcd in $KUBE_MOD into .tools/bin"
+    fi
     exit 1
 fi
 
@@ -285,4 +304,24 @@ if [ ${#go_tools[@]} -gt 0 ]; then
         printf '%s\n' "$pkg" >"$TOOLS/stamps/$name"
         log "$name ready in $((SECONDS - start)) s"
     done
+fi
+
+if [ "$kube_build" -eq 1 ]; then
+    mkdir -p "$TOOLS/bin" "$TOOLS/stamps"
+    kver="$(cd "$KUBE_MOD" && go list -m -f '{{.Version}}' k8s.io/kubernetes)"
+    log "building kube-apiserver (k8s.io/kubernetes $kver) and etcd into .tools/bin from $KUBE_MOD:" \
+        "about 13 minutes on 2 cores the first time on a machine, 30 s with Go's caches warm"
+    start=$SECONDS
+    rm -f "$TOOLS/stamps/kube-apiserver" "$TOOLS/stamps/etcd"
+    # The version a release build stamps (kube-apiserver --version, /version).
+    minor="${kver#v*.}" minor="${minor%%.*}" major="${kver#v}" major="${major%%.*}"
+    ldflags="-X k8s.io/component-base/version.gitVersion=$kver -X k8s.io/component-base/version.gitMajor=$major"
+    ldflags+=" -X k8s.io/component-base/version.gitMinor=$minor -X k8s.io/component-base/version.gitTreeState=clean"
+    (
+        cd "$KUBE_MOD"
+        go build -buildvcs=false -ldflags "$ldflags" -o "$TOOLS/bin/kube-apiserver" k8s.io/kubernetes/cmd/kube-apiserver
+        go build -buildvcs=false -o "$TOOLS/bin/etcd" ./etcd
+    )
+    for name in kube-apiserver etcd; do printf '%s\n' "$kube_stamp" >"$TOOLS/stamps/$name"; done
+    log "kube-apiserver and etcd ready in $((SECONDS - start)) s"
 fi

@@ -36,7 +36,7 @@ def eg_ready(say):
     from testkit.envoy_gateway import versions
     from testkit.netns import namespace_problem
 
-    problem = namespace_problem()
+    problem = namespace_problem("the Envoy Gateway tests")
     if problem:
         pytest.fail(problem, pytrace=False)
     v = versions()

@@ -7,9 +7,8 @@ the filter's own parser (`sticky-canary check`), and `sticky-canary migrate
 --target envoy-gateway` writes the same load balancing, retry, health check
 and circuit breaker for an Ingress with `affinity-mode: persistent`.
 
-What this does not show: that Envoy Gateway renders exactly the Envoy
-configuration envoy-gateway/persistent/README.md describes (read from its
-translator source); that needs the real Envoy Gateway control plane.
+What Envoy Gateway renders from them, and how it behaves when a pod dies
+or pods are added, is test_eg_persistent.py's job (the real Envoy Gateway).
 """
 
 from __future__ import annotations
@@ -109,15 +108,13 @@ def test_the_keys_reach_the_wasm_vm_from_a_secret():
     assert w["code"]["image"]["url"].startswith("REGISTRY.example/REPLACE-ME/sticky-canary:")
 
 
-def test_override_host_on_the_filters_endpoint_header_with_the_hash_as_fallback():
+def test_override_host_on_the_filters_endpoint_header_with_least_request_as_fallback():
     spec = one("BackendTrafficPolicy")["spec"]
     lb = spec["loadBalancer"]
-    assert lb["endpointOverride"] == {"extractFrom": [{"header": "x-sticky-endpoint"}]}
-    assert lb["type"] == "ConsistentHash"
-    assert lb["consistentHash"] == {"type": "Headers", "headers": [{"name": "x-sticky-hash"}], "tableSize": 65537}
+    assert lb == {"type": "LeastRequest", "endpointOverride": {"extractFrom": [{"header": "x-sticky-endpoint"}]}}
     r = spec["retry"]
     assert r["numRetries"] >= 1
-    assert {"connect-failure", "refused-stream", "reset-before-request", "retriable-status-codes"} <= set(r["retryOn"]["triggers"])
+    assert {"connect-failure", "refused-stream", "reset-before-request", "reset", "retriable-status-codes"} <= set(r["retryOn"]["triggers"])
     assert r["retryOn"]["httpStatusCodes"] == [503]
     assert spec["healthCheck"]["passive"] == {"splitExternalLocalOriginErrors": True, "consecutiveLocalOriginFailures": 1}
     assert spec["circuitBreaker"]["maxParallelRetries"] >= 128

@@ -2,8 +2,11 @@
 configure the ingress gateway from those manifests (no cluster here).
 
 `istio_gateway_config()` renders, from the YAML under istio/:
-- the WasmPlugin as istiod's ECDS filter: named <namespace>.<name>,
-  root_id = pluginName, pluginConfig marshalled to a JSON string inside a
+- the WasmPlugin as istiod's ECDS filter (as test_istio_real.py sees
+  istiod 1.31 name it: extensions.istio.io/trafficextension/<namespace>.
+  <name>~istio-translated-wasmplugin, config.name <namespace>.<name>~istio-
+  translated-wasmplugin), root_id = pluginName, pluginConfig marshalled to
+  a compact JSON string with sorted keys inside a
   google.protobuf.StringValue, fail_open from failStrategy FAIL_OPEN;
 - the VirtualService http routes in order (name, exact header matches) to
   clusters named outbound|80|<subset>|<host>, with the DestinationRule's
@@ -183,27 +186,30 @@ def istio_gateway_config(variant: str, backends: dict[str, list[testkit.Backend]
     })
 
     filters = []
+    # istiod (1.30+) translates a WasmPlugin into a TrafficExtension of this name.
+    translated = f"{plugin['metadata']['namespace']}.{plugin['metadata']['name']}~istio-translated-wasmplugin"
+    ecds_name = f"extensions.istio.io/trafficextension/{translated}"
     if with_plugin:
         spec = plugin["spec"]
         filters.append({
-            "name": f"{plugin['metadata']['namespace']}.{plugin['metadata']['name']}",
+            "name": ecds_name,
             "typed_config": {
                 "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
                 "config": {
-                    "name": f"{plugin['metadata']['namespace']}.{plugin['metadata']['name']}",
+                    "name": translated,
                     "root_id": spec["pluginName"],
                     # istiod: failStrategy FAIL_OPEN -> failure_policy FAIL_OPEN
                     "failure_policy": {"FAIL_OPEN": "FAIL_OPEN", "FAIL_CLOSE": "FAIL_CLOSED", "FAIL_RELOAD": "FAIL_RELOAD"}[spec["failStrategy"]],
                     "vm_config": {"runtime": "envoy.wasm.runtime.v8", "code": {"local": {"filename": str(testkit.WASM_PATH)}},
                                   "environment_variables": vm_env(spec)},
-                    "configuration": {"@type": "type.googleapis.com/google.protobuf.StringValue", "value": json.dumps(spec["pluginConfig"])},
+                    "configuration": {"@type": "type.googleapis.com/google.protobuf.StringValue", "value": json.dumps(spec["pluginConfig"], sort_keys=True, separators=(",", ":"))},
                 },
             },
         })
     else:
         # What istio-agent installs instead when the module cannot be fetched
         # and failStrategy is FAIL_OPEN: an RBAC filter with no rules (allow all).
-        filters.append({"name": "istio-system.sticky-canary", "typed_config": {
+        filters.append({"name": ecds_name, "typed_config": {
             "@type": "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC", "rules_stat_prefix": "wasm-default-allow"}})
     filters.append(ROUTER)
 

@@ -44,6 +44,13 @@ Modules
     istio_validate, eg_validate
                   Istio, Envoy Gateway, Gateway API and Kubernetes manifests
                   against their CRD schemas and CEL rules, without a cluster
+    kube          a Kubernetes API server without a cluster (etcd and
+                  kube-apiserver from tests/tools/kube): ``start_kube``,
+                  ``KubeAPI`` (apply, delete, CRDs)
+    istio         istiod and a pilot-agent ingress gateway built from
+                  Istio's module: ``start_istiod``, ``start_gateway``,
+                  ServiceEntry/WorkloadEntry for whoami pods, config_dump
+                  readers
     netns         private network + mount namespaces (``Namespace``): fixed
                   ports and paths for a control plane, loopback only; root
                   or unprivileged user namespaces (``namespace_problem``)
@@ -55,8 +62,8 @@ Modules
     traffic       background requests counting failures during a change
                   (``Traffic``, ``Session``)
 
-A launcher for another program (istiod, pilot-agent; Envoy Gateway and the
-OCI registry have theirs) belongs in a module of its own here: it finds the binary with
+A launcher for another program belongs in a module of its own here (as
+istio, kube, registry and envoy_gateway are): it finds the binary with
 ``tools.go_tool(name)``, starts it with ``process.start_process`` and a
 readiness check, and returns an object with ``.proc`` (so a failing test
 gets its log) and ``.stop()``; see ``backends`` for the smallest example.

@@ -1,9 +1,10 @@
 """whoami backends: the "pods" behind Envoy (tests/support/whoami.py, a
 stdlib stand-in for traefik/whoami, one process each on 127.0.0.1).
 
-``start_backend(workdir, name, hostname, port=0) -> Backend`` starts one
-and waits until it accepts connections (a free port unless `port` is
-given; ``BackendStartError`` if it does not come up). ``Backend``:
+``start_backend(workdir, name, hostname, port=0, ns=None) -> Backend``
+starts one and waits until it accepts connections (a free port unless
+`port` is given; ``BackendStartError`` if it does not come up); with
+``ns`` (a ``testkit.netns.Namespace``) on the loopback inside it. ``Backend``:
 ``.name`` (whoami's ``Name:``, the version/cluster), ``.hostname`` (the
 pod), ``.port``, ``.address`` (``"127.0.0.1:port"``), ``.proc``,
 ``.log()``, ``.alive()``, ``.set_health(code)`` (whoami's ``/health``:
@@ -12,8 +13,8 @@ every answer carries `code` until set back to 200), ``.stop()``,
 
 ``start_backends(workdir, spec=DEFAULT_BACKENDS) -> BackendSet`` starts one
 per ``(name, hostname, port in the config)``, one after the other;
-``start_pods(workdir, [(version, hostname), ...]) -> {hostname: Backend}``
-starts several at once. ``BackendSet``: ``.all``, ``.by_cluster[cluster]
+``start_pods(workdir, [(version, hostname), ...], ns=None) -> {hostname:
+Backend}`` starts several at once. ``BackendSet``: ``.all``, ``.by_cluster[cluster]
 -> [Backend]``, ``.by_hostname[hostname] -> Backend``, ``.port_map``
 (config port -> real port, for ``rewrite_config``),
 ``.hostname_of(address)``, ``.stop()``.
@@ -55,6 +56,7 @@ class Backend:
     hostname: str
     port: int
     proc: Process
+    ns: object | None = None  # the testkit.netns.Namespace it runs in, if any
 
     @property
     def address(self) -> str:
@@ -68,7 +70,10 @@ class Backend:
 
     def set_health(self, code: int) -> None:
         """Make every answer of this pod carry `code` (200: healthy again)."""
-        conn = http.client.HTTPConnection(LOOPBACK, self.port, timeout=REQUEST_TIMEOUT)
+        if self.ns is not None:
+            conn = self.ns.http_connection(self.port, LOOPBACK, REQUEST_TIMEOUT)
+        else:
+            conn = http.client.HTTPConnection(LOOPBACK, self.port, timeout=REQUEST_TIMEOUT)
         try:
             conn.request("POST", "/health", body=str(code).encode())
             conn.getresponse().read()
@@ -83,22 +88,25 @@ class Backend:
         self.proc.kill()
 
 
-def start_backend(workdir: Path, name: str, hostname: str, port: int = 0, timeout: float = START_TIMEOUT) -> Backend:
-    """Start a whoami on 127.0.0.1 and wait until it accepts connections
-    (on a free port unless `port` is given; a port taken meanwhile means
-    another try elsewhere)."""
+def start_backend(workdir: Path, name: str, hostname: str, port: int = 0, timeout: float = START_TIMEOUT,
+                  ns=None) -> Backend:
+    """Start a whoami on 127.0.0.1 (inside `ns` if given) and wait until it
+    accepts connections (on a free port unless `port` is given; a port
+    taken meanwhile means another try elsewhere)."""
     workdir = Path(workdir)
+    listens = ns.accepts if ns is not None else accepts
     for attempt in range(3):
-        p = port or free_port()
+        p = port or (ns.free_ports(1)[0] if ns is not None else free_port())
         try:
             proc = start_process(
                 f"whoami {hostname}",
                 [sys.executable, str(WHOAMI), "--port", str(p), "--name", name, "--hostname", hostname, "--verbose"],
                 workdir / f"whoami-{hostname}-{p}.log",
-                ready=lambda proc: "whoami listening" in proc.log() and accepts(p),
+                ready=lambda proc: "whoami listening" in proc.log() and listens(p),
                 timeout=timeout, error=BackendStartError,
+                preexec_fn=ns.preexec(workdir) if ns is not None else None,
             )
-            return Backend(name, hostname, p, proc)
+            return Backend(name, hostname, p, proc, ns)
         except BackendStartError:
             if port or attempt == 2:  # a fixed port: no point retrying elsewhere
                 raise
@@ -150,9 +158,10 @@ def start_backends(workdir: Path, spec: Iterable[tuple[str, str, int]] = DEFAULT
     return BackendSet(started, {hostname: port for _, hostname, port in spec})
 
 
-def start_pods(workdir: Path, spec: Sequence[tuple[str, str]]) -> dict[str, Backend]:
-    """Start whoami pods `(version, hostname)` on free ports, in parallel
-    (a whoami does not die with the thread that started it; Envoy does)."""
+def start_pods(workdir: Path, spec: Sequence[tuple[str, str]], ns=None) -> dict[str, Backend]:
+    """Start whoami pods `(version, hostname)` on free ports (inside `ns` if
+    given), in parallel (a whoami does not die with the thread that started
+    it; Envoy does)."""
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
-        futs = {h: pool.submit(start_backend, workdir, v, h) for v, h in spec}
+        futs = {h: pool.submit(start_backend, workdir, v, h, ns=ns) for v, h in spec}
         return {h: f.result() for h, f in futs.items()}

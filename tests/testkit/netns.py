@@ -22,7 +22,7 @@ entering a mount namespace resets the working directory). The test's own
 sockets are made inside by the holder and handed over a Unix socket
 (``SCM_RIGHTS``): a socket keeps the namespace it was created in, so the
 test process itself never changes namespace. ``ns.socket()``,
-``ns.connect(port)``, ``ns.accepts(port)``, ``ns.client(port,
+``ns.connect(port)``, ``ns.accepts(port)``, ``ns.free_ports(n)``, ``ns.client(port,
 authority=...)`` (a ``testkit.Client`` whose connections are made inside),
 ``ns.run(argv)`` (a short command inside, output captured), ``ns.stop()``.
 
@@ -155,15 +155,16 @@ def _userns_allowed() -> str | None:
     return (r.stderr.strip().splitlines() or [f"exit status {r.returncode}"])[-1]
 
 
-def namespace_problem() -> str | None:
-    """One line saying why private network namespaces cannot be made here,
-    or None when they can (as root, or through a user namespace)."""
+def namespace_problem(who: str = "these tests") -> str | None:
+    """One line saying why private network namespaces cannot be made here
+    (`who` needs them), or None when they can (as root, or through a user
+    namespace)."""
     if os.geteuid() == 0:
         return None
     why = _userns_allowed()
     if why is None:
         return None
-    return (f"the Envoy Gateway tests need private network namespaces: run them as root, or allow "
+    return (f"{who} need private network namespaces: run them as root, or allow "
             f"unprivileged user namespaces (sysctl kernel.unprivileged_userns_clone=1, "
             f"user.max_user_namespaces > 0; AppArmor: kernel.apparmor_restrict_unprivileged_userns=0); "
             f"`unshare --user --map-root-user --net` said: {why}")
@@ -249,6 +250,20 @@ class Namespace:
             s.close()
             raise
         return s
+
+    def free_ports(self, n: int, host: str = "127.0.0.1") -> list[int]:
+        """`n` distinct TCP ports on `host` inside that were free a moment
+        ago (for programs that take their ports as arguments)."""
+        socks = []
+        try:
+            for _ in range(n):
+                s = self.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+                socks.append(s)
+                s.bind((host, 0))
+            return [s.getsockname()[1] for s in socks]
+        finally:
+            for s in socks:
+                s.close()
 
     def accepts(self, port: int, host: str = "127.0.0.1") -> bool:
         """Whether something listens on host:port inside."""

@@ -24,12 +24,16 @@ Envoy's start-up inventory.
 ``Process``: ``.label``, ``.argv``, ``.pid``, ``.log_path``, ``.log()``,
 ``.alive()``, ``.wait(timeout) -> returncode | None``, ``.stop(grace=5)``
 (SIGTERM, then SIGKILL after `grace` seconds), ``.kill()`` (SIGKILL at
-once, as a crash), ``.add_diagnostic(title, fetch)``.
+once, as a crash), ``.add_diagnostic(title, fetch)``. With
+``kill_group=True`` (``Process`` and ``start_process``) stopping also
+SIGKILLs what is left of the child's process group: for a program whose
+own children outlive it (pilot-agent's Envoy).
 """
 
 from __future__ import annotations
 
 import atexit
+import os
 import signal
 import subprocess
 import threading
@@ -48,8 +52,10 @@ class Process:
     """A child process with a log file; registered for cleanup and reports."""
 
     def __init__(self, label: str, argv: Sequence[str], log_path: Path, *, cwd: Path = REPO_ROOT,
-                 env: Mapping[str, str] | None = None, preexec_fn: Callable[[], None] | None = None):
+                 env: Mapping[str, str] | None = None, preexec_fn: Callable[[], None] | None = None,
+                 kill_group: bool = False):
         self.label = label
+        self.kill_group = kill_group
         self.argv = [str(a) for a in argv]
         self.log_path = Path(log_path)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -119,6 +125,11 @@ class Process:
                 except ProcessLookupError:
                     pass
                 self.wait(grace)
+        if self.kill_group:
+            try:  # its group: the child is the leader (start_new_session)
+                os.killpg(self.popen.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
         if self.stopped is None:
             self.stopped = time.time()
         try:
@@ -142,11 +153,11 @@ class ProcessStartError(RuntimeError):
 def start_process(label: str, argv: Sequence[str], log_path: Path, *, ready: Callable[[Process], bool],
                   timeout: float = START_TIMEOUT, cwd: Path = REPO_ROOT, env: Mapping[str, str] | None = None,
                   preexec_fn: Callable[[], None] | None = None, poll: float = 0.05,
-                  error: type[ProcessStartError] = ProcessStartError) -> Process:
+                  error: type[ProcessStartError] = ProcessStartError, kill_group: bool = False) -> Process:
     """Start `argv` (output to `log_path`) and wait until `ready(process)`
     is true. If it exits first or `timeout` seconds pass (a hang guard),
     stop it and raise `error` (a ProcessStartError) with its log."""
-    proc = Process(label, argv, log_path, cwd=cwd, env=env, preexec_fn=preexec_fn)
+    proc = Process(label, argv, log_path, cwd=cwd, env=env, preexec_fn=preexec_fn, kill_group=kill_group)
     deadline = time.monotonic() + timeout
     while proc.alive() and time.monotonic() < deadline:
         try:

@@ -2,11 +2,12 @@
 //! header match per version, an EnvoyExtensionPolicy with the filter on
 //! exactly those HTTPRoutes, and a BackendTrafficPolicy per HTTPRoute with a
 //! consistent hash on `x-sticky-hash` (Envoy Gateway's consistent hash is
-//! Maglev) and, for persistent mode, `endpointOverride` on
-//! `x-sticky-endpoint` (Envoy's `override_host`, Maglev as its fallback)
-//! with retries on another pod. Needs Envoy Gateway 1.6 or newer
-//! (`endpointOverride` since 1.5, consistent hash `type: Headers` since
-//! 1.6).
+//! Maglev) or, for persistent mode, what `envoy-gateway/persistent/` ships
+//! and `tests/envoy_gateway/test_eg_persistent.py` runs through Envoy
+//! Gateway: `endpointOverride` on `x-sticky-endpoint` (Envoy's
+//! `override_host`) with LeastRequest as its fallback, and retries on
+//! another pod. Needs Envoy Gateway 1.6 or newer (`endpointOverride` since
+//! 1.5, consistent hash `type: Headers` since 1.6).
 
 use serde_json::{json, Value};
 
@@ -79,16 +80,21 @@ fn traffic_policy(ns: &str, name: &str, pinned: bool) -> Value {
         "targetRefs": [{"group": "gateway.networking.k8s.io", "kind": "HTTPRoute", "name": name}]
     });
     if pinned {
-        // Envoy's override_host with this Maglev hash as its fallback: the
-        // pod the filter names in x-sticky-endpoint when it is an endpoint
-        // of the route's cluster, else the hash. override_host ignores
-        // health, so a dead pinned pod is retried on another pod (Envoy
-        // Gateway adds the previous_hosts predicate to every retry policy),
-        // and one local-origin failure ejects it from the fallback.
-        lb["endpointOverride"] = json!({"extractFrom": [{"header": "x-sticky-endpoint"}]});
+        // What envoy-gateway/persistent/backendtrafficpolicy.yaml ships (its
+        // comments say why): Envoy's override_host on the pod the filter
+        // names in x-sticky-endpoint when it is an endpoint of the route's
+        // cluster, else LeastRequest, which draws independently on each
+        // retry (a consistent hash also crashes standalone Envoy Gateway
+        // 1.9's File provider). override_host ignores health, so a dead
+        // pinned pod is retried on another pod (Envoy Gateway adds the
+        // previous_hosts predicate to every retry policy), and one
+        // local-origin failure ejects it from the fallback. `reset` retries
+        // a request cut off by a dying pod: the report says what that means
+        // for requests that must not repeat.
+        lb = json!({"type": "LeastRequest", "endpointOverride": {"extractFrom": [{"header": "x-sticky-endpoint"}]}});
         spec["retry"] = json!({
             "numRetries": 2,
-            "retryOn": {"triggers": ["connect-failure", "refused-stream", "reset-before-request", "retriable-status-codes"], "httpStatusCodes": [503]},
+            "retryOn": {"triggers": ["connect-failure", "refused-stream", "reset-before-request", "reset", "retriable-status-codes"], "httpStatusCodes": [503]},
             "perRetry": {"backOff": {"baseInterval": "5ms", "maxInterval": "50ms"}}
         });
         spec["healthCheck"] = json!({"passive": {"splitExternalLocalOriginErrors": true, "consecutiveLocalOriginFailures": 1}});
@@ -198,7 +204,7 @@ pub fn build(plan: &Plan, plugin: &Value, opts: &Options, report: &mut Report) -
         }));
     }
     if any_pinned {
-        report.note("-", "affinity-mode", format!("persistent on Envoy Gateway (1.6 or newer): the BackendTrafficPolicy's endpointOverride on x-sticky-endpoint is Envoy's override_host with the consistent hash as fallback, retried on another pod; put the keys in the environment variable {KEYS_ENV} of the Envoy Gateway proxy (EnvoyProxy spec.provider.kubernetes.envoyDeployment.container.env)"));
+        report.note("-", "affinity-mode", format!("persistent on Envoy Gateway (1.6 or newer): the BackendTrafficPolicy's endpointOverride on x-sticky-endpoint is Envoy's override_host with LeastRequest as fallback, retried on another pod, as envoy-gateway/persistent/ ships; its retry trigger `reset` repeats a request cut off by a dying pod, as ingress-nginx repeats idempotent ones, but Envoy Gateway cannot exempt POSTs: remove `reset` if a route takes requests that must not run twice; put the keys in the environment variable {KEYS_ENV} of the Envoy Gateway proxy (EnvoyProxy spec.provider.kubernetes.envoyDeployment.container.env)"));
     }
     for (ns, name, pinned) in routes {
         docs.push(traffic_policy(&ns, &name, pinned));

@@ -226,6 +226,8 @@ pub fn build(plan: &Plan, plugin: &Value, opts: &Options, report: &mut Report) -
     });
     if let Some(h) = &opts.wasm_sha256 {
         spec["sha256"] = json!(h);
+    } else {
+        report.note("-", "sha256", "the WasmPlugin has no sha256, so Istio takes whatever image the tag names: give --wasm-sha256 with the image's manifest digest (what `make oci` prints and writes into dist/)");
     }
     if any_persistent(plan) {
         spec["vmConfig"] = json!({"env": [{"name": KEYS_ENV, "valueFrom": "HOST"}]});
