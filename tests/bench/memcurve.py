@@ -46,6 +46,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from instr import admin_get
+from run import status_kb
 from benchlib import FILTER_WASM, OUT_DIR, PROBE_CRATE, ROOT, VERSIONS, die_with_parent, envoy_binary, log
 from testkit import free_port, start_process
 from testkit.envoy import admin_ready
@@ -154,23 +156,6 @@ def envoy_config(m: Module, port: int, admin: int, release: dict | None) -> dict
     return cfg
 
 
-def get(port: int, path: str, timeout: float = 10) -> tuple[int, bytes]:
-    c = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-    try:
-        c.request("GET", path)
-        r = c.getresponse()
-        return r.status, r.read()
-    finally:
-        c.close()
-
-
-def status_kb(pid: int, key: str) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(key + ":"):
-            return int(line.split()[1])
-    return 0
-
-
 def measure(binary: str, m: Module, tmp: Path, requests: int, idle: float, release: dict | None,
             cpu: int | None) -> dict:
     port, admin = free_port(), free_port()
@@ -201,7 +186,7 @@ def measure(binary: str, m: Module, tmp: Path, requests: int, idle: float, relea
             c.close()
         time.sleep(idle)
         out: dict = {"rss_kb": status_kb(proc.popen.pid, "VmRSS")}
-        status, body = get(admin, "/memory")
+        status, body = admin_get(admin, "/memory")
         if status == 200:
             mem = json.loads(body)
             out.update({k: int(mem[k]) for k in HEAP if k in mem})
