@@ -61,7 +61,7 @@ fn one(plugin: &Plugin, headers: &[Header], upstream: Option<&str>, rng: &mut Xo
         return n;
     };
     let d = &ex.decision;
-    n += d.version + usize::from(d.hash.0[0]) + d.endpoint.as_ref().map_or(0, String::len);
+    n += d.version + usize::from(d.hash.as_bytes()[0]) + d.endpoint.as_ref().map_or(0, String::len);
     let up = Upstream {
         address: upstream,
         ..Upstream::default()
@@ -102,10 +102,10 @@ fn prime(plugin: &Plugin, headers: &[Header], upstream: Option<&str>) -> String 
     rng.fill(&mut nonce);
     format!(
         "{}={}",
-        policy.cookie.name,
+        policy.cookie().name(),
         ex.decision
             .session
-            .encode(&policy.cookie.name, &policy.seal_keys, &nonce)
+            .encode(policy.cookie().name(), policy.seal_keys(), &nonce)
     )
 }
 
@@ -419,7 +419,7 @@ fn main() {
                 address: *upstream,
                 ..Upstream::default()
             };
-            (label, ex.upstream_answered(&up), policy.scope.as_str())
+            (label, ex.upstream_answered(&up), policy.scope())
         });
         if got != *expect {
             eprintln!("bench case {name:?} does not do what it says: got {got:?}, want {expect:?}");

@@ -14,7 +14,7 @@ seconds="${1:-60}"
 shift || true
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
-    targets=(compile_raw compile_structured decide cookie_open set_cookie)
+    targets=(compile_raw compile_structured decide cookie_open set_cookie cli)
 fi
 cargo +nightly fuzz build || exit 2
 mkdir -p logs

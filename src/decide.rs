@@ -3,19 +3,21 @@
 //! then the remembered version, then the per-user weighted bucket.
 
 use crate::hash;
-use crate::metrics::{Outcome, Rejection};
-use crate::policy::{version_for_bucket, KeySource, Matcher, PinMode, Policy, RuleSource};
+use crate::policy::{drains, version_for_bucket, KeySource, Matcher, PinMode, Policy, RuleSource};
 use crate::request::{client_ip, Lookup, Request, MAX_VALUE};
-use crate::session::{Origin, Session};
+use crate::rng::Entropy;
+use crate::session::{Defect, Origin, Rejection, Session};
 
 /// Most copies of the session cookie the filter will look at; a request
 /// with more counts as having no valid session (bounds the work an
 /// attacker can ask for: each sealed copy is one AEAD open).
 pub const MAX_SESSION_COPIES: usize = 8;
 
-/// Why a version was chosen.
+/// Which step of the decision gave the version: a rule, the session's
+/// memory, or the weighted bucket. (What the user experienced, for the
+/// metrics, is the [`Reason`].)
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Reason {
+pub enum Basis {
     /// Rule number `n` matched.
     Rule(usize),
     /// The version remembered in the session cookie.
@@ -24,13 +26,61 @@ pub enum Reason {
     Weight,
 }
 
-impl Reason {
-    /// Short label for logs.
+impl Basis {
+    /// `rule`, `remembered` or `weight`.
     pub fn label(self) -> &'static str {
         match self {
-            Reason::Rule(_) => "rule",
-            Reason::Remembered => "remembered",
-            Reason::Weight => "weight",
+            Basis::Rule(_) => "rule",
+            Basis::Remembered => "remembered",
+            Basis::Weight => "weight",
+        }
+    }
+}
+
+/// Why the request got its version, as operators see it: the `reason`
+/// label of `sticky_canary_decisions_total`, the `reason` of the debug
+/// header and of filter state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    /// An explicit rule matched.
+    Rule,
+    /// A returning user kept the version of their session (remembered
+    /// from a rule, or their bucket still gives the same version).
+    Returning,
+    /// No valid session: placed by the weighted bucket.
+    New,
+    /// A returning user whose bucket now gives another version (the
+    /// weights changed, or the remembered version is gone).
+    Reassigned,
+    /// A returning user kept on a canary at weight 0, whether a rule or
+    /// the weights placed them, until the session expires (it is not
+    /// renewed meanwhile): see [`drains`].
+    Drain,
+    /// A returning user of a canary at weight 0 with `rollback`, placed by
+    /// weight again.
+    Rollback,
+}
+
+impl Reason {
+    /// Every reason, in label order.
+    pub const ALL: [Reason; 6] = [
+        Reason::Rule,
+        Reason::Returning,
+        Reason::New,
+        Reason::Reassigned,
+        Reason::Drain,
+        Reason::Rollback,
+    ];
+
+    /// The label value.
+    pub fn label(self) -> &'static str {
+        match self {
+            Reason::Rule => "rule",
+            Reason::Returning => "returning",
+            Reason::New => "new",
+            Reason::Reassigned => "reassigned",
+            Reason::Drain => "drain",
+            Reason::Rollback => "rollback",
         }
     }
 }
@@ -53,12 +103,27 @@ pub enum CookieState {
     Conflicting,
 }
 
+impl CookieState {
+    /// `absent`, `valid`, `invalid` or `conflicting` (the debug header's
+    /// `cookie=`).
+    pub fn label(self) -> &'static str {
+        match self {
+            CookieState::Absent => "absent",
+            CookieState::Valid => "valid",
+            CookieState::Invalid => "invalid",
+            CookieState::Conflicting => "conflicting",
+        }
+    }
+}
+
 /// The decision for one request.
 #[derive(Debug, Clone)]
 pub struct Decision {
     /// Index of the chosen version.
     pub version: usize,
-    /// Why.
+    /// Which step gave the version.
+    pub basis: Basis,
+    /// Why, as the metrics count it.
     pub reason: Reason,
     /// The sticky-hash header value: 16 lowercase hex digits.
     pub hash: PodHash,
@@ -72,20 +137,33 @@ pub struct Decision {
     pub cookie_state: CookieState,
     /// The configured key source was missing; a generated key was used.
     pub key_fallback: bool,
-    /// What the decision was, for the `reason` label of the metrics.
-    pub outcome: Outcome,
     /// Why the session cookie was not used, when one came and was not.
     pub rejected: Option<Rejection>,
-    /// The valid session that came in: its version id and pin (to tell a
-    /// renewal from a switch or a re-pin when a cookie goes out).
-    pub previous: Option<(u32, Option<String>)>,
+    /// The valid session that came in (of copies that agree, the one with
+    /// the latest expiry): it tells a renewal from a switch or a re-pin
+    /// when a cookie goes out.
+    pub incoming: Option<Session>,
+}
+
+impl Decision {
+    /// Is the user draining off a canary at weight 0 (they keep it until
+    /// the session expires, and the session is not renewed)? The one
+    /// definition: [`Reason::Drain`], given where [`drains`] says so.
+    pub fn draining(&self) -> bool {
+        self.reason == Reason::Drain
+    }
 }
 
 /// The sticky-hash header value: 16 lowercase hex digits (ASCII).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PodHash(pub [u8; 16]);
+pub struct PodHash([u8; 16]);
 
 impl PodHash {
+    /// The sticky hash of a session key ([`hash::pod_hash`]).
+    pub fn of(key: &[u8]) -> PodHash {
+        PodHash(hash::pod_hash(key))
+    }
+
     /// The hex digits as bytes (the header value).
     pub fn as_bytes(&self) -> &[u8] {
         &self.0
@@ -95,12 +173,6 @@ impl PodHash {
     pub fn as_str(&self) -> &str {
         std::str::from_utf8(&self.0).unwrap_or("")
     }
-}
-
-/// Randomness for new session keys and cookie nonces.
-pub trait Entropy {
-    /// Fill `buf` with random bytes; `false` if no randomness is available.
-    fn fill(&mut self, buf: &mut [u8]) -> bool;
 }
 
 /// The values of cookie `name` among the cookies a request was read for.
@@ -139,11 +211,13 @@ fn rule_hits(
     None
 }
 
-/// Decide version, pod and session for a request under `policy`.
-pub fn decide(policy: &Policy, req: &Request<'_>, rng: &mut dyn Entropy) -> Decision {
-    let now = req.now;
-    // The session key from the configured source, if any.
-    let external: Option<[u8; 16]> = match &policy.key_source {
+/// The session key the configured key source gives for `req`: `None` with
+/// `from: cookie`, or when the source is missing from the request.
+// Inlined into decide, its one caller in the filter (measured: 180 bytes
+// less of .wasm than a separate function).
+#[inline(always)]
+pub fn external_key(policy: &Policy, req: &Request<'_>) -> Option<[u8; 16]> {
+    match &policy.key_source {
         KeySource::Cookie => None,
         KeySource::Header(h) => req
             .header(h)
@@ -157,7 +231,14 @@ pub fn decide(policy: &Policy, req: &Request<'_>, rng: &mut dyn Entropy) -> Deci
         KeySource::ClientIp { hops } => {
             client_ip(req, *hops).map(|ip| hash::derive_key(ip.to_string().as_bytes()))
         }
-    };
+    }
+}
+
+/// Decide version, pod and session for a request under `policy`.
+pub fn decide(policy: &Policy, req: &Request<'_>, rng: &mut dyn Entropy) -> Decision {
+    let now = req.now;
+    // The session key from the configured source, if any.
+    let external = external_key(policy, req);
     let key_fallback = policy.key_source != KeySource::Cookie && external.is_none();
     // Every cookie the decision reads, from one pass over the headers.
     let cookies = req.cookies_named(&policy.read_cookies);
@@ -172,42 +253,42 @@ pub fn decide(policy: &Policy, req: &Request<'_>, rng: &mut dyn Entropy) -> Deci
     };
 
     let weights = policy.weights(now);
-    // A remembered canary now at weight 0 with rollback: reassigned by weight.
-    let rolled_back = incoming.as_ref().is_some_and(|s| {
-        policy.sticky
-            && policy.rollback
-            && policy
-                .version_by_id(s.version_id)
-                .is_some_and(|v| v != 0 && weights.get(v).copied() == Some(0))
-    });
-    let remembered = incoming.as_ref().filter(|_| policy.sticky).and_then(|s| {
+    let remembered_drains = incoming.as_ref().and_then(|s| {
         let v = policy.version_by_id(s.version_id)?;
-        let w = weights.get(v).copied().unwrap_or(0);
-        match (s.origin, w) {
-            // A canary at weight 0: drain (its users stay until their cookie
-            // expires) or roll back (they are reassigned now). The default
-            // version never drains: at weight 0 every canary together holds
-            // the whole total, and weight = total receives every user.
-            (_, 0) if v != 0 && policy.rollback => None,
-            (_, 0) if v != 0 => Some((v, s.origin)),
-            (Origin::Rule, _) => Some((v, Origin::Rule)),
-            // Weight-assigned users follow their bucket as weights change.
-            (Origin::Weight, _) => None,
-        }
+        Some((v, drains(&weights, v)))
     });
+    // A remembered canary now at weight 0 with rollback: reassigned by weight.
+    let rolled_back =
+        policy.sticky && policy.rollback && remembered_drains.is_some_and(|(_, drains)| drains);
+    let remembered = match (&incoming, remembered_drains) {
+        (Some(s), Some((v, drains))) if policy.sticky => match (drains, s.origin) {
+            // A canary at weight 0: drain (its users, placed by a rule or
+            // by weight, stay until their cookie expires) or roll back
+            // (they are reassigned now). The default version never drains.
+            (true, _) if policy.rollback => None,
+            (true, origin) => Some((v, origin)),
+            (false, Origin::Rule) => Some((v, Origin::Rule)),
+            // Weight-assigned users follow their bucket as weights change.
+            (false, Origin::Weight) => None,
+        },
+        _ => None,
+    };
 
-    let (version, reason, origin) = if let Some((i, v)) = rule_hits(policy, req, &cookies) {
-        (v, Reason::Rule(i), Origin::Rule)
+    let (version, basis, origin) = if let Some((i, v)) = rule_hits(policy, req, &cookies) {
+        (v, Basis::Rule(i), Origin::Rule)
     } else if let Some((v, origin)) = remembered {
-        (v, Reason::Remembered, origin)
+        (v, Basis::Remembered, origin)
     } else {
-        let b = hash::bucket(&policy.seed, &key, policy.total);
         (
-            version_for_bucket(&weights, b),
-            Reason::Weight,
+            version_for_bucket(&weights, policy.bucket(&key)),
+            Basis::Weight,
             Origin::Weight,
         )
     };
+    // Draining: kept on a canary at weight 0 by the session's memory. The
+    // session is never renewed meanwhile, so the user leaves when it
+    // expires.
+    let draining = basis == Basis::Remembered && drains(&weights, version);
 
     let version_id = policy.versions.get(version).map_or(0, |v| v.id);
     // The pinned endpoint only counts for the version it was recorded for.
@@ -217,9 +298,6 @@ pub fn decide(policy: &Policy, req: &Request<'_>, rng: &mut dyn Entropy) -> Deci
     };
     let renew_at =
         u64::from(incoming.as_ref().map_or(0, |s| s.expiry)).saturating_sub(policy.ttl / 2);
-    // A user draining off a weight-0 canary stays until the cookie expires:
-    // the session is never renewed while draining.
-    let draining = reason == Reason::Remembered && weights.get(version).copied() == Some(0);
     let session = Session {
         key,
         version_id,
@@ -251,33 +329,83 @@ pub fn decide(policy: &Policy, req: &Request<'_>, rng: &mut dyn Entropy) -> Deci
         },
         _ => session,
     };
-    let outcome = match (reason, &incoming) {
-        (Reason::Rule(_), _) => Outcome::Rule,
-        // A rule-placed user is returning whatever the weights say; only a
-        // weight-placed user kept on a canary at weight 0 is draining.
-        (Reason::Remembered, _) if draining && origin == Origin::Weight => Outcome::Drain,
-        (Reason::Remembered, _) => Outcome::Returning,
-        (Reason::Weight, None) => Outcome::New,
-        (Reason::Weight, Some(_)) if rolled_back => Outcome::Rollback,
-        (Reason::Weight, Some(s)) if s.version_id == version_id => Outcome::Returning,
-        (Reason::Weight, Some(_)) => Outcome::Reassigned,
+    let reason = match (basis, &incoming) {
+        (Basis::Rule(_), _) => Reason::Rule,
+        (Basis::Remembered, _) if draining => Reason::Drain,
+        (Basis::Remembered, _) => Reason::Returning,
+        (Basis::Weight, None) => Reason::New,
+        (Basis::Weight, Some(_)) if rolled_back => Reason::Rollback,
+        (Basis::Weight, Some(s)) if s.version_id == version_id => Reason::Returning,
+        (Basis::Weight, Some(_)) => Reason::Reassigned,
     };
-    let previous = incoming
-        .as_ref()
-        .map(|s| (s.version_id, s.endpoint.clone()));
     Decision {
         version,
+        basis,
         reason,
-        hash: PodHash(hash::pod_hash(&key)),
+        hash: PodHash::of(&key),
         endpoint,
         session,
         write_cookie,
         cookie_state,
         key_fallback,
-        outcome,
         rejected,
-        previous,
+        incoming,
     }
+}
+
+/// What the filter makes of one copy of the session cookie.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SessionCopy {
+    /// It opens and is current; `stale_key`: a key other than the first
+    /// opened it.
+    Valid {
+        /// What it holds.
+        session: Session,
+        /// Opened with a rotated-out key.
+        stale_key: bool,
+    },
+    /// It opens, but was made for another identity than the configured
+    /// key source gives (counted as `other_key`).
+    OtherKey(Session),
+    /// It does not open.
+    Rejected(Defect),
+}
+
+impl SessionCopy {
+    /// The `cause` the filter counts, if this copy is not used.
+    pub fn rejection(&self) -> Option<Rejection> {
+        match self {
+            SessionCopy::Valid { .. } => None,
+            SessionCopy::OtherKey(_) => Some(Rejection::OtherKey),
+            SessionCopy::Rejected(d) => Some(d.rejection()),
+        }
+    }
+}
+
+/// One copy of the session cookie as the filter judges it, `external`
+/// being the key the key source gives ([`external_key`]).
+fn judge_copy(policy: &Policy, value: &str, now: u64, external: Option<[u8; 16]>) -> SessionCopy {
+    match policy
+        .opened
+        .open(value, &policy.cookie.name, &policy.seal_keys, now)
+    {
+        Ok((session, stale_key)) if external.is_none_or(|k| k == session.key) => {
+            SessionCopy::Valid { session, stale_key }
+        }
+        Ok((session, _)) => SessionCopy::OtherKey(session),
+        Err(defect) => SessionCopy::Rejected(defect),
+    }
+}
+
+/// Every copy of the session cookie in `req`, in order, with the verdict
+/// [`decide`] gives it (the command-line tool's `explain` prints them).
+/// Beyond [`MAX_SESSION_COPIES`] copies `decide` opens none, and the
+/// request has no valid session; this still judges each.
+pub fn session_copies<'a>(policy: &Policy, req: &Request<'a>) -> Vec<(&'a str, SessionCopy)> {
+    let external = external_key(policy, req);
+    req.cookie_values(&policy.cookie.name)
+        .map(|value| (value, judge_copy(policy, value, req.now, external)))
+        .collect()
 }
 
 /// What the session cookie copies of a request amount to.
@@ -327,19 +455,18 @@ fn read_session(
                 rejected: Some(Rejection::Duplicated),
             };
         }
-        match policy.opened.open(value, name, &policy.seal_keys, req.now) {
-            Ok((session, stale_key)) if external.is_none_or(|k| k == session.key) => {
+        match judge_copy(policy, value, req.now, external) {
+            SessionCopy::Valid { session, stale_key } => {
                 if first.is_none() {
                     first = Some((session, stale_key));
                 } else {
                     more.push((session, stale_key));
                 }
             }
-            Ok(_) => {
-                rejected.get_or_insert(Rejection::OtherKey);
-            }
-            Err(why) => {
-                rejected.get_or_insert(why);
+            other => {
+                if rejected.is_none() {
+                    rejected = other.rejection();
+                }
             }
         }
     }

@@ -30,11 +30,11 @@
 //! "last good" survives an ECDS or listener update; a new VM (new code or
 //! VM settings) starts without one.
 
-use crate::decide::Entropy;
 use crate::host::{self, map, Level};
 use crate::metrics;
 use crate::pipeline::{self, Exchange, Upstream};
 use crate::request::Header;
+use crate::rng::Entropy;
 use crate::rng::Reseeding;
 use crate::session::NONCE_LEN;
 use crate::{compile_json, headermap, invalid_plan, Plugin, Request};
@@ -76,7 +76,7 @@ impl Active {
     }
 
     fn bump(&self, c: metrics::Counter) {
-        host::increment(self.counters.get(c.0 as usize).copied().flatten());
+        host::increment(self.counters.get(c.index()).copied().flatten());
     }
 }
 

@@ -59,12 +59,27 @@ pub fn derive_key(source: &[u8]) -> [u8; 16] {
     out
 }
 
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
 /// `v` as 16 lowercase hex digits.
 pub fn hex16(v: u64) -> [u8; 16] {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut out = [0u8; 16];
     for (i, o) in out.iter_mut().enumerate() {
         *o = HEX[((v >> (60 - 4 * i)) & 0xf) as usize];
+    }
+    out
+}
+
+/// `bytes` as lowercase hex, two digits a byte (a session key for people).
+///
+/// ```
+/// assert_eq!(sticky_canary::hash::hex(b"\x00\xff01"), "00ff3031");
+/// ```
+pub fn hex(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(char::from(HEX[usize::from(b >> 4)]));
+        out.push(char::from(HEX[usize::from(b & 0xf)]));
     }
     out
 }

@@ -18,19 +18,20 @@
 //! | [`policy`] | the compiled model |
 //! | [`routing`] | which policy covers a request (route entry matching) |
 //! | [`request`] | the request view: headers as bytes, cookies, query, client IP |
-//! | [`mod@decide`] | the decision: version, pod, session |
+//! | [`mod@decide`] | the decision: version, pod, session; why ([`Basis`], [`Reason`]) |
 //! | [`pipeline`] | the per-request steps: headers to set, counters, the response phase |
-//! | [`session`] | the session cookie's value: wire format, sealing |
-//! | [`cookies`] | the `Cookie` header parsed, the `Set-Cookie` rendered |
+//! | [`session`] | the session cookie's value: wire format, sealing, why one does not open |
+//! | [`cookies`] | the cookie's attributes, the `Cookie` header parsed, the `Set-Cookie` rendered |
 //! | [`browsers`] | user agents that mishandle `SameSite=None` |
 //! | [`hash`] | FNV-1a: buckets, sticky hashes, version ids |
 //! | [`metrics`] | counter names and labels |
 //! | [`headermap`] | the proxy-wasm serialised header map |
-//! | [`rng`] | session keys and nonces: a keystream seeded by the host |
+//! | [`rng`] | session keys and nonces ([`Entropy`]): a keystream seeded by the host |
 //!
 //! and the adapter (`filter` and `host`, wasm32-wasip1 only), which makes
 //! the host calls: it reads the request into a [`Request`], calls
-//! [`pipeline::on_request`] and applies the plan.
+//! [`pipeline::on_request`] and applies the plan. The command-line tool
+//! (`cli/`) prints what these modules decide.
 //!
 //! ```
 //! use sticky_canary::{compile_json, pipeline, Entropy, Request};
@@ -70,10 +71,11 @@ pub mod routing;
 pub mod session;
 
 pub use compile::{compile_json, invalid_plan, ConfigError, InvalidPlan};
-pub use decide::{decide, CookieState, Decision, Entropy, Reason};
+pub use decide::{decide, Basis, CookieState, Decision, Reason};
 pub use pipeline::{on_request, Exchange, RequestPlan, Upstream};
 pub use policy::{Plugin, Policy};
 pub use request::{Header, Request};
+pub use rng::Entropy;
 
 // The adapter only exists where Envoy loads the filter: wasm32-wasip1.
 // Elsewhere (native tests, wasm32-unknown-unknown for wasm-bindgen-test)

@@ -10,62 +10,30 @@
 //! -> sticky_canary_decisions_total{route="shop",version="v1.2",reason="new"}
 //! ```
 //!
-//! The values cannot collide or break the format: version and route entry
+//! `route` is the policy's scope: `global`, or the route **entry**'s name
+//! (a `routes[]` entry of the plugin config), never Envoy's route name. The
+//! values cannot collide or break the format: version and route entry
 //! names are limited to `A-Z a-z 0-9 - _ .` (no `;` or `=`), the name
-//! `global` is reserved for the top-level policy, and reasons, events and
-//! causes are fixed words.
+//! `global` is reserved for the top-level policy, and reasons
+//! ([`Reason`]), events ([`SessionEvent`]) and causes ([`Rejection`]) are
+//! fixed words.
 //!
 //! Every counter is defined once at configure time; a [`Counter`] is an
 //! index into [`crate::Plugin::counter_names`], which the adapter maps to
 //! the host's metric ids.
 
-/// An index into the plugin's counter names.
+use crate::decide::Reason;
+use crate::session::Rejection;
+
+/// An index into the plugin's counter names (made only while a plugin is
+/// compiled, so it always names one).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Counter(pub u32);
+pub struct Counter(u32);
 
-/// Why a request got its version (`reason` label of
-/// `sticky_canary_decisions_total`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    /// An explicit rule matched.
-    Rule,
-    /// A returning user kept the version of their session (remembered
-    /// from a rule, or their bucket still gives the same version).
-    Returning,
-    /// No valid session: placed by the weighted bucket.
-    New,
-    /// A returning user whose bucket now gives another version (the
-    /// weights changed, or the remembered version is gone).
-    Reassigned,
-    /// A returning user kept on a canary at weight 0 until the cookie
-    /// expires.
-    Drain,
-    /// A returning user of a canary at weight 0 with `rollback`, placed by
-    /// weight again.
-    Rollback,
-}
-
-impl Outcome {
-    /// Every outcome, in label order.
-    pub const ALL: [Outcome; 6] = [
-        Outcome::Rule,
-        Outcome::Returning,
-        Outcome::New,
-        Outcome::Reassigned,
-        Outcome::Drain,
-        Outcome::Rollback,
-    ];
-
-    /// The label value.
-    pub fn label(self) -> &'static str {
-        match self {
-            Outcome::Rule => "rule",
-            Outcome::Returning => "returning",
-            Outcome::New => "new",
-            Outcome::Reassigned => "reassigned",
-            Outcome::Drain => "drain",
-            Outcome::Rollback => "rollback",
-        }
+impl Counter {
+    /// The index into [`crate::Plugin::counter_names`].
+    pub fn index(self) -> usize {
+        self.0 as usize
     }
 }
 
@@ -103,49 +71,10 @@ impl SessionEvent {
     }
 }
 
-/// Why a session cookie was not used (`cause` label of
-/// `sticky_canary_cookie_rejected_total`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Rejection {
-    /// Not a cookie of ours at all: bad marker, base64, length or format.
-    Garbled,
-    /// Its check or seal does not verify under any configured key (edited,
-    /// sealed under a retired key, or plain where sealing is on).
-    Forged,
-    /// Past its expiry.
-    Expired,
-    /// Made for another identity than the configured key source gives.
-    OtherKey,
-    /// Sent in copies that disagree, or in too many copies.
-    Duplicated,
-}
-
-impl Rejection {
-    /// Every cause, in label order.
-    pub const ALL: [Rejection; 5] = [
-        Rejection::Garbled,
-        Rejection::Forged,
-        Rejection::Expired,
-        Rejection::OtherKey,
-        Rejection::Duplicated,
-    ];
-
-    /// The label value.
-    pub fn label(self) -> &'static str {
-        match self {
-            Rejection::Garbled => "garbled",
-            Rejection::Forged => "forged",
-            Rejection::Expired => "expired",
-            Rejection::OtherKey => "other_key",
-            Rejection::Duplicated => "duplicated",
-        }
-    }
-}
-
 /// The counters one policy moves.
 #[derive(Debug, Clone, Default)]
 pub struct PolicyCounters {
-    /// `[version][outcome]`.
+    /// `[version][reason]`.
     pub decisions: Vec<[Counter; 6]>,
     /// `[version][event]`.
     pub sessions: Vec<[Counter; 4]>,
@@ -156,9 +85,9 @@ pub struct PolicyCounters {
 }
 
 impl PolicyCounters {
-    /// The decision counter for a version and outcome.
-    pub fn decision(&self, version: usize, outcome: Outcome) -> Option<Counter> {
-        let i = Outcome::ALL.iter().position(|o| *o == outcome)?;
+    /// The decision counter for a version and reason.
+    pub fn decision(&self, version: usize, reason: Reason) -> Option<Counter> {
+        let i = Reason::ALL.iter().position(|r| *r == reason)?;
         self.decisions
             .get(version)
             .and_then(|row| row.get(i))
@@ -239,10 +168,10 @@ impl Names {
         let decisions = versions
             .iter()
             .map(|v| {
-                Outcome::ALL.map(|o| {
+                Reason::ALL.map(|r| {
                     self.add(name(
                         "sticky_canary_decisions_total",
-                        &[("route", route), ("version", v), ("reason", o.label())],
+                        &[("route", route), ("version", v), ("reason", r.label())],
                     ))
                 })
             })
@@ -327,7 +256,7 @@ mod tests {
         n.passthrough();
         let c = n.policy("global", &["a", "b"], true);
         assert_eq!(c.decisions.len(), 2);
-        assert_eq!(c.decision(1, Outcome::Drain), Some(Counter(1 + 6 + 4)));
+        assert_eq!(c.decision(1, Reason::Drain), Some(Counter(1 + 6 + 4)));
         let names = n.into_vec();
         let mut sorted = names.clone();
         sorted.sort();

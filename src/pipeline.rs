@@ -17,10 +17,11 @@
 //! command-line tool run these same steps.
 
 use crate::cookies;
-use crate::decide::{decide, CookieState, Decision, Entropy, PodHash};
+use crate::decide::{decide, CookieState, Decision, PodHash};
 use crate::metrics::{Counter, SessionEvent};
 use crate::policy::{PinMode, Plugin, Policy};
 use crate::request::Request;
+use crate::rng::Entropy;
 use crate::session::{MAX_ENDPOINT, NONCE_LEN};
 use smallvec::SmallVec;
 use std::rc::Rc;
@@ -171,7 +172,7 @@ pub fn on_request<'p>(
     }
     let c = &p.counters;
     let count = [
-        c.decision(decision.version, decision.outcome),
+        c.decision(decision.version, decision.reason),
         decision.rejected.and_then(|r| c.rejection(r)),
         c.key_fallback.filter(|_| decision.key_fallback),
     ]
@@ -181,7 +182,7 @@ pub fn on_request<'p>(
     let properties = if p.filter_state {
         vec![
             (state::VERSION, version.as_bytes().to_vec()),
-            (state::REASON, decision.outcome.label().as_bytes().to_vec()),
+            (state::REASON, decision.reason.label().as_bytes().to_vec()),
         ]
     } else {
         Vec::new()
@@ -218,6 +219,16 @@ pub struct SetCookie {
     pub count: Option<Counter>,
 }
 
+impl SetCookie {
+    /// The cookie's value: what a browser will send back, between the
+    /// header's `name=` and its first `;` (the name is a token and the
+    /// value base64url, so neither holds `=` or `;`).
+    pub fn value(&self) -> &str {
+        let pair = self.header.split(';').next().unwrap_or("");
+        pair.split_once('=').map_or("", |(_, v)| v)
+    }
+}
+
 impl Exchange {
     /// The response phase's state for `decision`, made under `policy` for
     /// `req`: keeps what rendering the cookie needs from the request.
@@ -227,7 +238,7 @@ impl Exchange {
             .same_site_none_compat
             .then(|| req.header("user-agent").one().map(str::to_owned))
             .flatten();
-        let https = policy.cookie.secure == crate::policy::Secure::Auto && req.is_https();
+        let https = policy.cookie.secure == crate::cookies::Secure::Auto && req.is_https();
         Exchange {
             policy,
             decision,
@@ -306,22 +317,16 @@ impl Exchange {
             }
         }
         if let Some(name) = &p.debug_header {
-            let cookie_state = match d.cookie_state {
-                CookieState::Absent => "absent",
-                CookieState::Valid => "valid",
-                CookieState::Invalid => "invalid",
-                CookieState::Conflicting => "conflicting",
-            };
             let mut v = format!(
                 "route={}; version={}; reason={}",
                 p.scope,
                 p.versions.get(d.version).map_or("", |v| v.name.as_str()),
-                d.outcome.label()
+                d.reason.label()
             );
-            if let crate::decide::Reason::Rule(i) = d.reason {
+            if let crate::decide::Basis::Rule(i) = d.basis {
                 v.push_str(&format!("; rule={i}"));
             }
-            v.push_str(&format!("; cookie={cookie_state}"));
+            v.push_str(&format!("; cookie={}", d.cookie_state.label()));
             if let Some(r) = d.rejected {
                 v.push_str(&format!("; rejected={}", r.label()));
             }
@@ -377,10 +382,10 @@ impl Exchange {
             self.user_agent.as_deref(),
             self.https,
         );
-        let event = match &d.previous {
+        let event = match &d.incoming {
             None => SessionEvent::Issued,
-            Some((version_id, _)) if *version_id != d.session.version_id => SessionEvent::Switched,
-            Some((_, pin)) if *pin != d.session.endpoint => SessionEvent::Repinned,
+            Some(s) if s.version_id != d.session.version_id => SessionEvent::Switched,
+            Some(s) if s.endpoint != d.session.endpoint => SessionEvent::Repinned,
             Some(_) => SessionEvent::Renewed,
         };
         Some(SetCookie {

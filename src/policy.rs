@@ -79,7 +79,7 @@ pub struct RouteMatch {
 }
 
 /// A version's weight over time.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Weight {
     /// A fixed weight.
     Fixed(u32),
@@ -145,15 +145,33 @@ impl Weight {
     }
 }
 
-/// A version (subset of pods).
+/// A version (subset of pods). Its id is the FNV-1a of its name, so
+/// both are read, never written, outside the compiler.
 #[derive(Debug, Clone)]
 pub struct Version {
     /// Name, written to the version header.
-    pub name: String,
+    pub(crate) name: String,
     /// `fnv32(name)`, stored in the cookie.
-    pub id: u32,
+    pub(crate) id: u32,
     /// Weight; ignored for the default version, which takes the remainder.
-    pub weight: Weight,
+    pub(crate) weight: Weight,
+}
+
+impl Version {
+    /// Name, written to the version header.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Its id in the cookie: `fnv32(name)`.
+    pub fn id(&self) -> u32 {
+        self.id
+    }
+
+    /// Its weight (the default version's is ignored: it takes the rest).
+    pub fn weight(&self) -> Weight {
+        self.weight
+    }
 }
 
 /// Where a rule looks.
@@ -165,6 +183,24 @@ pub enum RuleSource {
     Cookie(String),
     /// A query parameter.
     Query(String),
+}
+
+impl RuleSource {
+    /// `header`, `cookie` or `query`: the rule's key in the config.
+    pub fn label(&self) -> &'static str {
+        match self {
+            RuleSource::Header(_) => "header",
+            RuleSource::Cookie(_) => "cookie",
+            RuleSource::Query(_) => "query",
+        }
+    }
+
+    /// The header, cookie or query parameter name.
+    pub fn name(&self) -> &str {
+        match self {
+            RuleSource::Header(n) | RuleSource::Cookie(n) | RuleSource::Query(n) => n,
+        }
+    }
 }
 
 /// How a rule compares.
@@ -179,15 +215,32 @@ pub enum Matcher {
     Sentinel,
 }
 
-/// A compiled explicit rule.
+/// A compiled explicit rule (its version an index into the policy's).
 #[derive(Debug, Clone)]
 pub struct Rule {
     /// Where to look.
-    pub source: RuleSource,
+    pub(crate) source: RuleSource,
     /// How to compare.
-    pub matcher: Matcher,
+    pub(crate) matcher: Matcher,
     /// Index into [`Policy::versions`].
-    pub version: usize,
+    pub(crate) version: usize,
+}
+
+impl Rule {
+    /// Where it looks.
+    pub fn source(&self) -> &RuleSource {
+        &self.source
+    }
+
+    /// How it compares.
+    pub fn matcher(&self) -> &Matcher {
+        &self.matcher
+    }
+
+    /// The version it sends to, an index into [`Policy::versions`].
+    pub fn version(&self) -> usize {
+        self.version
+    }
 }
 
 /// Where the session key comes from.
@@ -207,64 +260,45 @@ pub enum KeySource {
     },
 }
 
-/// `SameSite` attribute.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SameSite {
-    /// `SameSite=None` (requires `Secure`).
-    None,
-    /// `SameSite=Lax`.
-    Lax,
-    /// `SameSite=Strict`.
-    Strict,
-}
-
-/// The session cookie's name and attributes.
-#[derive(Debug, Clone)]
-pub struct CookieSpec {
-    /// Name.
-    pub name: String,
-    /// `Path`.
-    pub path: String,
-    /// `Domain`.
-    pub domain: Option<String>,
-    /// `Max-Age` seconds.
-    pub max_age: Option<u64>,
-    /// Seconds from now for `Expires`.
-    pub expires: Option<u64>,
-    /// `Secure`.
-    pub secure: Secure,
-    /// `HttpOnly`.
-    pub http_only: bool,
-    /// `SameSite`.
-    pub same_site: Option<SameSite>,
-    /// Omit `SameSite=None` for browsers that reject it.
-    pub same_site_none_compat: bool,
-}
-
-/// When the cookie carries `Secure`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Secure {
-    /// Always.
-    Always,
-    /// Never.
-    Never,
-    /// When the request came over HTTPS (`:scheme` or `x-forwarded-proto`
-    /// is `https`), as ingress-nginx does by default.
-    Auto,
+impl KeySource {
+    /// `cookie`, `header`, `query` or `client_ip`: the config's `from`.
+    pub fn label(&self) -> &'static str {
+        match self {
+            KeySource::Cookie => "cookie",
+            KeySource::Header(_) => "header",
+            KeySource::Query(_) => "query",
+            KeySource::ClientIp { .. } => "client_ip",
+        }
+    }
 }
 
 /// Names of the headers the filter writes.
 #[derive(Debug, Clone)]
 pub struct HeaderNames {
     /// Version header.
-    pub version: String,
+    pub(crate) version: String,
     /// Sticky-hash header.
-    pub hash: String,
+    pub(crate) hash: String,
     /// Pinned-endpoint header.
-    pub endpoint: String,
+    pub(crate) endpoint: String,
 }
 
 impl HeaderNames {
+    /// The version header.
+    pub fn version(&self) -> &str {
+        &self.version
+    }
+
+    /// The sticky-hash header.
+    pub fn hash(&self) -> &str {
+        &self.hash
+    }
+
+    /// The pinned-endpoint header.
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
     /// The three names: version, hash, endpoint.
     pub fn all(&self) -> [&String; 3] {
         [&self.version, &self.hash, &self.endpoint]
@@ -285,53 +319,217 @@ pub enum PinMode {
     Persistent,
 }
 
+impl PinMode {
+    /// `balanced` or `persistent`, as the config says it.
+    pub fn label(self) -> &'static str {
+        match self {
+            PinMode::Balanced => "balanced",
+            PinMode::Persistent => "persistent",
+        }
+    }
+}
+
 /// A fully validated policy for one scope (global or a route entry).
+///
+/// Only [`crate::compile`] builds one, and its parts hold together (the
+/// weights fit the total, rules name versions by index, the cookies a
+/// decision reads include the session cookie's name, the opened-cookie
+/// cache belongs to these keys and that name, a counter exists for every
+/// version): so they are read through accessors, never written, and
+/// [`Policy::with_weights`] is the one checked way to change weights.
 #[derive(Debug, Clone)]
 pub struct Policy {
     /// `global` or the route entry's name.
-    pub scope: String,
+    pub(crate) scope: String,
     /// Versions; index 0 is the default.
-    pub versions: Vec<Version>,
+    pub(crate) versions: Vec<Version>,
     /// Weight total.
-    pub total: u32,
+    pub(crate) total: u32,
     /// Rules, in order.
-    pub rules: Vec<Rule>,
+    pub(crate) rules: Vec<Rule>,
     /// Remember versions (`sticky`).
-    pub sticky: bool,
+    pub(crate) sticky: bool,
     /// Move users of weight-0 versions back at once.
-    pub rollback: bool,
+    pub(crate) rollback: bool,
     /// Bucket seed.
-    pub seed: Vec<u8>,
+    pub(crate) seed: Vec<u8>,
     /// Session cookie.
-    pub cookie: CookieSpec,
+    pub(crate) cookie: crate::cookies::CookieSpec,
     /// Where the session key comes from.
-    pub key_source: KeySource,
+    pub(crate) key_source: KeySource,
     /// Session lifetime, seconds.
-    pub ttl: u64,
+    pub(crate) ttl: u64,
     /// Pinning mode.
-    pub mode: PinMode,
+    pub(crate) mode: PinMode,
     /// Keys that seal the session cookie (the first seals, all open);
     /// empty: plain cookies.
-    pub seal_keys: Vec<SealKey>,
+    pub(crate) seal_keys: Vec<SealKey>,
     /// Persistent mode: re-pin after a failure.
-    pub change_on_failure: bool,
+    pub(crate) change_on_failure: bool,
     /// Header names.
-    pub headers: HeaderNames,
+    pub(crate) headers: HeaderNames,
     /// Record the decision in filter state (`wasm.sticky_canary.*`).
-    pub filter_state: bool,
+    pub(crate) filter_state: bool,
     /// The response header that explains the decision, if configured.
-    pub debug_header: Option<String>,
+    pub(crate) debug_header: Option<String>,
     /// The counters this policy's requests move.
-    pub counters: PolicyCounters,
+    pub(crate) counters: PolicyCounters,
     /// Sealed session cookies that opened recently (saves the AEAD for
     /// returning users).
-    pub opened: OpenedCache,
+    pub(crate) opened: OpenedCache,
     /// The cookies a decision under this policy reads: the session cookie
     /// and every cookie rule's, once each (compiled once, read per request).
-    pub read_cookies: Vec<String>,
+    pub(crate) read_cookies: Vec<String>,
 }
 
 impl Policy {
+    /// `global` or the route entry's name (the `route` label).
+    pub fn scope(&self) -> &str {
+        &self.scope
+    }
+
+    /// Versions; index 0 is the default.
+    pub fn versions(&self) -> &[Version] {
+        &self.versions
+    }
+
+    /// The weight total.
+    pub fn total(&self) -> u32 {
+        self.total
+    }
+
+    /// Rules, in order.
+    pub fn rules(&self) -> &[Rule] {
+        &self.rules
+    }
+
+    /// Remember versions (`stickiness: sticky`).
+    pub fn sticky(&self) -> bool {
+        self.sticky
+    }
+
+    /// `sticky` or `legacy`, as the config says it.
+    pub fn stickiness(&self) -> &'static str {
+        if self.sticky {
+            "sticky"
+        } else {
+            "legacy"
+        }
+    }
+
+    /// Move the users of weight-0 canaries back at once.
+    pub fn rollback(&self) -> bool {
+        self.rollback
+    }
+
+    /// The bucket seed.
+    pub fn seed(&self) -> &[u8] {
+        &self.seed
+    }
+
+    /// The session cookie's name and attributes.
+    pub fn cookie(&self) -> &crate::cookies::CookieSpec {
+        &self.cookie
+    }
+
+    /// Where the session key comes from.
+    pub fn key_source(&self) -> &KeySource {
+        &self.key_source
+    }
+
+    /// Session lifetime, seconds.
+    pub fn ttl(&self) -> u64 {
+        self.ttl
+    }
+
+    /// How a user is pinned to a pod.
+    pub fn mode(&self) -> PinMode {
+        self.mode
+    }
+
+    /// Keys that seal the session cookie (the first seals, all open);
+    /// empty: plain cookies.
+    pub fn seal_keys(&self) -> &[SealKey] {
+        &self.seal_keys
+    }
+
+    /// Persistent mode: re-pin after a failure.
+    pub fn change_on_failure(&self) -> bool {
+        self.change_on_failure
+    }
+
+    /// The names of the headers the filter writes.
+    pub fn headers(&self) -> &HeaderNames {
+        &self.headers
+    }
+
+    /// Record the decision in filter state.
+    pub fn filter_state(&self) -> bool {
+        self.filter_state
+    }
+
+    /// The response header that explains the decision, if configured.
+    pub fn debug_header(&self) -> Option<&str> {
+        self.debug_header.as_deref()
+    }
+
+    /// The counters this policy's requests move.
+    pub fn counters(&self) -> &PolicyCounters {
+        &self.counters
+    }
+
+    /// Sealed session cookies that opened recently.
+    pub fn opened(&self) -> &OpenedCache {
+        &self.opened
+    }
+
+    /// The cookies a decision under this policy reads.
+    pub fn read_cookies(&self) -> &[String] {
+        &self.read_cookies
+    }
+
+    /// This policy with some versions at fixed weights (`(version index,
+    /// weight)`), as if the config said so: what `simulate` steps
+    /// through. Refused, with the reason, when an index is not a
+    /// non-default version or the weights of the others exceed the total.
+    ///
+    /// ```
+    /// let plugin = sticky_canary::compile_json(
+    ///     r#"{"versions": [{"name": "a"}, {"name": "b", "weight": 10}]}"#).unwrap();
+    /// let p = plugin.global.unwrap();
+    /// assert_eq!(p.with_weights(&[(1, 30)]).unwrap().weights_at(0), [70, 30]);
+    /// assert!(p.with_weights(&[(1, 101)]).is_err());
+    /// assert!(p.with_weights(&[(0, 50)]).is_err());
+    /// ```
+    pub fn with_weights(&self, set: &[(usize, u32)]) -> Result<Policy, String> {
+        let mut p = self.clone();
+        for &(i, w) in set {
+            match p.versions.get_mut(i) {
+                Some(v) if i > 0 => v.weight = Weight::Fixed(w),
+                Some(v) => {
+                    return Err(format!(
+                        "{} is the default version: it takes what the others leave",
+                        v.name
+                    ))
+                }
+                None => return Err(format!("no version {i}")),
+            }
+        }
+        let most: u64 = p
+            .versions
+            .iter()
+            .skip(1)
+            .map(|v| u64::from(v.weight.max()))
+            .sum();
+        if most > u64::from(p.total) {
+            return Err(format!(
+                "weights add up to {most}, over weight_total {}",
+                p.total
+            ));
+        }
+        Ok(p)
+    }
+
     /// Effective weight of every version at `now`; the default version gets
     /// what the others leave.
     pub fn weights_at(&self, now: u64) -> Vec<u32> {
@@ -352,6 +550,12 @@ impl Policy {
     /// Index of the version with this cookie id.
     pub fn version_by_id(&self, id: u32) -> Option<usize> {
         self.versions.iter().position(|v| v.id == id)
+    }
+
+    /// The bucket of a session key under this policy: FNV-1a of the seed
+    /// and the key, in `0..total` ([`crate::hash::bucket`]).
+    pub fn bucket(&self, key: &[u8]) -> u32 {
+        crate::hash::bucket(&self.seed, key, self.total)
     }
 
     /// Does this policy need the client address property?
@@ -405,14 +609,64 @@ impl Plugin {
 /// version takes the rest. Raising the last-listed version's weight thus
 /// moves exactly the new buckets to it, and nobody back.
 pub fn version_for_bucket(weights: &[u32], bucket: u32) -> usize {
+    canary_ranges(weights)
+        .find(|&(_, _, end)| bucket < end)
+        .map_or(0, |(i, _, _)| i)
+}
+
+/// The non-default versions' bucket ranges in config order, as `(index,
+/// start, end)`: each starts where the one before it ends, from bucket 0.
+fn canary_ranges(weights: &[u32]) -> impl Iterator<Item = (usize, u32, u32)> + '_ {
+    weights
+        .iter()
+        .enumerate()
+        .skip(1)
+        .scan(0u32, |upper, (i, w)| {
+            let start = *upper;
+            *upper = upper.saturating_add(*w);
+            Some((i, start, *upper))
+        })
+}
+
+/// The buckets each version owns at these weights, out of `0..total`, by
+/// version index: the layout [`version_for_bucket`] reads. A version at
+/// weight 0 owns an empty range; the default version (index 0) owns what
+/// the others leave, at the end.
+///
+/// ```
+/// use sticky_canary::policy::{bucket_ranges, version_for_bucket};
+///
+/// let weights = [70, 20, 10, 0];
+/// assert_eq!(bucket_ranges(&weights, 100), [30..100, 0..20, 20..30, 30..30]);
+/// assert_eq!(version_for_bucket(&weights, 25), 2);
+/// ```
+pub fn bucket_ranges(weights: &[u32], total: u32) -> Vec<std::ops::Range<u32>> {
+    let mut out = vec![0..0; weights.len()];
     let mut upper = 0u32;
-    for (i, w) in weights.iter().enumerate().skip(1) {
-        upper = upper.saturating_add(*w);
-        if bucket < upper {
-            return i;
+    for (i, start, end) in canary_ranges(weights) {
+        if let Some(r) = out.get_mut(i) {
+            *r = start.min(total)..end.min(total);
         }
+        upper = end;
     }
-    0
+    if let Some(default) = out.first_mut() {
+        *default = upper.min(total)..total;
+    }
+    out
+}
+
+/// Does `version` drain at these weights? A canary (any version but the
+/// default) at weight 0 gets no new user; the users its sessions remember,
+/// whether a rule or the weights placed them, stay until their session
+/// expires, which is not renewed meanwhile (drain), or, with `rollback`,
+/// are placed by weight again at once. The default version never drains:
+/// at weight 0 the canaries hold the whole total and take every user the
+/// weights place.
+///
+/// The one definition the filter's counters (`reason="drain"`), `explain`
+/// and `simulate` share.
+pub fn drains(weights: &[u32], version: usize) -> bool {
+    version != 0 && weights.get(version) == Some(&0)
 }
 
 #[cfg(test)]
@@ -459,6 +713,39 @@ mod tests {
             }
             assert_eq!(p.weights(0).spilled(), n > 8, "{n} versions");
         }
+    }
+
+    #[test]
+    fn bucket_ranges_are_the_layout_version_for_bucket_reads() {
+        let cases: &[&[u32]] = &[
+            &[70, 20, 10],
+            &[0, 60, 40],
+            &[100, 0],
+            &[50, 0, 25, 0, 25],
+            &[1, 0, 0],
+            &[3],
+        ];
+        for w in cases {
+            let total: u32 = w.iter().sum();
+            let ranges = bucket_ranges(w, total);
+            assert_eq!(ranges.len(), w.len());
+            for (i, r) in ranges.iter().enumerate() {
+                assert_eq!(r.len() as u32, w[i], "{w:?} version {i}");
+            }
+            for b in 0..total {
+                let v = version_for_bucket(w, b);
+                assert!(ranges[v].contains(&b), "{w:?} bucket {b}");
+            }
+        }
+    }
+
+    #[test]
+    fn only_canaries_at_weight_0_drain() {
+        let w = [0, 100, 0];
+        assert!(!drains(&w, 0), "the default version never drains");
+        assert!(!drains(&w, 1));
+        assert!(drains(&w, 2));
+        assert!(!drains(&w, 3), "no such version");
     }
 
     #[test]

@@ -15,9 +15,14 @@
 //! seed is drawn on the first fill, so every VM (Envoy runs one per
 //! worker, each with fresh memory) draws its own.
 
-use crate::decide::Entropy;
 use chacha20::cipher::{KeyIvInit, StreamCipher};
 use chacha20::ChaCha20;
+
+/// Randomness for new session keys and cookie nonces.
+pub trait Entropy {
+    /// Fill `buf` with random bytes; `false` if no randomness is available.
+    fn fill(&mut self, buf: &mut [u8]) -> bool;
+}
 
 /// Fills between two seeds from the host.
 pub const RESEED_AFTER: u32 = 1 << 16;
@@ -75,6 +80,50 @@ impl<S: FnMut(&mut [u8]) -> bool> Entropy for Reseeding<S> {
                         .is_some_and(|c| c.try_apply_keystream(buf).is_ok())
             }
         }
+    }
+}
+
+/// Deterministic randomness: SplitMix64 from a seed, the same bytes on
+/// every platform. For simulations and repeatable explanations (the
+/// command-line tool's `--random-seed` and `--seed`) and for tests; never
+/// for real sessions, whose keys must not be guessable ([`Reseeding`]).
+///
+/// ```
+/// use sticky_canary::rng::{Entropy, SplitMix64};
+///
+/// let (mut a, mut b) = (SplitMix64(7), SplitMix64(7));
+/// let (mut x, mut y) = ([0u8; 16], [0u8; 16]);
+/// assert!(a.fill(&mut x) && b.fill(&mut y));
+/// assert_eq!(x, y);
+/// assert!((0.0..1.0).contains(&a.unit()));
+/// ```
+#[derive(Debug, Clone)]
+pub struct SplitMix64(pub u64);
+
+impl SplitMix64 {
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// A uniform number in `[0, 1)`.
+    pub fn unit(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+impl Entropy for SplitMix64 {
+    /// Eight bytes of each [`SplitMix64::next_u64`], little-endian.
+    fn fill(&mut self, buf: &mut [u8]) -> bool {
+        for chunk in buf.chunks_mut(8) {
+            let bytes = self.next_u64().to_le_bytes();
+            chunk.copy_from_slice(bytes.get(..chunk.len()).unwrap_or_default());
+        }
+        true
     }
 }
 

@@ -26,7 +26,6 @@
 //! A later format takes a new marker, so this one stays readable.
 
 use crate::hash::fnv64;
-use crate::metrics::Rejection;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
@@ -50,6 +49,45 @@ const NONCE: usize = 24;
 const TAG: usize = 16;
 const AAD_PREFIX: &[u8] = b"sticky-canary/cookie/1\0";
 
+/// Why a session cookie was not used (`cause` label of
+/// `sticky_canary_cookie_rejected_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rejection {
+    /// Not a cookie of ours at all: bad marker, base64, length or format.
+    Garbled,
+    /// Its check or seal does not verify under any configured key (edited,
+    /// sealed under a retired key, or plain where sealing is on).
+    Forged,
+    /// Past its expiry.
+    Expired,
+    /// Made for another identity than the configured key source gives.
+    OtherKey,
+    /// Sent in copies that disagree, or in too many copies.
+    Duplicated,
+}
+
+impl Rejection {
+    /// Every cause, in label order.
+    pub const ALL: [Rejection; 5] = [
+        Rejection::Garbled,
+        Rejection::Forged,
+        Rejection::Expired,
+        Rejection::OtherKey,
+        Rejection::Duplicated,
+    ];
+
+    /// The label value.
+    pub fn label(self) -> &'static str {
+        match self {
+            Rejection::Garbled => "garbled",
+            Rejection::Forged => "forged",
+            Rejection::Expired => "expired",
+            Rejection::OtherKey => "other_key",
+            Rejection::Duplicated => "duplicated",
+        }
+    }
+}
+
 /// Why the version in a session was chosen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Origin {
@@ -57,6 +95,16 @@ pub enum Origin {
     Weight,
     /// By an explicit rule: it stays until a rule says otherwise.
     Rule,
+}
+
+impl Origin {
+    /// `weight` or `rule`.
+    pub fn label(self) -> &'static str {
+        match self {
+            Origin::Weight => "weight",
+            Origin::Rule => "rule",
+        }
+    }
 }
 
 /// The content of a session cookie.
@@ -245,63 +293,83 @@ impl Session {
         }
     }
 
-    /// Like [`Session::open`], saying why a cookie is not usable.
+    /// Like [`Session::open`], saying why a cookie is not usable: what the
+    /// filter does with every copy of the session cookie. The `bool` is
+    /// set when a key other than the first opened it (re-seal it).
     pub fn open_why(
         value: &str,
         cookie_name: &str,
         keys: &[SealKey],
         now: u64,
-    ) -> Result<(Session, bool), Rejection> {
-        let (session, stale_key) = Self::open_inner(value, cookie_name, keys)?;
-        if u64::from(session.expiry) <= now {
-            return Err(Rejection::Expired);
+    ) -> Result<(Session, bool), Defect> {
+        let read = Self::read(value, cookie_name, keys)?;
+        if u64::from(read.session.expiry) <= now {
+            return Err(Defect::Expired(read.session.expiry));
         }
-        Ok((session, stale_key))
+        Ok((read.session, read.key.is_some_and(|k| k > 0)))
     }
 
-    fn open_inner(
-        value: &str,
-        cookie_name: &str,
-        keys: &[SealKey],
-    ) -> Result<(Session, bool), Rejection> {
-        if value.len() > MAX_COOKIE_VALUE || value.len() < 2 {
-            return Err(Rejection::Garbled);
+    /// Open a cookie value without judging its expiry: the session, its
+    /// format and the key that opened it, or the first [`Defect`] found.
+    /// [`Session::open_why`] is this plus the expiry; the command-line tool
+    /// calls it to say what a cookie holds and why it does not open.
+    ///
+    /// ```
+    /// use sticky_canary::session::{Defect, Format, Origin, SealKey, Session};
+    ///
+    /// let s = Session { key: [7; 16], version_id: 1, origin: Origin::Weight, expiry: 60, endpoint: None };
+    /// let keys = [SealKey([1; 32]), SealKey([2; 32])];
+    /// let sealed = s.encode("sc", &keys[1..], &[0; 24]);
+    /// let read = Session::read(&sealed, "sc", &keys).unwrap();
+    /// assert_eq!((read.format, read.key), (Format::Sealed, Some(1)));
+    /// assert_eq!(Session::read(&sealed, "sc", &[]).err(), Some(Defect::SealedWherePlain));
+    /// assert_eq!(Session::read("éAAAA", "sc", &[]).err(), Some(Defect::UnknownFormat));
+    /// assert_eq!(Session::open_why(&sealed, "sc", &keys, 60).err(), Some(Defect::Expired(60)));
+    /// ```
+    pub fn read(value: &str, cookie_name: &str, keys: &[SealKey]) -> Result<Read, Defect> {
+        if value.len() > MAX_COOKIE_VALUE {
+            return Err(Defect::TooLong);
         }
-        // Not split_at(1): the first character may be more than one byte.
-        let Some((marker, body)) = value.split_at_checked(1) else {
-            return Err(Rejection::Garbled);
+        if value.len() < 2 {
+            return Err(Defect::TooShort);
+        }
+        // The marker is one ASCII byte, so the body starts at byte 1; a
+        // value that starts otherwise (a character of several bytes too:
+        // slicing it at 1 panicked, found by fuzzing) is not ours.
+        let format = match value.as_bytes().first() {
+            Some(b'1') => Format::Plain,
+            Some(b'2') => Format::Sealed,
+            _ => return Err(Defect::UnknownFormat),
         };
+        let body = value.get(1..).ok_or(Defect::UnknownFormat)?;
         // Decoded on the stack: MAX_COOKIE_VALUE base64 characters are at
         // most 3/4 as many bytes.
         let mut buf = [0u8; MAX_COOKIE_VALUE];
-        let body = match marker {
-            "1" | "2" => {
-                let n = URL_SAFE_NO_PAD
-                    .decode_slice(body, &mut buf)
-                    .map_err(|_| Rejection::Garbled)?;
-                buf.get(..n).ok_or(Rejection::Garbled)?
-            }
-            _ => return Err(Rejection::Garbled),
-        };
-        match (marker, keys.is_empty()) {
-            ("1", true) => {
-                let split = body.len().checked_sub(CHECK).ok_or(Rejection::Garbled)?;
+        let n = URL_SAFE_NO_PAD
+            .decode_slice(body, &mut buf)
+            .map_err(|_| Defect::NotBase64)?;
+        let body = buf.get(..n).ok_or(Defect::NotBase64)?;
+        match (format, keys.is_empty()) {
+            (Format::Plain, true) => {
+                let split = body.len().checked_sub(CHECK).ok_or(Defect::Malformed)?;
                 if split < FIXED {
-                    return Err(Rejection::Garbled);
+                    return Err(Defect::Malformed);
                 }
                 let (payload, check) = body.split_at(split);
                 let want = fnv64(&[AAD_PREFIX, cookie_name.as_bytes(), b"\0", payload]);
                 if check != want.to_be_bytes() {
-                    return Err(Rejection::Forged);
+                    return Err(Defect::CheckFails);
                 }
-                Ok((
-                    Self::from_payload(payload).ok_or(Rejection::Garbled)?,
-                    false,
-                ))
+                let session = Self::from_payload(payload).ok_or(Defect::Malformed)?;
+                Ok(Read {
+                    session,
+                    format,
+                    key: None,
+                })
             }
-            ("2", false) => {
+            (Format::Sealed, false) => {
                 if body.len() < NONCE + TAG + FIXED {
-                    return Err(Rejection::Garbled);
+                    return Err(Defect::Malformed);
                 }
                 let (nonce, sealed) = body.split_at(NONCE);
                 let aad = aad(cookie_name);
@@ -318,12 +386,119 @@ impl Session {
                                 },
                             )
                             .ok()?;
-                        Some((Self::from_payload(&payload)?, i > 0))
+                        Some(Read {
+                            session: Self::from_payload(&payload)?,
+                            format,
+                            key: Some(i),
+                        })
                     })
-                    .ok_or(Rejection::Forged)
+                    .ok_or(Defect::NoKeyOpens)
             }
-            // Plain where sealing is on, or sealed where it is off.
-            _ => Err(Rejection::Forged),
+            (Format::Plain, false) => Err(Defect::PlainWhereSealed),
+            (Format::Sealed, true) => Err(Defect::SealedWherePlain),
+        }
+    }
+}
+
+/// The two forms of a session cookie value, told apart by its first
+/// character (the format marker).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// Marker `1`: readable, with an integrity check (no secrets configured).
+    Plain,
+    /// Marker `2`: sealed with XChaCha20-Poly1305 (secrets configured).
+    Sealed,
+}
+
+impl Format {
+    /// The format of a cookie value, by its marker; `None` for a marker
+    /// the filter does not know (another cookie, or a newer format).
+    pub fn of(value: &str) -> Option<Format> {
+        value.chars().next().and_then(Format::of_marker)
+    }
+
+    fn of_marker(c: char) -> Option<Format> {
+        match c {
+            '1' => Some(Format::Plain),
+            '2' => Some(Format::Sealed),
+            _ => None,
+        }
+    }
+
+    /// The marker character.
+    pub fn marker(self) -> char {
+        match self {
+            Format::Plain => '1',
+            Format::Sealed => '2',
+        }
+    }
+
+    /// `plain` or `sealed`.
+    pub fn label(self) -> &'static str {
+        match self {
+            Format::Plain => "plain",
+            Format::Sealed => "sealed",
+        }
+    }
+}
+
+/// A cookie value that opened, its expiry not yet judged (see
+/// [`Session::read`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Read {
+    /// What it holds.
+    pub session: Session,
+    /// Plain or sealed.
+    pub format: Format,
+    /// The index of the key that opened it (`None`: plain, no key).
+    pub key: Option<usize>,
+}
+
+/// Why a cookie value does not open (see [`Session::read`]); each maps to
+/// the `cause` label the filter counts it under ([`Defect::rejection`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Defect {
+    /// Longer than [`MAX_COOKIE_VALUE`]: not even decoded.
+    TooLong,
+    /// Shorter than two bytes.
+    TooShort,
+    /// The first character is not a format marker the filter knows: not a
+    /// cookie of ours, or a newer format.
+    UnknownFormat,
+    /// The rest is not unpadded base64url.
+    NotBase64,
+    /// It decodes, but not to a session of this format (a bad length,
+    /// unknown flags or format byte, a bad endpoint).
+    Malformed,
+    /// A plain cookie where the policy seals cookies (issued before
+    /// secrets were configured, or made up).
+    PlainWhereSealed,
+    /// A sealed cookie where the policy has no secrets.
+    SealedWherePlain,
+    /// A plain cookie whose check does not match: altered, or issued
+    /// under another cookie name (the name is part of the check).
+    CheckFails,
+    /// A sealed cookie that none of the keys opens: sealed with another
+    /// key, under another cookie name (sealed in), or altered.
+    NoKeyOpens,
+    /// It opens, but expired at these Unix seconds.
+    Expired(u32),
+}
+
+impl Defect {
+    /// The `cause` label the filter counts this under.
+    pub fn rejection(self) -> Rejection {
+        match self {
+            Defect::TooLong
+            | Defect::TooShort
+            | Defect::UnknownFormat
+            | Defect::NotBase64
+            | Defect::Malformed => Rejection::Garbled,
+            Defect::PlainWhereSealed
+            | Defect::SealedWherePlain
+            | Defect::CheckFails
+            | Defect::NoKeyOpens => Rejection::Forged,
+            Defect::Expired(_) => Rejection::Expired,
         }
     }
 }
@@ -351,25 +526,27 @@ impl OpenedCache {
         cookie_name: &str,
         keys: &[SealKey],
         now: u64,
-    ) -> Result<(Session, bool), Rejection> {
-        if keys.is_empty() {
-            return Session::open_why(value, cookie_name, keys, now);
-        }
-        if let Ok(map) = self.map.try_borrow() {
-            if let Some((session, stale)) = map.get(value) {
-                return if u64::from(session.expiry) > now {
-                    Ok((session.clone(), *stale))
-                } else {
-                    Err(Rejection::Expired)
-                };
+    ) -> Result<(Session, bool), Defect> {
+        let sealed = !keys.is_empty();
+        if sealed {
+            if let Ok(map) = self.map.try_borrow() {
+                if let Some((session, stale)) = map.get(value) {
+                    return if u64::from(session.expiry) > now {
+                        Ok((session.clone(), *stale))
+                    } else {
+                        Err(Defect::Expired(session.expiry))
+                    };
+                }
             }
         }
         let opened = Session::open_why(value, cookie_name, keys, now)?;
-        if let Ok(mut map) = self.map.try_borrow_mut() {
-            if map.len() >= Self::CAPACITY {
-                map.clear();
+        if sealed {
+            if let Ok(mut map) = self.map.try_borrow_mut() {
+                if map.len() >= Self::CAPACITY {
+                    map.clear();
+                }
+                map.insert(value.into(), opened.clone());
             }
-            map.insert(value.into(), opened.clone());
         }
         Ok(opened)
     }
@@ -509,28 +686,68 @@ mod tests {
     }
 
     #[test]
-    fn rejections_say_why() {
+    fn defects_say_why_and_map_to_the_counted_cause() {
+        use Rejection::{Expired, Forged, Garbled};
         let k = SealKey([1; 32]);
         let plain = sample(None).encode("c", &[], &[0; 24]);
         let sealed = sample(None).encode("c", std::slice::from_ref(&k), &[0; 24]);
-        let why = |v: &str, keys: &[SealKey], now| Session::open_why(v, "c", keys, now).err();
-        assert_eq!(why(&plain, &[], NOW), None);
-        assert_eq!(why(&plain, &[], 2_000_000_000), Some(Rejection::Expired));
-        assert_eq!(why("1!!!", &[], NOW), Some(Rejection::Garbled));
-        assert_eq!(why("9AAAA", &[], NOW), Some(Rejection::Garbled));
         let mut flipped = plain.clone().into_bytes();
         flipped[5] = if flipped[5] == b'A' { b'B' } else { b'A' };
         let flipped = String::from_utf8(flipped).unwrap();
-        assert_eq!(why(&flipped, &[], NOW), Some(Rejection::Forged));
+        let long = "1".repeat(MAX_COOKIE_VALUE + 1);
+        let no_key: &[SealKey] = &[];
+        let cases: &[(&str, &[SealKey], u64, Defect, Rejection)] = &[
+            (
+                &plain,
+                no_key,
+                2_000_000_000,
+                Defect::Expired(2_000_000_000),
+                Expired,
+            ),
+            (&long, no_key, NOW, Defect::TooLong, Garbled),
+            ("1", no_key, NOW, Defect::TooShort, Garbled),
+            ("é", no_key, NOW, Defect::UnknownFormat, Garbled),
+            ("", no_key, NOW, Defect::TooShort, Garbled),
+            ("9AAAA", no_key, NOW, Defect::UnknownFormat, Garbled),
+            ("éAAAA", no_key, NOW, Defect::UnknownFormat, Garbled),
+            ("1!!!", no_key, NOW, Defect::NotBase64, Garbled),
+            ("1AAAA", no_key, NOW, Defect::Malformed, Garbled),
+            (
+                "2AAAAAAAA",
+                std::slice::from_ref(&k),
+                NOW,
+                Defect::Malformed,
+                Garbled,
+            ),
+            (&flipped, no_key, NOW, Defect::CheckFails, Forged),
+            (
+                &plain,
+                std::slice::from_ref(&k),
+                NOW,
+                Defect::PlainWhereSealed,
+                Forged,
+            ),
+            (
+                &sealed,
+                &[SealKey([2; 32])],
+                NOW,
+                Defect::NoKeyOpens,
+                Forged,
+            ),
+            (&sealed, no_key, NOW, Defect::SealedWherePlain, Forged),
+        ];
+        for (value, keys, now, defect, cause) in cases {
+            let got = Session::open_why(value, "c", keys, *now).err();
+            assert_eq!(got, Some(*defect), "{value}");
+            assert_eq!(defect.rejection(), *cause, "{value}");
+        }
+        assert_eq!(Session::open_why(&plain, "c", &[], NOW).err(), None);
         assert_eq!(
-            why(&plain, std::slice::from_ref(&k), NOW),
-            Some(Rejection::Forged)
+            Session::read(&plain, "c", &[]).map(|r| (r.format, r.key)),
+            Ok((Format::Plain, None))
         );
-        assert_eq!(
-            why(&sealed, &[SealKey([2; 32])], NOW),
-            Some(Rejection::Forged)
-        );
-        assert_eq!(why(&sealed, &[], NOW), Some(Rejection::Forged));
+        assert_eq!(Format::of(&sealed), Some(Format::Sealed));
+        assert_eq!(Format::of("éAAAA"), None);
     }
 
     #[test]
@@ -548,11 +765,11 @@ mod tests {
         assert_eq!(cache.len(), 1);
         assert_eq!(
             cache.open(&v, "c", keys, 2_000_000_000),
-            Err(Rejection::Expired)
+            Err(Defect::Expired(2_000_000_000))
         );
         assert_eq!(
-            cache.open("2garbage", "c", keys, NOW),
-            Err(Rejection::Garbled)
+            cache.open("2AAAAAAAA", "c", keys, NOW),
+            Err(Defect::Malformed)
         );
         assert_eq!(cache.len(), 1, "only values that opened are kept");
         for i in 0..OpenedCache::CAPACITY + 1 {

@@ -25,7 +25,7 @@ use sticky_canary::pipeline::{Exchange, Upstream};
 use sticky_canary::policy::{KeySource, Weight};
 use sticky_canary::request::Lookup;
 use sticky_canary::session::{Opened, SealKey, Session};
-use sticky_canary::{decide, hash, CookieState, Reason, Request};
+use sticky_canary::{decide, hash, Basis, CookieState, Request};
 
 /// Session key from the `x-user` header.
 const USER_KEY: &str = r#","session":{"key":{"from":"header","name":"x-user"}}"#;
@@ -68,9 +68,9 @@ const RULES: &str = r#"{
 fn rules_table() {
     let p = plugin(RULES);
     let policy = global(&p);
-    use Reason::{Rule, Weight as W};
+    use Basis::{Rule, Weight as W};
     #[rustfmt::skip]
-    let rows: &[(&str, &[(&str, &str)], &str, Reason)] = &[
+    let rows: &[(&str, &[(&str, &str)], &str, Basis)] = &[
         ("no rule input", &[], "v1", W),
         // header, exact value
         ("header exact", &[("x-canary", "v2")], "v2", Rule(0)),
@@ -126,12 +126,12 @@ fn rules_table() {
         }
         let d = decide(policy, &request(&h, NOW), &mut TestRng(1));
         assert_eq!(
-            (vname(policy, &d).as_str(), d.reason),
+            (vname(policy, &d).as_str(), d.basis),
             (*want, *reason),
             "{what}"
         );
         // A rule-assigned version is recorded as such in the cookie.
-        let from_rule = matches!(d.reason, Reason::Rule(_));
+        let from_rule = matches!(d.basis, Basis::Rule(_));
         assert_eq!(
             d.session.origin == sticky_canary::session::Origin::Rule,
             from_rule,
@@ -146,10 +146,7 @@ fn query_inside_the_fragment_is_not_a_query() {
     let policy = global(&p);
     let h = headers(&[(":path", "/x#?ver=v+3")]);
     let d = decide(policy, &request(&h, NOW), &mut TestRng(1));
-    assert_eq!(
-        (vname(policy, &d).as_str(), d.reason),
-        ("v1", Reason::Weight)
-    );
+    assert_eq!((vname(policy, &d).as_str(), d.basis), ("v1", Basis::Weight));
 }
 
 #[test]
@@ -161,10 +158,10 @@ fn long_urls_keep_their_path_and_query() {
     assert_eq!(req.query("ver").as_deref(), Some("v 3"));
     let p = plugin(RULES);
     let d = decide(global(&p), &req, &mut TestRng(1));
-    assert_eq!(d.reason, Reason::Rule(5));
+    assert_eq!(d.basis, Basis::Rule(5));
     // Route entries match the path prefix whatever the query's length.
     let p = plugin(ROUTES);
-    assert_eq!(p.select(&req).map(|pol| pol.scope.as_str()), Some("api"));
+    assert_eq!(p.select(&req).map(|pol| pol.scope()), Some("api"));
     let p = plugin(&two_versions(
         10,
         100,
@@ -254,7 +251,7 @@ fn weights_assign_exactly_by_bucket() {
             let b = bucket_of(&user, b"", total);
             let want = if b < w { "canary" } else { "stable" };
             assert_eq!(vname(policy, &d), want, "w={w}/{total} {user} bucket {b}");
-            assert_eq!(d.reason, Reason::Weight);
+            assert_eq!(d.basis, Basis::Weight);
             assert!(!d.key_fallback);
             canary += usize::from(want == "canary");
         }
@@ -315,7 +312,7 @@ fn seed_reshuffles_buckets() {
         &format!(r#",{}"#, &format!(r#""seed":"spring-sale"{USER_KEY}"#)),
     ));
     let (p, s) = (global(&plain), global(&seeded));
-    assert_eq!(s.seed, b"spring-sale");
+    assert_eq!(s.seed(), b"spring-sale");
     let mut differ = 0;
     for i in 0..1000 {
         let user = format!("user-{i}");
@@ -342,10 +339,10 @@ fn default_weight_given_explicitly_is_the_remainder() {
         r#"{"weight_total":1000,"versions":[{"name":"a","weight":700},{"name":"b","weight":200},{"name":"c","weight":100}]}"#,
     );
     let policy = global(&p);
-    assert_eq!(policy.total, 1000);
+    assert_eq!(policy.total(), 1000);
     assert_eq!(policy.weights_at(NOW), [700, 200, 100]);
     assert_eq!(
-        policy.versions[0].weight,
+        policy.versions()[0].weight(),
         Weight::Fixed(0),
         "the default's weight is derived, not stored"
     );
@@ -376,8 +373,8 @@ fn weight_assigned_user_follows_the_bucket() {
     for (i, (policy, want, write, state)) in steps.into_iter().enumerate() {
         let v = c.visit(policy, &[], NOW + i as u64, &mut rng);
         assert_eq!(
-            (v.version.as_str(), v.reason, v.write, v.state),
-            (want, Reason::Weight, write, state),
+            (v.version.as_str(), v.basis, v.write, v.state),
+            (want, Basis::Weight, write, state),
             "step {i}"
         );
         // Same key throughout: the pod hash never changes.
@@ -393,12 +390,12 @@ fn drain_keeps_remembered_users_and_rollback_moves_them() {
     let p0_rollback = plugin(&two_versions(0, 100, r#","rollback":true"#));
     let mut c = Client::new();
     let v = c.visit(global(&p10), &[], NOW, &mut rng);
-    assert_eq!((v.version.as_str(), v.reason), ("canary", Reason::Weight));
+    assert_eq!((v.version.as_str(), v.basis), ("canary", Basis::Weight));
     // Weight 0 without rollback: the user stays (drain), nothing rewritten.
     let v = c.visit(global(&p0), &[], NOW + 1, &mut rng);
     assert_eq!(
-        (v.version.as_str(), v.reason, v.write),
-        ("canary", Reason::Remembered, false)
+        (v.version.as_str(), v.basis, v.write),
+        ("canary", Basis::Remembered, false)
     );
     // A new user never gets the drained version.
     let v = Client::new().visit(
@@ -411,14 +408,14 @@ fn drain_keeps_remembered_users_and_rollback_moves_them() {
     // Rollback: reassigned by weight, cookie rewritten.
     let v = c.visit(global(&p0_rollback), &[], NOW + 2, &mut rng);
     assert_eq!(
-        (v.version.as_str(), v.reason, v.write),
-        ("stable", Reason::Weight, true)
+        (v.version.as_str(), v.basis, v.write),
+        ("stable", Basis::Weight, true)
     );
     // Once moved, the user stays on stable even without rollback.
     let v = c.visit(global(&p0), &[], NOW + 3, &mut rng);
     assert_eq!(
-        (v.version.as_str(), v.reason, v.write),
-        ("stable", Reason::Weight, false)
+        (v.version.as_str(), v.basis, v.write),
+        ("stable", Basis::Weight, false)
     );
 }
 
@@ -442,8 +439,8 @@ fn the_default_version_never_drains() {
         &mut rng,
     );
     assert_eq!(
-        (v.version.as_str(), v.reason, v.write),
-        ("canary", Reason::Weight, true)
+        (v.version.as_str(), v.basis, v.write),
+        ("canary", Basis::Weight, true)
     );
     // A user a rule sent to the default (`never`) stays there: rule memory
     // is not weight, and rollback only concerns canaries.
@@ -451,11 +448,11 @@ fn the_default_version_never_drains() {
         let mut c = Client::new();
         let p100 = plugin(&two_versions(100, 100, &format!("{SENTINEL}{extra}")));
         let v = c.visit(global(&p100), &[("x-canary", "never")], NOW, &mut rng);
-        assert_eq!((v.version.as_str(), v.reason), ("stable", Reason::Rule(0)));
+        assert_eq!((v.version.as_str(), v.basis), ("stable", Basis::Rule(0)));
         let v = c.visit(global(&p100), &[], NOW + 1, &mut rng);
         assert_eq!(
-            (v.version.as_str(), v.reason, v.write),
-            ("stable", Reason::Remembered, false),
+            (v.version.as_str(), v.basis, v.write),
+            ("stable", Basis::Remembered, false),
             "{extra}"
         );
     }
@@ -472,38 +469,35 @@ fn rule_assigned_version_is_remembered_and_rules_beat_memory() {
     let mut c = Client::new();
     let v = c.visit(policy, &[("x-canary", "always")], NOW, &mut rng);
     assert_eq!(
-        (v.version.as_str(), v.reason, v.write),
-        ("canary", Reason::Rule(0), true)
+        (v.version.as_str(), v.basis, v.write),
+        ("canary", Basis::Rule(0), true)
     );
     // No rule now: the remembered rule choice beats the bucket.
     let v = c.visit(policy, &[], NOW + 1, &mut rng);
     assert_eq!(
-        (v.version.as_str(), v.reason, v.write),
-        ("canary", Reason::Remembered, false)
+        (v.version.as_str(), v.basis, v.write),
+        ("canary", Basis::Remembered, false)
     );
     // A matching rule beats memory and is recorded.
     let v = c.visit(policy, &[("x-canary", "never")], NOW + 2, &mut rng);
     assert_eq!(
-        (v.version.as_str(), v.reason, v.write),
-        ("stable", Reason::Rule(0), true)
+        (v.version.as_str(), v.basis, v.write),
+        ("stable", Basis::Rule(0), true)
     );
     let v = c.visit(policy, &[], NOW + 3, &mut rng);
     assert_eq!(
-        (v.version.as_str(), v.reason, v.write),
-        ("stable", Reason::Remembered, false)
+        (v.version.as_str(), v.basis, v.write),
+        ("stable", Basis::Remembered, false)
     );
     // A rule giving the same version again changes nothing in the cookie.
     let v = c.visit(policy, &[("x-canary", "never")], NOW + 4, &mut rng);
     assert_eq!(
-        (v.version.as_str(), v.reason, v.write),
-        ("stable", Reason::Rule(0), false)
+        (v.version.as_str(), v.basis, v.write),
+        ("stable", Basis::Rule(0), false)
     );
     // A non-sentinel value falls through to memory.
     let v = c.visit(policy, &[("x-canary", "maybe")], NOW + 5, &mut rng);
-    assert_eq!(
-        (v.version.as_str(), v.reason),
-        ("stable", Reason::Remembered)
-    );
+    assert_eq!((v.version.as_str(), v.basis), ("stable", Basis::Remembered));
 }
 
 #[test]
@@ -518,13 +512,13 @@ fn rule_beats_a_drained_weight_memory() {
     );
     let p0 = plugin(&two_versions(0, 100, SENTINEL));
     assert_eq!(
-        c.visit(global(&p0), &[], NOW + 1, &mut rng).reason,
-        Reason::Remembered
+        c.visit(global(&p0), &[], NOW + 1, &mut rng).basis,
+        Basis::Remembered
     );
     let v = c.visit(global(&p0), &[("x-canary", "never")], NOW + 2, &mut rng);
     assert_eq!(
-        (v.version.as_str(), v.reason, v.write),
-        ("stable", Reason::Rule(0), true)
+        (v.version.as_str(), v.basis, v.write),
+        ("stable", Basis::Rule(0), true)
     );
     // Back at weight 10 the bucket says canary, but the rule choice sticks.
     let v = c.visit(
@@ -533,10 +527,7 @@ fn rule_beats_a_drained_weight_memory() {
         NOW + 3,
         &mut rng,
     );
-    assert_eq!(
-        (v.version.as_str(), v.reason),
-        ("stable", Reason::Remembered)
-    );
+    assert_eq!((v.version.as_str(), v.basis), ("stable", Basis::Remembered));
 }
 
 #[test]
@@ -555,18 +546,15 @@ fn rule_memory_at_weight_zero_drains_or_rolls_back() {
         "canary"
     );
     let v = c.visit(global(&p0), &[], NOW + 1, &mut rng);
-    assert_eq!(
-        (v.version.as_str(), v.reason),
-        ("canary", Reason::Remembered)
-    );
+    assert_eq!((v.version.as_str(), v.basis), ("canary", Basis::Remembered));
     let v = c.visit(global(&p0_rb), &[], NOW + 2, &mut rng);
     assert_eq!(
-        (v.version.as_str(), v.reason, v.write),
-        ("stable", Reason::Weight, true)
+        (v.version.as_str(), v.basis, v.write),
+        ("stable", Basis::Weight, true)
     );
     // With rollback on, the rule itself still wins.
     let v = c.visit(global(&p0_rb), &[("x-canary", "always")], NOW + 3, &mut rng);
-    assert_eq!((v.version.as_str(), v.reason), ("canary", Reason::Rule(0)));
+    assert_eq!((v.version.as_str(), v.basis), ("canary", Basis::Rule(0)));
 }
 
 #[test]
@@ -585,8 +573,8 @@ fn removed_version_in_the_cookie_is_reassigned_by_weight() {
     );
     let v = c.visit(global(&two), &[], NOW + 1, &mut rng);
     assert_eq!(
-        (v.version.as_str(), v.reason, v.write, v.state),
-        ("stable", Reason::Weight, true, CookieState::Valid)
+        (v.version.as_str(), v.basis, v.write, v.state),
+        ("stable", Basis::Weight, true, CookieState::Valid)
     );
     let v = c.visit(global(&two), &[], NOW + 2, &mut rng);
     assert_eq!((v.version.as_str(), v.write), ("stable", false));
@@ -607,7 +595,7 @@ fn renamed_version_is_a_removed_version() {
         "canary"
     );
     let v = c.visit(global(&after), &[], NOW + 1, &mut rng);
-    assert_eq!((v.version.as_str(), v.reason), ("stable", Reason::Weight));
+    assert_eq!((v.version.as_str(), v.basis), ("stable", Basis::Weight));
 }
 
 #[test]
@@ -621,14 +609,14 @@ fn legacy_stickiness_has_no_memory() {
         ))
     };
     let (l0, l10) = (legacy(0), legacy(10));
-    assert!(!global(&l0).sticky);
+    assert!(!global(&l0).sticky());
     let mut c = Client::new();
     // Weighted: the bucket decides, every time.
     assert_eq!(c.visit(global(&l10), &[], NOW, &mut rng).version, "canary");
     let v = c.visit(global(&l10), &[], NOW + 1, &mut rng);
     assert_eq!(
-        (v.version.as_str(), v.reason, v.write),
-        ("canary", Reason::Weight, false)
+        (v.version.as_str(), v.basis, v.write),
+        ("canary", Basis::Weight, false)
     );
     // No drain: weight 0 moves the user at once.
     assert_eq!(
@@ -642,7 +630,7 @@ fn legacy_stickiness_has_no_memory() {
         "canary"
     );
     let v = c.visit(global(&l0), &[], NOW + 4, &mut rng);
-    assert_eq!((v.version.as_str(), v.reason), ("stable", Reason::Weight));
+    assert_eq!((v.version.as_str(), v.basis), ("stable", Basis::Weight));
 }
 
 // ======================================================================
@@ -690,7 +678,7 @@ fn without_entropy_the_key_is_derived_from_the_request() {
 fn header_key_source() {
     let p = plugin(&two_versions(50, 100, USER_KEY));
     let policy = global(&p);
-    assert_eq!(policy.key_source, KeySource::Header("x-user".into()));
+    assert_eq!(*policy.key_source(), KeySource::Header("x-user".into()));
     let alice = hash::derive_key(b"alice");
     // (request headers, expected key: Some(user) or None for a fallback)
     #[rustfmt::skip]
@@ -729,7 +717,7 @@ fn header_key_source() {
         &mut TestRng(2),
     );
     assert_eq!((a.version, a.hash), (b.version, b.hash));
-    assert_eq!(a.hash.0, hash::pod_hash(&alice));
+    assert_eq!(a.hash.as_bytes(), hash::pod_hash(&alice));
 
     // The cookie then follows the header's identity.
     let mut c = Client::new();
@@ -944,7 +932,7 @@ fn cookie_written_only_when_new_changed_or_due_for_renewal() {
         &format!(r#"{SENTINEL},"session":{{"ttl":3600}}"#),
     ));
     let policy = global(&p);
-    assert_eq!(policy.ttl, 3600);
+    assert_eq!(policy.ttl(), 3600);
     let mut rng = rng_with_bucket(b"", 100, |b| b >= 50);
     let mut c = Client::new();
     let v = c.visit(policy, &[], NOW, &mut rng);
@@ -987,7 +975,7 @@ fn ttl_defaults_from_max_age_then_expires() {
             100,
             &format!(r#","session":{session}"#),
         )))
-        .ttl
+        .ttl()
     };
     assert_eq!(ttl(r#"{}"#), 86_400);
     assert_eq!(ttl(r#"{"cookie":{"max_age":600}}"#), 600);
@@ -1013,8 +1001,8 @@ fn sealed_cookies_and_key_rotation() {
         sealed(&format!(r#"["{K2}","{K1}"]"#)),
         sealed(&format!(r#"["{K2}"]"#)),
     );
-    assert_eq!(global(&p1).seal_keys.len(), 1);
-    assert_eq!(global(&p1).seal_keys[0].0, [1; 32]);
+    assert_eq!(global(&p1).seal_keys().len(), 1);
+    assert_eq!(global(&p1).seal_keys()[0].0, [1; 32]);
     let mut rng = TestRng(21);
     let mut c = Client::new();
     let v1 = c.visit(global(&p1), &[], NOW, &mut rng);
@@ -1035,7 +1023,7 @@ fn sealed_cookies_and_key_rotation() {
     let under_k2 = c.jar.clone().unwrap();
     assert_ne!(under_k2, under_k1);
     assert!(matches!(
-        Session::open(&under_k2, "sticky-canary", &global(&p2).seal_keys, NOW + 3),
+        Session::open(&under_k2, "sticky-canary", global(&p2).seal_keys(), NOW + 3),
         Opened::Valid {
             stale_key: false,
             ..
@@ -1078,7 +1066,7 @@ fn persistent_mode_pins_the_endpoint() {
     };
     let p = persistent("");
     let policy = global(&p);
-    assert!(policy.change_on_failure);
+    assert!(policy.change_on_failure());
     let mut rng = rng_with_bucket(b"", 100, |b| b >= 50);
     let mut c = Client::new();
     let visit =
@@ -1222,7 +1210,7 @@ fn set_cookie_exact_strings() {
             100,
             &format!(r#","session":{{"cookie":{cookie}}}"#),
         ));
-        let spec = &global(&p).cookie;
+        let spec = &global(&p).cookie();
         assert_eq!(
             setcookie::render(spec, "VAL", NOW, *ua),
             *want,
@@ -1295,7 +1283,7 @@ fn scope<'a>(
         client_address: None,
         now: NOW,
     };
-    p.select(&req).map(|pol| pol.scope.as_str())
+    p.select(&req).map(|pol| pol.scope())
 }
 
 #[test]
@@ -1348,34 +1336,30 @@ fn route_entries_deep_merge_over_the_global_object() {
     assert!(p.routes[2].policy.is_none());
     // Objects merge key by key: the entry's cookie name, the global rest.
     assert_eq!(
-        (
-            g.cookie.name.as_str(),
-            api.cookie.name.as_str(),
-            shop.cookie.name.as_str()
-        ),
+        (g.cookie().name(), api.cookie().name(), shop.cookie().name()),
         ("g", "api", "g")
     );
     assert!(
-        api.cookie.secure == sticky_canary::policy::Secure::Always
-            && api.cookie.same_site == g.cookie.same_site
+        api.cookie().secure() == sticky_canary::cookies::Secure::Always
+            && api.cookie().same_site() == g.cookie().same_site()
     );
-    assert_eq!((api.ttl, shop.ttl), (600, 600));
+    assert_eq!((api.ttl(), shop.ttl()), (600, 600));
     // Arrays are replaced whole.
     let names = |pol: &sticky_canary::Policy| {
-        pol.versions
+        pol.versions()
             .iter()
-            .map(|v| v.name.clone())
+            .map(|v| v.name().to_owned())
             .collect::<Vec<_>>()
     };
     assert_eq!(names(api), ["blue", "green"]);
     assert_eq!(api.weights_at(NOW), [0, 100]);
-    assert!(api.rules.is_empty());
-    assert_eq!(shop.rules.len(), 1, "rules not overridden are inherited");
+    assert!(api.rules().is_empty());
+    assert_eq!(shop.rules().len(), 1, "rules not overridden are inherited");
     assert_eq!(shop.weights_at(NOW), [75, 25]);
     // Scalars: the entry's value, else the global one.
-    assert!(shop.rollback && !g.rollback && !api.rollback);
-    assert_eq!((both.total, g.total), (1000, 100));
-    assert!(g.sticky && !shadow.sticky);
+    assert!(shop.rollback() && !g.rollback() && !api.rollback());
+    assert_eq!((both.total(), g.total()), (1000, 100));
+    assert!(g.sticky() && !shadow.sticky());
     assert_eq!(
         names(shadow),
         ["stable", "canary"],
@@ -1409,7 +1393,7 @@ fn pass_through() {
     assert_eq!(scope(&p, &[(":path", "/a/1")], None, None), Some("a"));
     assert_eq!(scope(&p, &[(":path", "/b")], None, None), None);
     let a = p.routes[0].policy.as_ref().unwrap();
-    assert_eq!((a.cookie.name.as_str(), a.rules.len()), ("shared", 1));
+    assert_eq!((a.cookie().name(), a.rules().len()), ("shared", 1));
     assert!(!p.needs_route_name && !p.needs_virtual_host);
     // A disabled entry passes its routes through even with a global policy.
     let p = plugin(&two_versions(
@@ -1431,7 +1415,7 @@ fn ramp_weights_over_time() {
     let p = plugin(
         r#"{"versions":[{"name":"stable"},{"name":"canary","ramp":{"start":"2027-01-15T08:00:00Z","duration":1000,"to":100}}]}"#,
     );
-    let w = &global(&p).versions[1].weight;
+    let w = &global(&p).versions()[1].weight();
     assert_eq!(
         *w,
         Weight::Ramp {
@@ -1462,7 +1446,7 @@ fn ramp_weights_over_time() {
         r#"{{"versions":[{{"name":"stable"}},{{"name":"canary","ramp":{{"start":"2027-01-15T09:00:00+01:00","end":{},"from":90,"to":10,"steps":4}}}}]}}"#,
         NOW + 1000
     ));
-    let w = &global(&p).versions[1].weight;
+    let w = &global(&p).versions()[1].weight();
     for (dt, want) in [
         (0, 90),
         (249, 90),
@@ -1560,12 +1544,12 @@ fn route_entry_replaces_the_key_source_whole() {
     );
     let entry = p.routes[0].policy.as_ref().unwrap();
     assert_eq!(
-        entry.key_source,
+        *entry.key_source(),
         sticky_canary::policy::KeySource::ClientIp { hops: 1 }
     );
     let global = p.global.as_ref().unwrap();
     assert_eq!(
-        global.key_source,
+        *global.key_source(),
         sticky_canary::policy::KeySource::Header("x-user-id".into())
     );
 }
@@ -1580,9 +1564,9 @@ fn secrets_from_the_environment() {
             "session":{"mode":"persistent","secrets_env":"STICKY_CANARY_TEST_KEYS"}}"#,
     );
     let g = p.global.as_ref().unwrap();
-    assert_eq!(g.seal_keys.len(), 2);
-    assert_eq!(g.seal_keys[0].0, [1u8; 32]);
-    assert_eq!(g.seal_keys[1].0, [2u8; 32]);
+    assert_eq!(g.seal_keys().len(), 2);
+    assert_eq!(g.seal_keys()[0].0, [1u8; 32]);
+    assert_eq!(g.seal_keys()[1].0, [2u8; 32]);
     std::env::set_var("STICKY_CANARY_TEST_KEYS_BAD", "not-a-key");
     let e = sticky_canary::compile_json(
         r#"{"versions":[{"name":"v1"},{"name":"v2","weight":1}],
@@ -1619,21 +1603,83 @@ fn draining_users_are_not_renewed() {
     let h = headers(&[("cookie", cookie.as_str())]);
     let d1 = decide(poff, &request(&h, NOW + 90), &mut TestRng(8));
     assert_eq!(
-        (vname(poff, &d1), d1.reason),
-        ("v2".to_string(), Reason::Remembered)
+        (vname(poff, &d1), d1.basis),
+        ("v2".to_string(), Basis::Remembered)
     );
     assert!(!d1.write_cookie);
     assert_eq!(d1.session.expiry, d0.session.expiry);
     // Past the expiry the user is a new user: never the weight-0 canary.
     let d2 = decide(poff, &request(&h, NOW + 100), &mut TestRng(9));
     assert_eq!(
-        (vname(poff, &d2), d2.reason),
-        ("v1".to_string(), Reason::Weight)
+        (vname(poff, &d2), d2.basis),
+        ("v1".to_string(), Basis::Weight)
     );
     // Not draining (canary still weighted): renewed in the second half.
     let d3 = decide(pon, &request(&h, NOW + 90), &mut TestRng(8));
     assert!(d3.write_cookie);
     assert_eq!(u64::from(d3.session.expiry), NOW + 90 + 100);
+}
+
+/// One definition of draining (`policy::drains`), counted by the filter as
+/// `reason="drain"`: every user the session remembers on a canary at weight
+/// 0, placed by a rule or by weight, stays and is not renewed. The default
+/// version never drains: a `never` user kept on it at weight 0 is
+/// returning, and renewed.
+#[test]
+fn draining_is_one_thing_for_rule_and_weight_users_and_never_the_default() {
+    use sticky_canary::session::{Origin, Session};
+    use sticky_canary::Reason;
+    let cfg = |canary: u32, extra: &str| {
+        plugin(&format!(
+            r#"{{"versions":[{{"name":"v1"}},{{"name":"v2","weight":{canary}}}],
+                "rules":[{{"header":"x-canary","version":"v2"}}],
+                "session":{{"ttl":100}}{extra}}}"#
+        ))
+    };
+    let (at0, at100, rollback) = (cfg(0, ""), cfg(100, ""), cfg(0, r#","rollback":true"#));
+    let cookie = |version: &str, origin: Origin| {
+        let s = Session {
+            key: *b"0123456789abcdef",
+            version_id: hash::fnv32(version.as_bytes()),
+            origin,
+            expiry: (NOW + 100) as u32,
+            endpoint: None,
+        };
+        format!("sticky-canary={}", s.encode("sticky-canary", &[], &[0; 24]))
+    };
+    // Late in the session (less than half the ttl left): renewal is due
+    // unless the user drains.
+    let late = NOW + 90;
+    for origin in [Origin::Rule, Origin::Weight] {
+        let h = headers(&[("cookie", &cookie("v2", origin))]);
+        let p = global(&at0);
+        let d = decide(p, &request(&h, late), &mut TestRng(1));
+        assert_eq!(
+            (vname(p, &d).as_str(), d.basis, d.reason),
+            ("v2", Basis::Remembered, Reason::Drain),
+            "{origin:?}"
+        );
+        assert!(d.draining() && !d.write_cookie, "{origin:?}: not renewed");
+        let p = global(&rollback);
+        let d = decide(p, &request(&h, late), &mut TestRng(1));
+        assert_eq!(
+            (vname(p, &d).as_str(), d.reason, d.write_cookie),
+            ("v1", Reason::Rollback, true),
+            "{origin:?}"
+        );
+    }
+    // `never` put this user on v1; v2 now holds the whole total, so v1 is
+    // at weight 0, and the user stays there: returning, and renewed.
+    let h = headers(&[("cookie", &cookie("v1", Origin::Rule))]);
+    let p = global(&at100);
+    assert_eq!(p.weights_at(late), [0, 100]);
+    let d = decide(p, &request(&h, late), &mut TestRng(1));
+    assert_eq!(
+        (vname(p, &d).as_str(), d.basis, d.reason),
+        ("v1", Basis::Remembered, Reason::Returning)
+    );
+    assert!(!d.draining() && d.write_cookie, "the default never drains");
+    assert_eq!(u64::from(d.session.expiry), late + 100);
 }
 
 /// Browsers send two copies of a cookie after its Path or Domain changed,
@@ -1692,7 +1738,7 @@ fn duplicate_session_cookies() {
     let b = run(&[c(&mine), c(&theirs)], NOW + 20);
     for d in [&a, &b] {
         assert_eq!(d.cookie_state, CookieState::Conflicting);
-        assert_eq!(d.reason, Reason::Weight, "never remembered");
+        assert_eq!(d.basis, Basis::Weight, "never remembered");
         assert!(!d.write_cookie, "no Set-Cookie while the copies conflict");
         assert_ne!(d.session.key, first.decision.session.key);
         assert_ne!(d.session.key, planted.decision.session.key);
@@ -1725,7 +1771,7 @@ fn ingress_nginx_cookie_defaults() {
     let paths: Vec<&str> = p
         .routes
         .iter()
-        .map(|r| r.policy.as_ref().unwrap().cookie.path.as_str())
+        .map(|r| r.policy.as_ref().unwrap().cookie().path())
         .collect();
     assert_eq!(paths, ["/shop/", "/", "/"]);
     // The other path types: the cookie follows the location path as the
@@ -1742,7 +1788,7 @@ fn ingress_nginx_cookie_defaults() {
     let paths: Vec<&str> = typed
         .routes
         .iter()
-        .map(|r| r.policy.as_ref().unwrap().cookie.path.as_str())
+        .map(|r| r.policy.as_ref().unwrap().cookie().path())
         .collect();
     assert_eq!(paths, ["/login", "/foo/bar", "/", "/"]);
     let global_path = plugin(
@@ -1750,11 +1796,16 @@ fn ingress_nginx_cookie_defaults() {
             "routes":[{"match":{"path_prefix":"/shop/"},"versions":[{"name":"a"},{"name":"b","weight":0}]}]}"#,
     );
     assert_eq!(
-        global_path.routes[0].policy.as_ref().unwrap().cookie.path,
+        global_path.routes[0]
+            .policy
+            .as_ref()
+            .unwrap()
+            .cookie()
+            .path(),
         "/app"
     );
     let shop = p.routes[0].policy.as_ref().unwrap();
-    let render = |https| setcookie::render_for(&shop.cookie, "V", NOW, None, https);
+    let render = |https| setcookie::render_for(shop.cookie(), "V", NOW, None, https);
     assert_eq!(
         render(true),
         "sc=V; Path=/shop/; Secure; HttpOnly; SameSite=Lax"

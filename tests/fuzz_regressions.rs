@@ -16,20 +16,6 @@ mod checks;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-/// Cookie names the `cookie_open` target picks from (fuzz/src/gen.rs, `pool::COOKIE`).
-const COOKIE_NAMES: &[&str] = &[
-    "sticky-canary",
-    "sc",
-    "canary",
-    "__Host-sc",
-    "__Secure-sc",
-    "a;b",
-    "",
-    "my cookie",
-    "c=1",
-    "Ω",
-];
-
 fn dir(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz").join(rel)
 }
@@ -72,7 +58,7 @@ fn replay(target: &str, data: &[u8]) {
             let _ = checks::check_request(&plugins[i], &case);
         }
         "cookie_open" => {
-            let (value, _, keys, name, _) = checks::cookie_open_input(data, COOKIE_NAMES);
+            let (value, _, keys, name, _) = checks::cookie_open_input(data, checks::COOKIE_NAMES);
             let _ = checks::check_cookie_open(&value, &name, &keys, 1_800_000_000);
         }
         "set_cookie" => {

@@ -122,7 +122,7 @@ fn version_ids_and_fnv() {
         assert_eq!(hash::fnv32(name.as_bytes()), id, "{name}");
     }
     let p = plugin(&two_versions(1, 100, ""));
-    let ids: Vec<u32> = global(&p).versions.iter().map(|v| v.id).collect();
+    let ids: Vec<u32> = global(&p).versions().iter().map(|v| v.id()).collect();
     assert_eq!(ids, [0xbc9c_b896, 0x1c60_4159]);
     assert_eq!(hash::fnv64(&[b"sticky-canary"]), 0xbe88_c3b4_5bd4_29c9);
     assert_eq!(hash::fnv64(&[b"sticky-", b"canary"]), 0xbe88_c3b4_5bd4_29c9);

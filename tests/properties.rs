@@ -32,7 +32,7 @@ use common::*;
 use proptest::prelude::*;
 use sticky_canary::policy::{Policy, Weight};
 use sticky_canary::session::{Opened, Origin, SealKey, Session};
-use sticky_canary::{compile_json, hash, Plugin, Reason};
+use sticky_canary::{compile_json, hash, Basis, Plugin};
 
 /// Cases per property: enough natively, affordable inside wasm.
 const CASES: u32 = if cfg!(target_family = "wasm") { 16 } else { 48 };
@@ -70,7 +70,7 @@ fn population(seed: u64, n: usize, policy: &Rc<Policy>, extra: &[(&str, &str)]) 
             let mut rng = TestRng(seed.wrapping_mul(0x1_0000_0001).wrapping_add(i));
             let mut client = Client::new();
             let v = client.visit(policy, extra, NOW, &mut rng);
-            let bucket = hash::bucket(&policy.seed, &v.decision.session.key, policy.total);
+            let bucket = hash::bucket(policy.seed(), &v.decision.session.key, policy.total());
             User {
                 client,
                 rng,
@@ -149,7 +149,7 @@ proptest! {
             prop_assert_eq!(&v.version, &u.version, "drain keeps everyone where they were");
             prop_assert!(!v.write);
             if v.version == "canary" {
-                prop_assert_eq!(v.reason, Reason::Remembered);
+                prop_assert_eq!(v.basis, Basis::Remembered);
             }
             let v = u.client.visit(global(&rollback), &[], NOW + 1, &mut u.rng);
             prop_assert_eq!(v.version.as_str(), "stable", "rollback empties the canary");
@@ -280,7 +280,7 @@ proptest! {
             for u in &mut users {
                 let v = u.client.visit(policy, &[], NOW + t, &mut u.rng);
                 prop_assert!(!(u.version == "canary" && v.version == "stable"), "moved back at +{}s", t);
-                prop_assert_eq!(v.version == "canary", u.bucket < policy.versions[1].weight.at(NOW + t));
+                prop_assert_eq!(v.version == "canary", u.bucket < policy.versions()[1].weight().at(NOW + t));
                 u.version = v.version;
             }
         }

@@ -1,10 +1,10 @@
 //! `sticky-canary check CONFIG`: the filter's own compile.
 
 use crate::common::{self, describe_match, describe_rule, Embedded, Fatal, Format};
+use crate::Io;
 use serde_json::{json, Value};
-use std::process::ExitCode;
+use sticky_canary::compile::format_time;
 use sticky_canary::invalid_plan;
-use sticky_canary::policy::PinMode;
 use sticky_canary::policy::{KeySource, Weight};
 use sticky_canary::{compile_json, Plugin, Policy};
 
@@ -31,12 +31,12 @@ pub struct Args {
 }
 
 /// Run it.
-pub fn run(args: Args) -> Result<ExitCode, Fatal> {
+pub fn run(args: Args, io: &mut Io<'_>) -> Result<u8, Fatal> {
     let now = match &args.time {
         Some(t) => common::parse_time(t)?,
         None => common::now(),
     };
-    let bytes = common::read_source(&args.config)?;
+    let bytes = common::read_source(&args.config, io)?;
     let found = common::extract(&bytes);
     if found.is_empty() {
         return Err(Fatal(format!(
@@ -70,19 +70,19 @@ pub fn run(args: Args) -> Result<ExitCode, Fatal> {
                 };
                 match r {
                     Ok(p) => {
-                        println!("{prefix}ok");
+                        writeln!(io.out, "{prefix}ok")?;
                         for line in summary_lines(p, now) {
-                            println!("{prefix}  {line}");
+                            writeln!(io.out, "{prefix}  {line}")?;
                         }
                     }
                     Err(err) => {
-                        println!("{prefix}{err}");
+                        writeln!(io.out, "{prefix}{err}")?;
                         let effect = if invalid_plan(text).refuse {
                             "the filter refuses it: Envoy rejects the filter config (on_invalid_config: refuse)"
                         } else {
                             "the filter logs this, keeps serving the last good config of this plugin (on a fresh start: passes every request through) and counts it as refused"
                         };
-                        eprintln!("{prefix}{effect}");
+                        writeln!(io.err, "{prefix}{effect}")?;
                     }
                 }
             }
@@ -111,20 +111,16 @@ pub fn run(args: Args) -> Result<ExitCode, Fatal> {
             } else {
                 docs.into_iter().next().unwrap_or(Value::Null)
             };
-            println!("{out}");
+            writeln!(io.out, "{out}")?;
         }
     }
-    Ok(if all_ok {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
+    Ok(if all_ok { 0 } else { 1 })
 }
 
 fn weight_text(p: &Policy, i: usize, now: u64) -> String {
     let w = p.weights_at(now);
     let cur = w.get(i).copied().unwrap_or(0);
-    match (&p.versions[i].weight, i) {
+    match (&p.versions()[i].weight(), i) {
         (_, 0) => format!("{cur} (default: the rest)"),
         (Weight::Fixed(_), _) => format!("{cur}"),
         (
@@ -144,8 +140,8 @@ fn weight_text(p: &Policy, i: usize, now: u64) -> String {
             };
             format!(
                 "{cur} (ramp {from} -> {to}{steps}, {} .. {})",
-                common::rfc3339(*start),
-                common::rfc3339(*end)
+                format_time(*start),
+                format_time(*end)
             )
         }
     }
@@ -153,43 +149,35 @@ fn weight_text(p: &Policy, i: usize, now: u64) -> String {
 
 fn key_text(k: &KeySource) -> String {
     match k {
-        KeySource::Cookie => "cookie".into(),
-        KeySource::Header(h) => format!("header {h}"),
-        KeySource::Query(q) => format!("query {q}"),
-        KeySource::ClientIp { hops } => format!("client_ip (xff_trusted_hops {hops})"),
-    }
-}
-
-fn mode_text(m: PinMode) -> &'static str {
-    match m {
-        PinMode::Balanced => "balanced",
-        PinMode::Persistent => "persistent",
+        KeySource::Cookie => k.label().into(),
+        KeySource::Header(h) | KeySource::Query(h) => format!("{} {h}", k.label()),
+        KeySource::ClientIp { hops } => format!("{} (xff_trusted_hops {hops})", k.label()),
     }
 }
 
 fn policy_line(p: &Policy, now: u64) -> String {
-    let versions: Vec<String> = (0..p.versions.len())
-        .map(|i| format!("{} {}", p.versions[i].name, weight_text(p, i, now)))
+    let versions: Vec<String> = (0..p.versions().len())
+        .map(|i| format!("{} {}", p.versions()[i].name(), weight_text(p, i, now)))
         .collect();
-    let sealed = match p.seal_keys.len() {
+    let sealed = match p.seal_keys().len() {
         0 => "plain".to_owned(),
         1 => "sealed, 1 secret".to_owned(),
         n => format!("sealed, {n} secrets"),
     };
-    let rules = match p.rules.len() {
+    let rules = match p.rules().len() {
         1 => "1 rule".to_owned(),
         n => format!("{n} rules"),
     };
     format!(
         "versions {} of {}; {rules}; {}; {}{}; key {}; cookie {} ({sealed}, ttl {})",
         versions.join(", "),
-        p.total,
-        if p.sticky { "sticky" } else { "legacy" },
-        mode_text(p.mode),
-        if p.rollback { ", rollback" } else { "" },
-        key_text(&p.key_source),
-        p.cookie.name,
-        common::human_duration(p.ttl),
+        p.total(),
+        p.stickiness(),
+        p.mode().label(),
+        if p.rollback() { ", rollback" } else { "" },
+        key_text(p.key_source()),
+        p.cookie().name(),
+        common::human_duration(p.ttl()),
     )
 }
 
@@ -198,7 +186,7 @@ pub fn summary_lines(plugin: &Plugin, now: u64) -> Vec<String> {
     let mut out = Vec::new();
     let push_policy = |out: &mut Vec<String>, head: String, p: &Policy| {
         out.push(format!("{head}: {}", policy_line(p, now)));
-        for i in 0..p.rules.len() {
+        for i in 0..p.rules().len() {
             out.push(format!("  rule {i}: {}", describe_rule(p, i)));
         }
     };
@@ -219,24 +207,24 @@ pub fn summary_lines(plugin: &Plugin, now: u64) -> Vec<String> {
 fn policy_json(p: &Policy, now: u64) -> Value {
     let w = p.weights_at(now);
     json!({
-        "versions": p.versions.iter().enumerate().map(|(i, v)| {
-            let ramp = match &v.weight {
+        "versions": p.versions().iter().enumerate().map(|(i, v)| {
+            let ramp = match &v.weight() {
                 Weight::Ramp { start, end, from, to, steps } if i > 0 => json!({
-                    "start": common::rfc3339(*start), "end": common::rfc3339(*end),
+                    "start": format_time(*start), "end": format_time(*end),
                     "from": from, "to": to, "steps": steps,
                 }),
                 _ => Value::Null,
             };
-            json!({"name": v.name, "default": i == 0, "weight": w.get(i), "ramp": ramp})
+            json!({"name": v.name(), "default": i == 0, "weight": w.get(i), "ramp": ramp})
         }).collect::<Vec<_>>(),
-        "weight_total": p.total,
-        "rules": (0..p.rules.len()).map(|i| describe_rule(p, i)).collect::<Vec<_>>(),
-        "stickiness": if p.sticky { "sticky" } else { "legacy" },
-        "rollback": p.rollback,
-        "mode": mode_text(p.mode),
-        "key": key_text(&p.key_source),
-        "cookie": {"name": p.cookie.name, "sealed": !p.seal_keys.is_empty(), "secrets": p.seal_keys.len(), "ttl": p.ttl},
-        "headers": {"version": p.headers.version, "hash": p.headers.hash, "endpoint": p.headers.endpoint},
+        "weight_total": p.total(),
+        "rules": (0..p.rules().len()).map(|i| describe_rule(p, i)).collect::<Vec<_>>(),
+        "stickiness": p.stickiness(),
+        "rollback": p.rollback(),
+        "mode": p.mode().label(),
+        "key": key_text(p.key_source()),
+        "cookie": {"name": p.cookie().name(), "sealed": !p.seal_keys().is_empty(), "secrets": p.seal_keys().len(), "ttl": p.ttl()},
+        "headers": {"version": p.headers().version(), "hash": p.headers().hash(), "endpoint": p.headers().endpoint()},
     })
 }
 

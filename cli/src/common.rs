@@ -1,10 +1,11 @@
 //! Shared by the subcommands: reading a config (plugin JSON, or the plugin
-//! config embedded in an Envoy YAML or a Kubernetes manifest), times,
-//! durations, hex, randomness.
+//! config embedded in an Envoy YAML or a Kubernetes manifest), times and
+//! durations as people write them, randomness, rules for people.
 
+use crate::Io;
 use serde_json::Value;
-use std::io::Read;
 use std::time::{SystemTime, UNIX_EPOCH};
+use sticky_canary::rng::{Reseeding, SplitMix64};
 use sticky_canary::{compile_json, ConfigError, Entropy, Plugin};
 
 /// An error that stops a subcommand before it could do its job (a missing
@@ -28,10 +29,10 @@ pub enum Format {
 }
 
 /// The bytes of a file, or of standard input for `-`.
-pub fn read_source(path: &str) -> Result<Vec<u8>, Fatal> {
+pub fn read_source(path: &str, io: &mut Io<'_>) -> Result<Vec<u8>, Fatal> {
     let mut out = Vec::new();
     if path == "-" {
-        std::io::stdin()
+        io.stdin
             .read_to_end(&mut out)
             .map_err(|e| Fatal(format!("cannot read standard input: {e}")))?;
     } else {
@@ -219,8 +220,8 @@ pub struct Loaded {
 }
 
 /// Read and compile `path`; an invalid config is fatal, with the filter's line.
-pub fn load(path: &str) -> Result<Loaded, Fatal> {
-    let bytes = read_source(path)?;
+pub fn load(path: &str, io: &mut Io<'_>) -> Result<Loaded, Fatal> {
+    let bytes = read_source(path, io)?;
     let all = extract(&bytes);
     let Some(first) = all.first() else {
         return Err(Fatal(format!(
@@ -228,11 +229,12 @@ pub fn load(path: &str) -> Result<Loaded, Fatal> {
         )));
     };
     if all.len() > 1 {
-        eprintln!(
+        writeln!(
+            io.err,
             "sticky-canary: {path} holds {} plugin configs; using the first ({})",
             all.len(),
             first.label.as_deref().unwrap_or("")
-        );
+        )?;
     }
     let text = first
         .text
@@ -262,28 +264,6 @@ pub fn parse_time(s: &str) -> Result<u64, Fatal> {
             "time {s:?}: give RFC 3339 (2027-01-15T08:00:00Z) or Unix seconds"
         ))
     })
-}
-
-/// Unix seconds as RFC 3339 UTC: `2027-01-15T08:00:00Z`.
-pub fn rfc3339(unix: u64) -> String {
-    let days = (unix / 86_400) as i64;
-    let secs = unix % 86_400;
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        secs / 3600,
-        secs / 60 % 60,
-        secs % 60
-    )
 }
 
 /// `90`, `90s`, `15m`, `2h`, `1d` as seconds.
@@ -325,87 +305,26 @@ pub fn human_duration(secs: u64) -> String {
     }
 }
 
-/// Lowercase hex.
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// Standard base64 with padding (the format of `session.secrets`).
-pub fn base64_std(bytes: &[u8]) -> String {
-    const STD: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let b = [
-            chunk[0],
-            chunk.get(1).copied().unwrap_or(0),
-            chunk.get(2).copied().unwrap_or(0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(STD[((n >> (18 - 6 * i)) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
-/// The operating system's randomness (what the filter gets from WASI).
-pub struct OsEntropy;
-
-impl Entropy for OsEntropy {
-    fn fill(&mut self, buf: &mut [u8]) -> bool {
-        getrandom::getrandom(buf).is_ok()
-    }
-}
-
-/// Deterministic randomness: SplitMix64 from a seed (`--random-seed`,
-/// `simulate --seed`), the same bytes on every platform.
-#[derive(Debug, Clone)]
-pub struct SeededEntropy(pub u64);
-
-impl SeededEntropy {
-    /// The next 64 random bits.
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// A uniform number in `[0, 1)`.
-    pub fn unit(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
-
-impl Entropy for SeededEntropy {
-    fn fill(&mut self, buf: &mut [u8]) -> bool {
-        for chunk in buf.chunks_mut(8) {
-            let bytes = self.next_u64().to_le_bytes();
-            chunk.copy_from_slice(&bytes[..chunk.len()]);
-        }
-        true
-    }
-}
-
-/// OS or seeded randomness, chosen at run time.
+/// The operating system's randomness through the filter's own generator
+/// (a ChaCha20 keystream over `random_get` in the filter, over the OS
+/// here), or the deterministic one for a seed (`--random-seed`).
 pub enum AnyEntropy {
     /// The OS.
-    Os(OsEntropy),
+    Os(Reseeding<fn(&mut [u8]) -> bool>),
     /// Seeded.
-    Seeded(SeededEntropy),
+    Seeded(SplitMix64),
+}
+
+fn os_random(buf: &mut [u8]) -> bool {
+    getrandom::getrandom(buf).is_ok()
 }
 
 impl AnyEntropy {
     /// Seeded when a seed is given, else the OS.
     pub fn new(seed: Option<u64>) -> Self {
         match seed {
-            Some(s) => AnyEntropy::Seeded(SeededEntropy(s)),
-            None => AnyEntropy::Os(OsEntropy),
+            Some(s) => AnyEntropy::Seeded(SplitMix64(s)),
+            None => AnyEntropy::Os(Reseeding::new(os_random)),
         }
     }
 }
@@ -421,25 +340,19 @@ impl Entropy for AnyEntropy {
 
 /// A rule for people: `cookie canary = "v2" -> canary-v2`.
 pub fn describe_rule(policy: &sticky_canary::Policy, i: usize) -> String {
-    use sticky_canary::policy::{Matcher, RuleSource as Source};
-    let Some(rule) = policy.rules.get(i) else {
+    use sticky_canary::policy::Matcher;
+    let Some(rule) = policy.rules().get(i) else {
         return format!("rule {i}");
     };
-    let source = match &rule.source {
-        Source::Header(h) => format!("header {h}"),
-        Source::Cookie(c) => format!("cookie {c}"),
-        Source::Query(q) => format!("query {q}"),
-    };
-    let target = policy
-        .versions
-        .get(rule.version)
-        .map_or("?", |v| v.name.as_str());
-    match &rule.matcher {
+    let source = format!("{} {}", rule.source().label(), rule.source().name());
+    let name = |v: usize| policy.versions().get(v).map_or("?", |v| v.name());
+    let target = name(rule.version());
+    match rule.matcher() {
         Matcher::Exact(v) => format!("{source} = {} -> {target}", serde_json::json!(v)),
         Matcher::Regex(re) => format!("{source} ~ /{}/ -> {target}", re.as_str()),
         Matcher::Sentinel => format!(
             "{source} = \"always\" -> {target}, \"never\" -> {}",
-            policy.versions.first().map_or("?", |v| v.name.as_str())
+            name(0)
         ),
     }
 }
@@ -450,52 +363,9 @@ pub fn describe_match(m: &sticky_canary::policy::RouteMatch) -> String {
     m.to_string()
 }
 
-/// The bucket ranges of each version at these weights, in `0..total`:
-/// non-default versions from bucket 0 upward in config order, the default
-/// version the rest (the core's `version_for_bucket` layout).
-pub fn bucket_ranges(weights: &[u32], total: u32) -> Vec<(u32, u32)> {
-    let mut out = vec![(0, 0); weights.len()];
-    let mut upper = 0u32;
-    for (i, w) in weights.iter().enumerate().skip(1) {
-        let lo = upper.min(total);
-        upper = upper.saturating_add(*w);
-        out[i] = (lo, upper.min(total));
-    }
-    if !out.is_empty() {
-        out[0] = (upper.min(total), total);
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn rfc3339_round_trips() {
-        for t in [
-            0u64,
-            1_800_000_000,
-            1_795_255_200,
-            951_782_400,
-            4_102_444_800,
-        ] {
-            let s = rfc3339(t);
-            assert_eq!(sticky_canary::compile::parse_time(&s), Some(t), "{s}");
-        }
-        assert_eq!(rfc3339(1_800_000_000), "2027-01-15T08:00:00Z");
-    }
-
-    #[test]
-    fn base64_matches_the_core_decoder() {
-        // The core decodes secrets of exactly 32 bytes.
-        let bytes: Vec<u8> = (0..32u8).map(|b| b.wrapping_mul(37)).collect();
-        assert_eq!(
-            sticky_canary::compile::decode_secret(&base64_std(&bytes)).map(|k| k.0.to_vec()),
-            Some(bytes)
-        );
-        assert_eq!(base64_std(b"foob"), "Zm9vYg==");
-    }
 
     #[test]
     fn durations() {

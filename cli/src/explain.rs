@@ -1,22 +1,23 @@
 //! `sticky-canary explain`: what the filter decides for one request, and why.
 //!
-//! The request goes through the filter's own steps: `Plugin::select_slot`,
-//! `decide`, `on_upstream_response`, `Session::encode`, `cookies::render`
-//! (the same chain as the proxy-wasm adapter).
+//! The request goes through the filter's own steps, as the proxy-wasm
+//! adapter runs them: `pipeline::on_request` (which selects the policy with
+//! `Plugin::select` and decides with `decide`), then
+//! `Exchange::upstream_answered` and `Exchange::set_cookie`. Each copy of the
+//! session cookie is judged by `decide::session_copies`, the bucket layout
+//! is `policy::bucket_ranges`; this module words them.
 
 use crate::common::{self, describe_rule, AnyEntropy, Fatal, Format};
-use crate::cookie::{why_invalid, Copy as CookieCopy};
+use crate::Io;
 use serde_json::{json, Value};
-use std::process::ExitCode;
-use sticky_canary::decide::MAX_SESSION_COPIES;
-use sticky_canary::policy::version_for_bucket;
-use sticky_canary::policy::KeySource;
-use sticky_canary::policy::PinMode;
+use sticky_canary::compile::format_time;
+use sticky_canary::decide::{session_copies, SessionCopy, MAX_SESSION_COPIES};
+use sticky_canary::hash::hex;
+use sticky_canary::metrics::SessionEvent;
+use sticky_canary::policy::{bucket_ranges, KeySource, Matcher, PinMode};
 use sticky_canary::request::Header;
-use sticky_canary::session::{Opened, Origin, Session, NONCE_LEN};
-use sticky_canary::{
-    cookies, decide, hash, CookieState, Entropy, Exchange, Policy, Reason, Request, Upstream,
-};
+use sticky_canary::session::NONCE_LEN;
+use sticky_canary::{on_request, Basis, CookieState, Entropy, Request, Upstream};
 
 /// Explain what the filter decides for one request, and why.
 #[derive(clap::Args)]
@@ -94,8 +95,8 @@ fn build_headers(a: &Args) -> Result<Vec<Header>, Fatal> {
 }
 
 /// Run it.
-pub fn run(a: Args) -> Result<ExitCode, Fatal> {
-    let loaded = common::load(&a.config)?;
+pub fn run(a: Args, io: &mut Io<'_>) -> Result<u8, Fatal> {
+    let loaded = common::load(&a.config, io)?;
     let plugin = loaded.plugin;
     let now = match &a.time {
         Some(t) => common::parse_time(t)?,
@@ -109,7 +110,14 @@ pub fn run(a: Args) -> Result<ExitCode, Fatal> {
         client_address: a.client_address.as_deref(),
         now,
     };
-    let Some(policy) = plugin.select(&req) else {
+    let mut rng = AnyEntropy::new(a.random_seed);
+    let plan = on_request(&plugin, &req, &mut rng);
+    let request_headers: Vec<(String, String)> = plan
+        .set
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), String::from_utf8_lossy(v).into_owned()))
+        .collect();
+    let Some(mut ex) = plan.exchange else {
         // Pass-through: which entry (if any) matched, and what is stripped.
         let entry = plugin.routes.iter().find(|e| e.matcher.matches(&req));
         let why = match entry {
@@ -119,128 +127,107 @@ pub fn run(a: Args) -> Result<ExitCode, Fatal> {
             ),
             None => "no route entry matches and there is no global policy".to_owned(),
         };
-        let stripped: Vec<&String> = plugin
-            .override_headers
-            .iter()
-            .filter(|n| req.header_present(n))
-            .collect();
+        let stripped = &plan.remove;
         match a.format {
             Format::Text => {
-                println!("policy: none (pass-through: {why})");
-                println!("version: none (the request is not touched)");
+                writeln!(io.out, "policy: none (pass-through: {why})")?;
+                writeln!(io.out, "version: none (the request is not touched)")?;
                 if stripped.is_empty() {
-                    println!("removed headers: none");
+                    writeln!(io.out, "removed headers: none")?;
                 } else {
-                    let names: Vec<&str> = stripped.iter().map(|s| s.as_str()).collect();
-                    println!(
+                    writeln!(
+                        io.out,
                         "removed headers: {} (a client's copy never steers a route)",
-                        names.join(", ")
-                    );
+                        stripped.join(", ")
+                    )?;
                 }
             }
-            Format::Json => println!(
+            Format::Json => writeln!(
+                io.out,
                 "{}",
                 json!({"policy": null, "pass_through": true, "why": why, "removed_headers": stripped})
-            ),
+            )?,
         }
-        return Ok(ExitCode::SUCCESS);
+        return Ok(0);
     };
-    let mut rng = AnyEntropy::new(a.random_seed);
-    let d = decide(policy, &req, &mut rng);
-    let incoming_copies = analyse_copies(policy, &req, &d);
     // The filter's own response steps (sticky_canary::pipeline).
-    let mut ex = Exchange::new(std::rc::Rc::clone(policy), d, &req);
     let upstream = Upstream {
         address: a.upstream.as_deref(),
         attempts: a.upstream.as_ref().map(|_| 1),
         status: a.upstream.as_ref().map(|_| 200),
     };
-    let write = ex.upstream_answered(&upstream);
-    let set_cookie = if write {
+    let set_cookie = if ex.upstream_answered(&upstream) {
         let mut nonce = [0u8; NONCE_LEN];
         if ex.needs_nonce() && !rng.fill(&mut nonce) {
             return Err(Fatal("no randomness for the cookie nonce".into()));
         }
-        ex.set_cookie([], &nonce).map(|c| c.header)
+        ex.set_cookie([], &nonce)
     } else {
         None
     };
-    let _ = cookies::http_date;
-    let d = ex.decision;
+    let policy = &ex.policy;
+    let d = &ex.decision;
+    let copies = session_copies(policy, &req);
 
-    let vname = |i: usize| policy.versions.get(i).map_or("?", |v| v.name.as_str());
+    let vname = |i: usize| policy.versions().get(i).map_or("?", |v| v.name());
     let version = vname(d.version).to_owned();
+    let total = policy.total();
+    let last_bucket = total.saturating_sub(1);
     let weights = policy.weights_at(now);
-    let bucket = hash::bucket(&policy.seed, &d.session.key, policy.total);
-    let ranges = common::bucket_ranges(&weights, policy.total);
-    let range_text: Vec<String> = (1..policy.versions.len())
+    let bucket = policy.bucket(&d.session.key);
+    let ranges = bucket_ranges(&weights, total);
+    let range_text: Vec<String> = (1..ranges.len())
         .chain(std::iter::once(0))
-        .map(|i| {
-            let (lo, hi) = ranges[i];
+        .filter_map(|i| {
+            let r = ranges.get(i)?;
             let def = if i == 0 { " (default)" } else { "" };
-            if lo == hi {
+            Some(if r.is_empty() {
                 format!("{} none{def}", vname(i))
             } else {
-                format!("{} {lo}..{}{def}", vname(i), hi - 1)
-            }
+                format!("{} {}..{}{def}", vname(i), r.start, r.end - 1)
+            })
         })
         .collect();
-    // The valid session the filter used (copies that agree).
-    let incoming: Option<&Session> = match d.cookie_state {
-        CookieState::Valid => incoming_copies
-            .iter()
-            .filter_map(|c| c.session.as_ref().filter(|_| c.usable))
-            .max_by_key(|s| s.expiry),
-        _ => None,
-    };
-    let origin_text = |o: Origin| match o {
-        Origin::Rule => "rule",
-        Origin::Weight => "weight",
-    };
+    // The valid session the filter used (of copies that agree, the latest).
+    let incoming = d.incoming.as_ref();
     let id_name = |id: u32| {
         policy.version_by_id(id).map_or_else(
             || format!("unknown version id {id:08x}"),
             |i| vname(i).to_owned(),
         )
     };
-    let (reason_kind, reason_text) = match d.reason {
-        Reason::Rule(i) => {
-            let t = match policy.rules.get(i) {
-                Some(r) if matches!(r.matcher, sticky_canary::policy::Matcher::Sentinel) => {
-                    let src = describe_rule(policy, i);
-                    let src = src.split(" = ").next().unwrap_or("");
-                    if d.version == r.version {
-                        format!("rule {i}: {src} = \"always\" -> {version}")
-                    } else {
-                        format!("rule {i}: {src} = \"never\" -> {version} (the default version)")
-                    }
+    let reason_text = match d.basis {
+        Basis::Rule(i) => match policy.rules().get(i) {
+            Some(r) if matches!(r.matcher(), Matcher::Sentinel) => {
+                let src = format!("{} {}", r.source().label(), r.source().name());
+                if d.version == r.version() {
+                    format!("rule {i}: {src} = \"always\" -> {version}")
+                } else {
+                    format!("rule {i}: {src} = \"never\" -> {version} (the default version)")
                 }
-                _ => format!("rule {i}: {}", describe_rule(policy, i)),
-            };
-            ("rule", t)
-        }
-        Reason::Remembered => {
-            let s = incoming;
+            }
+            _ => format!("rule {i}: {}", describe_rule(policy, i)),
+        },
+        Basis::Remembered => {
             let mut t = format!(
                 "remembered: the session cookie holds {version} (placed by {})",
-                s.map_or("?", |s| origin_text(s.origin))
+                incoming.map_or("?", |s| s.origin.label())
             );
-            if weights.get(d.version) == Some(&0) {
+            if d.draining() {
                 t.push_str(&format!(
                     "; {version} has weight 0: the user stays until the cookie expires at {} (drain)",
-                    s.map_or_else(|| "?".to_owned(), |s| common::rfc3339(u64::from(s.expiry)))
+                    incoming.map_or_else(|| "?".to_owned(), |s| format_time(u64::from(s.expiry)))
                 ));
             }
-            ("remembered", t)
+            t
         }
-        Reason::Weight => {
+        Basis::Weight => {
             let mut t = format!(
-                "weight: bucket {bucket} of 0..{}; {}",
-                policy.total - 1,
+                "weight: bucket {bucket} of 0..{last_bucket}; {}",
                 range_text.join(", ")
             );
             if let Some(s) = incoming {
-                if s.origin == Origin::Weight {
+                if s.origin == sticky_canary::session::Origin::Weight {
                     t.push_str("; a returning user placed by weight follows their bucket");
                 } else {
                     t.push_str(&format!(
@@ -249,14 +236,11 @@ pub fn run(a: Args) -> Result<ExitCode, Fatal> {
                     ));
                 }
             }
-            ("weight", t)
+            t
         }
     };
-    if version_for_bucket(&weights, bucket) != d.version && d.reason == Reason::Weight {
-        eprintln!("sticky-canary: warning: bucket layout disagrees with the decision");
-    }
-    let hash = d.hash.as_str().to_owned();
-    let key_note = match (&policy.key_source, d.key_fallback, d.cookie_state) {
+    let hash = d.hash.as_str();
+    let key_note = match (policy.key_source(), d.key_fallback, d.cookie_state) {
         (KeySource::Cookie, _, CookieState::Conflicting) => {
             "key derived from every conflicting session copy".to_owned()
         }
@@ -266,41 +250,58 @@ pub fn run(a: Args) -> Result<ExitCode, Fatal> {
         (k, false, _) => format!("key from {}", key_source(k)),
     };
 
-    // Cookie state and action.
+    // Each copy of the session cookie, as the filter judges it.
+    let copy_text = |value: &str, copy: &SessionCopy| match copy {
+        SessionCopy::Valid { .. } => ("valid", "opens".to_owned()),
+        SessionCopy::OtherKey(_) => (
+            "other-identity",
+            "made for another identity (the key source gives another key)".to_owned(),
+        ),
+        SessionCopy::Rejected(defect) => (
+            "invalid",
+            crate::cookie::why(
+                *defect,
+                value,
+                policy.cookie().name(),
+                policy.seal_keys(),
+                now,
+                &[],
+            ),
+        ),
+    };
     let state = match d.cookie_state {
         CookieState::Absent => "absent".to_owned(),
         CookieState::Valid => match incoming {
             Some(s) => format!(
                 "valid ({}, placed by {}, expires {}{})",
                 id_name(s.version_id),
-                origin_text(s.origin),
-                common::rfc3339(u64::from(s.expiry)),
+                s.origin.label(),
+                format_time(u64::from(s.expiry)),
                 s.endpoint
                     .as_deref()
                     .map_or(String::new(), |e| format!(", pinned to {e}"))
             ),
             None => "valid".to_owned(),
         },
-        CookieState::Invalid if incoming_copies.len() > MAX_SESSION_COPIES => format!(
+        CookieState::Invalid if copies.len() > MAX_SESSION_COPIES => format!(
             "invalid: {} copies, more than the {MAX_SESSION_COPIES} the filter opens",
-            incoming_copies.len()
+            copies.len()
         ),
         CookieState::Invalid => {
-            let whys: Vec<String> = incoming_copies.iter().map(|c| c.why.clone()).collect();
+            let whys: Vec<String> = copies.iter().map(|(v, c)| copy_text(v, c).1).collect();
             format!("invalid: {}", whys.join("; "))
         }
         CookieState::Conflicting => {
-            let each: Vec<String> = incoming_copies
+            let each: Vec<String> = copies
                 .iter()
-                .filter(|c| c.usable)
-                .filter_map(|c| c.session.as_ref())
-                .map(|s| {
-                    format!(
+                .filter_map(|(_, c)| match c {
+                    SessionCopy::Valid { session: s, .. } => Some(format!(
                         "{} by {}, key {}..",
                         id_name(s.version_id),
-                        origin_text(s.origin),
-                        &common::hex(&s.key)[..8]
-                    )
+                        s.origin.label(),
+                        hex(s.key.get(..4).unwrap_or_default())
+                    )),
+                    _ => None,
                 })
                 .collect();
             format!(
@@ -313,43 +314,38 @@ pub fn run(a: Args) -> Result<ExitCode, Fatal> {
     let action = match (&set_cookie, incoming) {
         (None, _) => match d.cookie_state {
             CookieState::Conflicting => "none (conflicting copies: writing one would change the placement)".to_owned(),
-            _ if d.reason == Reason::Remembered && weights.get(d.version) == Some(&0) => {
-                "none (draining: never renewed)".to_owned()
-            }
-            _ if policy.mode == PinMode::Persistent && a.upstream.is_none() && d.endpoint.is_none() => {
+            _ if d.draining() => "none (draining: never renewed)".to_owned(),
+            _ if policy.mode() == PinMode::Persistent && a.upstream.is_none() && d.endpoint.is_none() => {
                 "none yet (persistent mode: the pin is learnt from the pod that answers; give --upstream)".to_owned()
             }
             _ => "none (the session is current)".to_owned(),
         },
-        (Some(_), None) => "new".to_owned(),
-        (Some(_), Some(s)) if s.version_id != d.session.version_id => {
-            format!("switched from {} to {version}", id_name(s.version_id))
-        }
-        (Some(_), Some(s)) if s.endpoint != d.session.endpoint => format!(
-            "re-pinned from {} to {}",
-            s.endpoint.as_deref().unwrap_or("none"),
-            d.session.endpoint.as_deref().unwrap_or("none")
-        ),
-        (Some(_), Some(s)) if s.origin != d.session.origin => format!(
-            "renewed (now placed by {})",
-            origin_text(d.session.origin)
-        ),
-        (Some(_), Some(_)) => {
-            let stale = incoming_copies.iter().any(|c| c.usable && c.stale_key);
-            if stale {
-                "renewed (re-sealed with the first secret)".to_owned()
-            } else {
-                "renewed".to_owned()
+        (Some(sc), s) => match (sc.event, s) {
+            (SessionEvent::Switched, Some(s)) => {
+                format!("switched from {} to {version}", id_name(s.version_id))
             }
-        }
+            (SessionEvent::Repinned, Some(s)) => format!(
+                "re-pinned from {} to {}",
+                s.endpoint.as_deref().unwrap_or("none"),
+                d.session.endpoint.as_deref().unwrap_or("none")
+            ),
+            (SessionEvent::Renewed, Some(s)) if s.origin != d.session.origin => {
+                format!("renewed (now placed by {})", d.session.origin.label())
+            }
+            (SessionEvent::Renewed, Some(_)) => {
+                let stale = copies
+                    .iter()
+                    .any(|(_, c)| matches!(c, SessionCopy::Valid { stale_key: true, .. }));
+                if stale {
+                    "renewed (re-sealed with the first secret)".to_owned()
+                } else {
+                    "renewed".to_owned()
+                }
+            }
+            _ => "new".to_owned(),
+        },
     };
-    let mut req_headers: Vec<(String, String)> = vec![
-        (policy.headers.version.clone(), version.clone()),
-        (policy.headers.hash.clone(), hash.clone()),
-    ];
-    if let Some(ep) = &d.endpoint {
-        req_headers.push((policy.headers.endpoint.clone(), ep.clone()));
-    }
+    let set_cookie = set_cookie.map(|c| c.header);
     let scope = if plugin
         .global
         .as_ref()
@@ -357,7 +353,7 @@ pub fn run(a: Args) -> Result<ExitCode, Fatal> {
     {
         "global".to_owned()
     } else {
-        format!("route entry {}", policy.scope)
+        format!("route entry {}", policy.scope())
     };
     // The selected entry's match, as the config writes it (path types too).
     let entry_match = plugin
@@ -372,35 +368,39 @@ pub fn run(a: Args) -> Result<ExitCode, Fatal> {
     match a.format {
         Format::Text => {
             match &entry_match {
-                Some(m) => println!("policy: {scope} ({m})"),
-                None => println!("policy: {scope}"),
+                Some(m) => writeln!(io.out, "policy: {scope} ({m})")?,
+                None => writeln!(io.out, "policy: {scope}")?,
             }
-            println!("version: {version}");
-            println!("reason: {reason_text}");
-            println!("sticky hash: {hash} ({key_note})");
-            println!(
+            writeln!(io.out, "version: {version}")?;
+            writeln!(io.out, "reason: {reason_text}")?;
+            writeln!(io.out, "sticky hash: {hash} ({key_note})")?;
+            writeln!(
+                io.out,
                 "endpoint: {}",
-                d.endpoint.as_deref().unwrap_or(match policy.mode {
+                d.endpoint.as_deref().unwrap_or(match policy.mode() {
                     PinMode::Persistent => "none pinned yet",
                     PinMode::Balanced => "none (balanced mode: the consistent hash picks the pod)",
                 })
-            );
-            println!("session cookie: {state}");
-            println!("cookie action: {action}");
+            )?;
+            writeln!(io.out, "session cookie: {state}")?;
+            writeln!(io.out, "cookie action: {action}")?;
             if let Some(sc) = &set_cookie {
-                println!("set-cookie: {sc}");
+                writeln!(io.out, "set-cookie: {sc}")?;
             }
-            for (k, v) in &req_headers {
-                println!("request header: {k}: {v}");
+            for (k, v) in &request_headers {
+                writeln!(io.out, "request header: {k}: {v}")?;
             }
         }
         Format::Json => {
-            let copies: Vec<Value> = incoming_copies
+            let copies: Vec<Value> = copies
                 .iter()
-                .map(|c| json!({"usable": c.usable, "state": c.state, "why": c.why}))
+                .map(|(v, c)| {
+                    let (state, why) = copy_text(v, c);
+                    json!({"usable": matches!(c, SessionCopy::Valid { .. }), "state": state, "why": why})
+                })
                 .collect();
-            let rule = match d.reason {
-                Reason::Rule(i) => json!(i),
+            let rule = match d.basis {
+                Basis::Rule(i) => json!(i),
                 _ => Value::Null,
             };
             let out = json!({
@@ -408,27 +408,24 @@ pub fn run(a: Args) -> Result<ExitCode, Fatal> {
                 "match": entry_match,
                 "pass_through": false,
                 "version": version,
-                "reason": {"kind": reason_kind, "rule": rule, "text": reason_text},
+                "reason": {"kind": d.basis.label(), "rule": rule, "text": reason_text,
+                           "counted_as": d.reason.label()},
                 "bucket": bucket,
-                "weights": policy.versions.iter().zip(&weights).map(|(v, w)| {
-                    let (lo, hi) = ranges[policy.version_by_id(v.id).unwrap_or(0)];
-                    let buckets = if lo < hi { json!({"first": lo, "last": hi - 1}) } else { Value::Null };
-                    json!({"name": v.name, "weight": w, "buckets": buckets})
+                "weights": policy.versions().iter().zip(&weights).zip(&ranges).map(|((v, w), r)| {
+                    let buckets = if r.is_empty() { Value::Null } else { json!({"first": r.start, "last": r.end - 1}) };
+                    json!({"name": v.name(), "weight": w, "buckets": buckets})
                 }).collect::<Vec<_>>(),
                 "hash": hash,
                 "key": key_note,
                 "endpoint": d.endpoint,
-                "session_cookie": {"state": match d.cookie_state {
-                    CookieState::Absent => "absent", CookieState::Valid => "valid",
-                    CookieState::Invalid => "invalid", CookieState::Conflicting => "conflicting" },
-                    "text": state, "copies": copies},
+                "session_cookie": {"state": d.cookie_state.label(), "text": state, "copies": copies},
                 "cookie_action": {"action": action.split(' ').next().unwrap_or(""), "text": action, "set_cookie": set_cookie},
-                "request_headers": req_headers.iter().map(|(k, v)| (k.clone(), json!(v))).collect::<serde_json::Map<_, _>>(),
+                "request_headers": request_headers.iter().map(|(k, v)| (k.clone(), json!(v))).collect::<serde_json::Map<_, _>>(),
             });
-            println!("{out}");
+            writeln!(io.out, "{out}")?;
         }
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(0)
 }
 
 fn key_source(k: &KeySource) -> String {
@@ -439,48 +436,4 @@ fn key_source(k: &KeySource) -> String {
         KeySource::ClientIp { hops: 0 } => "the client address".into(),
         KeySource::ClientIp { hops } => format!("X-Forwarded-For entry {hops} from the right"),
     }
-}
-
-/// Every copy of the session cookie in the request, as the filter reads it.
-fn analyse_copies(
-    policy: &Policy,
-    req: &Request<'_>,
-    d: &sticky_canary::Decision,
-) -> Vec<CookieCopy> {
-    let name = policy.cookie.name.as_str();
-    let external =
-        (policy.key_source != KeySource::Cookie && !d.key_fallback).then_some(d.session.key);
-    req.cookie_values(name)
-        .map(
-            |value| match Session::open(value, name, &policy.seal_keys, req.now) {
-                Opened::Valid { session, stale_key } => {
-                    if external.is_some_and(|k| k != session.key) {
-                        CookieCopy {
-                            usable: false,
-                            state: "other-identity",
-                            why: "made for another identity (the key source gives another key)"
-                                .into(),
-                            session: Some(session),
-                            stale_key,
-                        }
-                    } else {
-                        CookieCopy {
-                            usable: true,
-                            state: "valid",
-                            why: "opens".into(),
-                            session: Some(session),
-                            stale_key,
-                        }
-                    }
-                }
-                Opened::Invalid => CookieCopy {
-                    usable: false,
-                    state: "invalid",
-                    why: why_invalid(value, name, &policy.seal_keys, req.now, &[]),
-                    session: None,
-                    stale_key: false,
-                },
-            },
-        )
-        .collect()
 }

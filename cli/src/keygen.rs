@@ -1,7 +1,9 @@
 //! `sticky-canary keygen`: new cookie secrets.
 
-use crate::common::{self, Fatal, Format};
-use std::process::ExitCode;
+use crate::common::{Fatal, Format};
+use crate::Io;
+use sticky_canary::compile::encode_secret;
+use sticky_canary::session::SealKey;
 
 /// Print new cookie secrets (base64 of 32 random bytes) for session.secrets.
 #[derive(clap::Args)]
@@ -24,17 +26,21 @@ pub struct Args {
 }
 
 /// Run it.
-pub fn run(a: Args) -> Result<ExitCode, Fatal> {
+pub fn run(a: Args, io: &mut Io<'_>) -> Result<u8, Fatal> {
     let mut keys = Vec::new();
     for _ in 0..a.count {
         let mut k = [0u8; 32];
         getrandom::getrandom(&mut k).map_err(|e| Fatal(format!("no OS randomness: {e}")))?;
-        keys.push(common::base64_std(&k));
+        keys.push(encode_secret(&SealKey(k)));
     }
     match (a.format, a.comma) {
-        (Format::Json, _) => println!("{}", serde_json::json!(keys)),
-        (Format::Text, true) => println!("{}", keys.join(",")),
-        (Format::Text, false) => keys.iter().for_each(|k| println!("{k}")),
+        (Format::Json, _) => writeln!(io.out, "{}", serde_json::json!(keys))?,
+        (Format::Text, true) => writeln!(io.out, "{}", keys.join(","))?,
+        (Format::Text, false) => {
+            for k in &keys {
+                writeln!(io.out, "{k}")?;
+            }
+        }
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(0)
 }

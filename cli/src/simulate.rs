@@ -1,15 +1,20 @@
 //! `sticky-canary simulate`: a weight plan, or the config's own ramps, over
-//! a population of users, through the filter's own decision and cookies.
+//! a population of users, through the filter's own decision and cookies:
+//! each visit is `decide`, `Exchange::upstream_answered` and
+//! `Exchange::set_cookie`, as in the filter; draining is the decision's own
+//! (`Decision::draining`, `policy::drains`).
 
-use crate::common::{self, Fatal, Format, SeededEntropy};
+use crate::common::{self, Fatal, Format};
+use crate::Io;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::process::ExitCode;
-use sticky_canary::policy::{KeySource, Weight};
+use sticky_canary::compile::format_time;
+use sticky_canary::policy::{drains, KeySource, PinMode, Weight};
 use sticky_canary::request::Header;
+use sticky_canary::rng::SplitMix64;
 use sticky_canary::session::NONCE_LEN;
-use sticky_canary::{decide, Entropy, Exchange, Policy, Reason, Request, Upstream};
+use sticky_canary::{decide, Entropy, Exchange, Policy, Request, Upstream};
 
 /// Simulate a rollout (a weight plan or the config's ramps) over a population of users.
 #[derive(clap::Args)]
@@ -83,32 +88,30 @@ struct Step {
     drained: u32,
 }
 
-fn parse_plan(plan: &str, p: &Policy) -> Result<Vec<Vec<(usize, u32)>>, Fatal> {
-    let canaries: Vec<usize> = (1..p.versions.len()).collect();
+/// The steps of `--steps`: each step's text and `(version index, weight)`
+/// pairs; [`Policy::with_weights`] checks them.
+/// One step of a plan: its text, and `(version index, weight)` pairs.
+type PlanStep<'s> = (&'s str, Vec<(usize, u32)>);
+
+fn parse_plan<'s>(plan: &'s str, p: &Policy) -> Result<Vec<PlanStep<'s>>, Fatal> {
+    let canaries: Vec<usize> = (1..p.versions().len()).collect();
     let mut out = Vec::new();
     for step in plan.split(',').map(str::trim).filter(|s| !s.is_empty()) {
         let mut set = Vec::new();
         for part in step.split(';').map(str::trim).filter(|s| !s.is_empty()) {
-            let (idx, w) = match part.split_once('=') {
-                None => {
-                    if canaries.len() != 1 {
-                        return Err(Fatal(format!(
-                            "--steps {step:?}: the policy has {} non-default versions; write name=weight",
-                            canaries.len()
-                        )));
-                    }
-                    (canaries[0], part)
+            let (idx, w) = match (part.split_once('='), canaries.as_slice()) {
+                (None, [only]) => (*only, part),
+                (None, _) => {
+                    return Err(Fatal(format!(
+                    "--steps {step:?}: the policy has {} non-default versions; write name=weight",
+                    canaries.len()
+                )))
                 }
-                Some((name, w)) => {
+                (Some((name, w)), _) => {
                     let name = name.trim();
-                    let Some(i) = p.versions.iter().position(|v| v.name == name) else {
+                    let Some(i) = p.versions().iter().position(|v| v.name() == name) else {
                         return Err(Fatal(format!("--steps: no version {name:?} in the policy")));
                     };
-                    if i == 0 {
-                        return Err(Fatal(format!(
-                            "--steps: {name} is the default version: it takes what the others leave"
-                        )));
-                    }
                     (i, w.trim())
                 }
             };
@@ -117,14 +120,7 @@ fn parse_plan(plan: &str, p: &Policy) -> Result<Vec<Vec<(usize, u32)>>, Fatal> {
                 .map_err(|_| Fatal(format!("--steps {step:?}: {w:?} is not a weight")))?;
             set.push((idx, w));
         }
-        let sum: u64 = set.iter().map(|(_, w)| u64::from(*w)).sum();
-        if sum > u64::from(p.total) {
-            return Err(Fatal(format!(
-                "--steps {step:?}: weights add up to {sum}, over weight_total {}",
-                p.total
-            )));
-        }
-        out.push(set);
+        out.push((step, set));
     }
     if out.is_empty() {
         return Err(Fatal("--steps: no steps".into()));
@@ -133,11 +129,11 @@ fn parse_plan(plan: &str, p: &Policy) -> Result<Vec<Vec<(usize, u32)>>, Fatal> {
 }
 
 /// Run it.
-pub fn run(a: Args) -> Result<ExitCode, Fatal> {
+pub fn run(a: Args, io: &mut Io<'_>) -> Result<u8, Fatal> {
     if !(0.0..=1.0).contains(&a.visit_rate) {
         return Err(Fatal("--visit-rate: give a probability, 0..1".into()));
     }
-    let loaded = common::load(&a.config)?;
+    let loaded = common::load(&a.config, io)?;
     let plugin = loaded.plugin;
     let base: Policy =
         match &a.route {
@@ -174,18 +170,19 @@ pub fn run(a: Args) -> Result<ExitCode, Fatal> {
                 .as_deref()
                 .map_or(Ok(common::now()), common::parse_time)?;
             let mut current = base.clone();
-            for (k, set) in sets.iter().enumerate() {
-                for (i, w) in set {
-                    current.versions[*i].weight = Weight::Fixed(*w);
-                }
-                plan.push((start + every * k as u64, std::rc::Rc::new(current.clone())));
+            for (k, (step, set)) in sets.iter().enumerate() {
+                current = current
+                    .with_weights(set)
+                    .map_err(|e| Fatal(format!("--steps {step:?}: {e}")))?;
+                let at = start.saturating_add(every.saturating_mul(k as u64));
+                plan.push((at, std::rc::Rc::new(current.clone())));
             }
         }
         None => {
             let ramps: Vec<(u64, u64)> = base
-                .versions
+                .versions()
                 .iter()
-                .filter_map(|v| match v.weight {
+                .filter_map(|v| match v.weight() {
                     Weight::Ramp { start, end, .. } => Some((start, end)),
                     Weight::Fixed(_) => None,
                 })
@@ -223,7 +220,7 @@ pub fn run(a: Args) -> Result<ExitCode, Fatal> {
         _ => 1,
     };
     let p0 = &plan[0].1;
-    let names: Vec<String> = p0.versions.iter().map(|v| v.name.clone()).collect();
+    let names: Vec<String> = p0.versions().iter().map(|v| v.name().to_owned()).collect();
     let mut users: Vec<User> = (0..a.users)
         .map(|_| User {
             jar: None,
@@ -231,7 +228,7 @@ pub fn run(a: Args) -> Result<ExitCode, Fatal> {
             changed: false,
         })
         .collect();
-    let mut rng = SeededEntropy(a.seed);
+    let mut rng = SplitMix64(a.seed);
     let mut steps = Vec::new();
     for (time, policy) in &plan {
         let now = *time;
@@ -270,7 +267,7 @@ pub fn run(a: Args) -> Result<ExitCode, Fatal> {
                 if prev != version.0 {
                     *st.moved.entry((prev, version.0)).or_insert(0) += 1;
                     u.changed = true;
-                    if prev != 0 && weights.get(prev) == Some(&0) {
+                    if drains(&weights, prev) {
                         st.drained += 1;
                     }
                 }
@@ -283,8 +280,12 @@ pub fn run(a: Args) -> Result<ExitCode, Fatal> {
     let ever_visited = users.iter().filter(|u| u.last.is_some()).count();
 
     match a.format {
-        Format::Text => print_text(&steps, &names, plan[0].0, ever_changed, ever_visited),
-        Format::Json => println!("{}", steps_json(&steps, &names, ever_changed, ever_visited)),
+        Format::Text => print_text(io, &steps, &names, plan[0].0, ever_changed, ever_visited)?,
+        Format::Json => writeln!(
+            io.out,
+            "{}",
+            steps_json(&steps, &names, ever_changed, ever_visited)
+        )?,
     }
     if let Some(path) = &a.svg {
         let title = format!(
@@ -292,10 +293,10 @@ pub fn run(a: Args) -> Result<ExitCode, Fatal> {
             a.users,
             steps.len()
         );
-        std::fs::write(path, svg(&steps, &names, p0.total, &title))
+        std::fs::write(path, svg(&steps, &names, p0.total(), &title))
             .map_err(|e| Fatal(format!("cannot write {path}: {e}")))?;
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(0)
 }
 
 /// One visit through the adapter's steps; returns (version, draining).
@@ -304,13 +305,13 @@ fn visit(
     u: &mut User,
     uid: usize,
     now: u64,
-    rng: &mut SeededEntropy,
+    rng: &mut SplitMix64,
 ) -> (usize, bool) {
     let identity = format!("user-{uid}");
     let mut headers: Vec<Header> = Vec::new();
     let mut path = "/".to_owned();
     let mut client_address = None;
-    match &policy.key_source {
+    match &policy.key_source() {
         KeySource::Cookie => {}
         KeySource::Header(h) => {
             headers.push((h.as_bytes().to_vec(), identity.clone().into_bytes()))
@@ -338,7 +339,7 @@ fn visit(
     if let Some((v, _)) = &u.jar {
         headers.push((
             b"cookie".to_vec(),
-            format!("{}={v}", policy.cookie.name).into_bytes(),
+            format!("{}={v}", policy.cookie().name()).into_bytes(),
         ));
     }
     let req = Request {
@@ -349,14 +350,12 @@ fn visit(
         now,
     };
     let d = decide(policy, &req, rng);
-    let weights = policy.weights_at(now);
-    let draining = d.reason == Reason::Remembered && weights.get(d.version) == Some(&0);
+    let draining = d.draining();
     // Balanced mode: no upstream is read; persistent mode: a pod answers.
-    let pod = format!("10.99.{}.{}:8080", d.version, d.hash.0[0] % 2);
+    let pod = format!("10.99.{}.{}:8080", d.version, d.hash.as_bytes()[0] % 2);
     let mut ex = Exchange::new(std::rc::Rc::clone(policy), d, &req);
     let up = Upstream {
-        address: (policy.mode == sticky_canary::policy::PinMode::Persistent)
-            .then_some(pod.as_str()),
+        address: (policy.mode() == PinMode::Persistent).then_some(pod.as_str()),
         attempts: Some(1),
         status: Some(200),
     };
@@ -365,12 +364,11 @@ fn visit(
         if ex.needs_nonce() {
             rng.fill(&mut nonce);
         }
-        let value = ex
-            .decision
-            .session
-            .encode(&policy.cookie.name, &policy.seal_keys, &nonce);
-        let life = policy.cookie.max_age.or(policy.cookie.expires);
-        u.jar = Some((value, life.map(|s| now + s)));
+        if let Some(cookie) = ex.set_cookie([], &nonce) {
+            // The browser keeps it for Max-Age, else until Expires.
+            let life = policy.cookie().max_age().or(policy.cookie().expires());
+            u.jar = Some((cookie.value().to_owned(), life.map(|s| now + s)));
+        }
     }
     (ex.decision.version, draining)
 }
@@ -383,48 +381,62 @@ fn pct(n: u32, total: u32) -> f64 {
     }
 }
 
-fn print_text(steps: &[Step], names: &[String], t0: u64, changed: usize, visited: usize) {
+fn print_text(
+    io: &mut Io<'_>,
+    steps: &[Step],
+    names: &[String],
+    t0: u64,
+    changed: usize,
+    visited: usize,
+) -> Result<(), Fatal> {
     for (k, s) in steps.iter().enumerate() {
         let weights: Vec<String> = names
             .iter()
             .zip(&s.weights)
             .map(|(n, w)| format!("{n} {w}"))
             .collect();
-        println!(
+        writeln!(
+            io.out,
             "step {k} at {} (+{}): weights {}",
-            common::rfc3339(s.time),
+            format_time(s.time),
             common::human_duration(s.time - t0),
             weights.join(", ")
-        );
-        println!(
+        )?;
+        writeln!(
+            io.out,
             "  visits {} (new {}, returning {})",
             s.visits,
             s.new,
             s.visits - s.new
-        );
+        )?;
         let share: Vec<String> = names
             .iter()
             .zip(&s.counts)
             .map(|(n, c)| format!("{n} {:.1}% ({c})", pct(*c, s.visits)))
             .collect();
-        println!("  share: {}", share.join(", "));
+        writeln!(io.out, "  share: {}", share.join(", "))?;
         let total_moved: u32 = s.moved.values().sum();
         if total_moved == 0 {
-            println!("  moved: 0");
+            writeln!(io.out, "  moved: 0")?;
         } else {
             let m: Vec<String> = s
                 .moved
                 .iter()
                 .map(|((f, t), n)| format!("{} -> {} {n}", names[*f], names[*t]))
                 .collect();
-            println!("  moved: {total_moved} ({})", m.join(", "));
+            writeln!(io.out, "  moved: {total_moved} ({})", m.join(", "))?;
         }
-        println!(
+        writeln!(
+            io.out,
             "  draining: {} (on a weight-0 version until their cookie expires), drained: {}",
             s.draining, s.drained
-        );
+        )?;
     }
-    println!("users who visited: {visited}; ever changed version: {changed}");
+    writeln!(
+        io.out,
+        "users who visited: {visited}; ever changed version: {changed}"
+    )?;
+    Ok(())
 }
 
 fn steps_json(steps: &[Step], names: &[String], changed: usize, visited: usize) -> Value {
@@ -441,7 +453,7 @@ fn steps_json(steps: &[Step], names: &[String], changed: usize, visited: usize) 
             };
             json!({
                 "step": k,
-                "time": common::rfc3339(s.time),
+                "time": format_time(s.time),
                 "weights": by(&s.weights),
                 "visits": s.visits,
                 "new": s.new,

@@ -989,6 +989,157 @@ fn cookie_decode_json_and_garbage() {
     );
 }
 
+/// The fuzzer found `split_at(1)` panicking on a first character of more
+/// than one byte in the core (fixed there); the CLI re-parsed the format
+/// and panicked on the same input until it called the core.
+#[test]
+fn cookie_decode_never_panics_on_odd_values() {
+    let out = run(&["cookie", "decode", "éAAAA"]);
+    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+    assert_eq!(
+        out.lines(),
+        [
+            "format: unknown",
+            "does not open: garbled: format marker \"é\" is not 1 (plain) or 2 (sealed); not a sticky-canary cookie, or a newer format",
+            "accepted by the filter: no",
+        ]
+    );
+    let p = file("c-odd.json", COOKIE_KEYED);
+    for value in [
+        "é",
+        "",
+        "=",
+        "-",
+        "--x",
+        "1",
+        "sc=",
+        "sc=\"\"",
+        "2AAAAAAAA",
+        "1AAAA",
+    ] {
+        for extra in [&[][..], &["--config", &p][..], &["--format", "json"][..]] {
+            let mut args = vec!["cookie", "decode", value];
+            args.extend_from_slice(extra);
+            let out = run(&args);
+            assert_eq!(out.code, 1, "{args:?}: {}{}", out.stdout, out.stderr);
+            assert!(out.stderr.is_empty(), "{args:?}: {}", out.stderr);
+        }
+    }
+    // A cookie name the config has no policy for: not accepted, exit 1.
+    let out = run(&["cookie", "decode", "other=1AAAA", "--config", &p]);
+    assert_eq!(out.code, 1);
+    assert_eq!(
+        out.lines()[1],
+        "does not open: no policy of the config reads cookie other (it reads: sc)"
+    );
+}
+
+#[cfg(unix)]
+#[test]
+fn cookie_decode_of_bytes_that_are_not_utf8_exits_1() {
+    use std::os::unix::ffi::OsStrExt;
+    let out = Command::new(BIN)
+        .args(["cookie", "decode"])
+        .arg(std::ffi::OsStr::from_bytes(b"1\xff\xfeAAAA"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "format: unknown\ndoes not open: not UTF-8 text: the filter skips such a cookie\naccepted by the filter: no\n"
+    );
+}
+
+/// One definition of draining: a returning user kept on a canary at
+/// weight 0, placed there by a rule or by weight. `explain` says "(drain)"
+/// for exactly the users the filter counts as reason="drain", and the
+/// default version, at weight 0 too, never drains.
+#[test]
+fn explain_drains_whom_the_filter_counts_as_drain() {
+    use sticky_canary::{decide, Reason, Request};
+    let cfg = |canary: u32| {
+        format!(
+            r#"{{"versions":[{{"name":"stable"}},{{"name":"canary","weight":{canary}}}],
+                "rules":[{{"header":"x-canary","version":"canary"}}],
+                "session":{{"cookie":{{"name":"sc"}},"ttl":3600}}}}"#
+        )
+    };
+    let cases = [
+        (0, "canary", Origin::Rule, true),
+        (0, "canary", Origin::Weight, true),
+        (100, "stable", Origin::Rule, false),
+        (50, "canary", Origin::Rule, false),
+    ];
+    for (weight, version, origin, drains) in cases {
+        let text = cfg(weight);
+        let p = file("drain.json", &text);
+        let v = session(version, origin, NOW + 600, None).encode("sc", &[], &[0; 24]);
+        let cookie = format!("sc={v}");
+        let args = [
+            "explain", "--config", &p, "-b", &cookie, "--time", T, "--format", "json",
+        ];
+        let out = run(&args);
+        assert_eq!(out.code, 0, "{}", out.stderr);
+        let j = out.json();
+        let what = format!("{version} at weight {weight}, placed by {origin:?}");
+        assert_eq!(j["version"], version, "{what}");
+        assert_eq!(j["reason"]["kind"], "remembered", "{what}");
+        assert_eq!(
+            j["reason"]["text"].as_str().unwrap().ends_with("(drain)"),
+            drains,
+            "{what}: {}",
+            j["reason"]["text"]
+        );
+        let action = j["cookie_action"]["text"].as_str().unwrap();
+        assert_eq!(
+            action == "none (draining: never renewed)",
+            drains,
+            "{what}: {action}"
+        );
+        // The filter's own counter for the same request.
+        let plugin = compile_json(&text).unwrap();
+        let headers = vec![
+            (b":path".to_vec(), b"/".to_vec()),
+            (b"cookie".to_vec(), cookie.into_bytes()),
+        ];
+        let req = Request {
+            headers: &headers,
+            route_name: None,
+            virtual_host: None,
+            client_address: None,
+            now: NOW,
+        };
+        let d = decide(
+            plugin.global.as_ref().unwrap(),
+            &req,
+            &mut sticky_canary::rng::SplitMix64(1),
+        );
+        assert_eq!(d.reason == Reason::Drain, drains, "{what}");
+        assert_eq!(j["reason"]["counted_as"], d.reason.label(), "{what}");
+    }
+    // simulate counts the same users: rule-placed canary users drain too.
+    let p = file("drain-sim.json", &cfg(50));
+    let args = [
+        "simulate",
+        "--config",
+        &p,
+        "--start",
+        T,
+        "--format",
+        "json",
+        "--users",
+        "200",
+        "--steps",
+        "50,0",
+        "--visit-rate",
+        "1",
+    ];
+    let v = run(&args).json();
+    let s = &v["steps"][1];
+    assert_eq!(s["draining"], s["counts"]["canary"]);
+    assert!(s["draining"].as_u64().unwrap() > 0);
+}
+
 // ---------------------------------------------------------------- keygen
 
 #[test]
@@ -1007,7 +1158,12 @@ fn keygen_prints_secrets_the_filter_accepts() {
         keys[0], keys[1]
     );
     assert_eq!(
-        compile_json(&cfg).unwrap().global.unwrap().seal_keys.len(),
+        compile_json(&cfg)
+            .unwrap()
+            .global
+            .unwrap()
+            .seal_keys()
+            .len(),
         2
     );
     let one = run(&["keygen", "-n", "2", "--comma"]);

@@ -205,7 +205,7 @@ fn request(headers: &[(Vec<u8>, Vec<u8>)]) -> sticky_canary::Request<'_> {
 /// The route entry (its name) that covers the request, if any.
 fn selected(plugin: &sticky_canary::Plugin, host: &str, path: &str) -> Option<String> {
     let h = request_headers(host, path, &[], &[]);
-    plugin.select(&request(&h)).map(|p| p.scope.clone())
+    plugin.select(&request(&h)).map(|p| p.scope().to_owned())
 }
 
 /// The version the filter decides for a new user.
@@ -329,7 +329,7 @@ fn check_plugin_location(plugin: &sticky_canary::Plugin, loc: &Value, problems: 
         .find(|r| r.name == entry)
         .and_then(|r| r.policy.clone())
         .unwrap();
-    let names: Vec<&str> = policy.versions.iter().map(|v| v.name.as_str()).collect();
+    let names: Vec<&str> = policy.versions().iter().map(|v| v.name()).collect();
     if names.first() != Some(&main) {
         problems.push(format!(
             "{at}: main version {:?}, want {main}",
@@ -341,8 +341,8 @@ fn check_plugin_location(plugin: &sticky_canary::Plugin, loc: &Value, problems: 
     match canary {
         None => {
             let w = policy.weights_at(0);
-            if names.len() != 2 || w.get(1) != Some(&0) || !policy.rules.is_empty() {
-                problems.push(format!("{at}: no canary in ingress-nginx, but versions {names:?} weights {w:?} rules {}", policy.rules.len()));
+            if names.len() != 2 || w.get(1) != Some(&0) || !policy.rules().is_empty() {
+                problems.push(format!("{at}: no canary in ingress-nginx, but versions {names:?} weights {w:?} rules {}", policy.rules().len()));
             }
         }
         Some(c) => {
@@ -352,11 +352,11 @@ fn check_plugin_location(plugin: &sticky_canary::Plugin, loc: &Value, problems: 
             let weight = t["weight"].as_u64().unwrap_or(0) as u32;
             let total = t["weight_total"].as_u64().unwrap_or(100) as u32;
             let w = policy.weights_at(0);
-            if (w.get(1).copied(), policy.total) != (Some(weight), total) {
+            if (w.get(1).copied(), policy.total()) != (Some(weight), total) {
                 problems.push(format!(
                     "{at}: weight {:?} of {}, want {weight} of {total}",
                     w.get(1),
-                    policy.total
+                    policy.total()
                 ));
             }
             check_condition(plugin, host, path, main, c, t, &at, problems);
@@ -364,46 +364,46 @@ fn check_plugin_location(plugin: &sticky_canary::Plugin, loc: &Value, problems: 
     }
     // Stickiness of the version.
     let want_sticky = loc["stickiness"].as_str() != Some("legacy");
-    if policy.sticky != want_sticky {
+    if policy.sticky() != want_sticky {
         problems.push(format!(
             "{at}: sticky {}, want {want_sticky}",
-            policy.sticky
+            policy.sticky()
         ));
     }
     // The cookie.
     let a = &loc["affinity"];
     if !a.is_null() {
-        let ck = &policy.cookie;
+        let ck = &policy.cookie();
         let mut want = vec![
-            ("name", json!(ck.name), a["cookie_name"].clone()),
-            ("path", json!(ck.path), a["cookie_path"].clone()),
-            ("domain", json!(ck.domain), a["domain"].clone()),
-            ("max_age", json!(ck.max_age), a["max_age"].clone()),
-            ("expires", json!(ck.expires), a["expires"].clone()),
+            ("name", json!(ck.name()), a["cookie_name"].clone()),
+            ("path", json!(ck.path()), a["cookie_path"].clone()),
+            ("domain", json!(ck.domain()), a["domain"].clone()),
+            ("max_age", json!(ck.max_age()), a["max_age"].clone()),
+            ("expires", json!(ck.expires()), a["expires"].clone()),
             (
                 "samesite",
-                json!(ck.same_site.map(|s| format!("{s:?}"))),
+                json!(ck.same_site().map(|s| format!("{s:?}"))),
                 a["samesite"].clone(),
             ),
             (
                 "conditional_samesite_none",
-                json!(ck.same_site_none_compat),
+                json!(ck.same_site_none_compat()),
                 a["conditional_samesite_none"].clone(),
             ),
-            ("http_only", json!(ck.http_only), json!(true)),
+            ("http_only", json!(ck.http_only()), json!(true)),
         ];
-        let secure = match format!("{:?}", ck.secure).as_str() {
+        let secure = match format!("{:?}", ck.secure()).as_str() {
             "Always" => json!(true),
             "Auto" => json!("auto"),
             _ => json!(false),
         };
         want.push(("secure", secure, a["secure"].clone()));
-        let mode = format!("{:?}", policy.mode).to_ascii_lowercase();
+        let mode = format!("{:?}", policy.mode()).to_ascii_lowercase();
         want.push(("mode", json!(mode), a["mode"].clone()));
         if mode == "persistent" {
             want.push((
                 "change_on_failure",
-                json!(policy.change_on_failure),
+                json!(policy.change_on_failure()),
                 a["change_on_failure"].clone(),
             ));
         }

@@ -7,7 +7,7 @@ use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
 use serde_json::json;
 use sticky_canary::compile_json;
-use sticky_canary::policy::Secure;
+use sticky_canary::cookies::Secure;
 use sticky_canary::session::{Origin, Session};
 use sticky_canary_fuzz::checks::{self, MAX_NOW};
 use sticky_canary_fuzz::gen::{b64_std, pool, CookieM, Opt, Text};
@@ -58,16 +58,19 @@ fuzz_target!(|input: Input| {
     }
     // The compiled spec is what was configured.
     let plugin = compile_json(&text).expect("it compiled above");
-    let spec = &plugin.global.as_ref().expect("versions given").cookie;
+    let spec = plugin.global.as_ref().expect("versions given").cookie();
     let c = &input.cookie;
     if let Opt::Some(t) = &c.name {
-        assert_eq!(spec.name, t.pick(pool::COOKIE));
+        assert_eq!(spec.name(), t.pick(pool::COOKIE));
     }
     if let Opt::Some(t) = &c.path {
-        assert_eq!(spec.path, t.pick(pool::PATH));
+        assert_eq!(spec.path(), t.pick(pool::PATH));
     }
     if let Opt::Some(t) = &c.domain {
-        assert_eq!(spec.domain.as_deref(), Some(t.pick(pool::DOMAIN).as_str()));
+        assert_eq!(
+            spec.domain(),
+            Some(t.pick(pool::DOMAIN).as_str())
+        );
     }
     if let Opt::Some(b) = &c.secure {
         let want = [
@@ -76,9 +79,9 @@ fuzz_target!(|input: Input| {
             Some(Secure::Auto),
             None,
         ][usize::from(*b % 4)];
-        assert_eq!(Some(spec.secure), want);
+        assert_eq!(Some(spec.secure()), want);
     }
     if let Opt::Some(b) = &c.http_only {
-        assert_eq!(spec.http_only, *b);
+        assert_eq!(spec.http_only(), *b);
     }
 });

@@ -16,17 +16,32 @@
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use std::rc::Rc;
-use sticky_canary::metrics::{Outcome, SessionEvent};
+use sticky_canary::cookies::{CookieSpec, SameSite, Secure};
+use sticky_canary::metrics::SessionEvent;
 use sticky_canary::pipeline::{on_request, Upstream};
 use sticky_canary::policy::{
-    version_for_bucket, CookieSpec, KeySource, Matcher, PinMode, RuleSource, SameSite, Secure,
-    Weight,
+    drains, version_for_bucket, KeySource, Matcher, PinMode, RuleSource, Weight,
 };
 use sticky_canary::session::{Opened, SealKey, Session, MAX_COOKIE_VALUE, NONCE_LEN};
 use sticky_canary::{
-    browsers, compile_json, cookies, decide, hash, invalid_plan, CookieState, Entropy, Plugin,
-    Policy, Reason, Request,
+    browsers, compile_json, cookies, decide, hash, invalid_plan, Basis, CookieState, Entropy,
+    Plugin, Policy, Reason, Request,
 };
+
+/// Cookie names the targets pick from (`gen::pool::COOKIE`): the usual,
+/// prefixed ones, and names no config accepts.
+pub const COOKIE_NAMES: &[&str] = &[
+    "sticky-canary",
+    "sc",
+    "canary",
+    "__Host-sc",
+    "__Secure-sc",
+    "a;b",
+    "",
+    "my cookie",
+    "c=1",
+    "Ω",
+];
 
 // ---------------------------------------------------------------------------
 // Known bugs: while a bug found here is open in src/, the fuzz targets step
@@ -225,15 +240,15 @@ fn check_fidelity(plugin: &Plugin, json: &serde_json::Value) {
     let global_names = version_names(json);
     match (&plugin.global, &global_names) {
         (Some(p), Some(n)) => {
-            let got: Vec<&str> = p.versions.iter().map(|v| v.name.as_str()).collect();
+            let got: Vec<&str> = p.versions().iter().map(|v| v.name()).collect();
             assert_eq!(&got, n, "global versions");
             let total = json.get("weight_total").and_then(Value::as_u64);
-            assert_eq!(u64::from(p.total), total.unwrap_or(100), "weight_total");
+            assert_eq!(u64::from(p.total()), total.unwrap_or(100), "weight_total");
             let rules = json
                 .get("rules")
                 .and_then(Value::as_array)
                 .map_or(0, Vec::len);
-            assert_eq!(p.rules.len(), rules, "every rule compiled");
+            assert_eq!(p.rules().len(), rules, "every rule compiled");
         }
         (None, None) => {}
         (g, n) => panic!("global policy {} but versions {n:?}", g.is_some()),
@@ -255,9 +270,9 @@ fn check_fidelity(plugin: &Plugin, json: &serde_json::Value) {
             let want = version_names(e)
                 .or_else(|| global_names.clone())
                 .unwrap_or_default();
-            let got: Vec<&str> = p.versions.iter().map(|v| v.name.as_str()).collect();
+            let got: Vec<&str> = p.versions().iter().map(|v| v.name()).collect();
             assert_eq!(got, want, "routes[{i}] versions");
-            assert_eq!(p.scope, r.name);
+            assert_eq!(p.scope(), r.name);
             // The cookie Path: as the entry merged over the global object
             // sets it, else the entry's one literal path when usable as a
             // path, else "/".
@@ -297,7 +312,7 @@ fn check_fidelity(plugin: &Plugin, json: &serde_json::Value) {
                 },
                 Some(_) => "/".to_owned(),
             };
-            assert_eq!(p.cookie.path, want_path, "routes[{i}] cookie path");
+            assert_eq!(p.cookie().path(), want_path, "routes[{i}] cookie path");
         }
         let want_name = e
             .get("name")
@@ -373,7 +388,7 @@ pub fn check_plugin(plugin: &Plugin) {
         .chain(plugin.routes.iter().filter_map(|r| r.policy.as_ref()));
     for p in policies {
         check_policy(p);
-        for h in p.headers.all() {
+        for h in p.headers().all() {
             assert!(
                 plugin.override_headers.contains(h),
                 "override_headers misses {h}"
@@ -404,7 +419,7 @@ pub fn check_plugin(plugin: &Plugin) {
         .chain(plugin.routes.iter().filter_map(|r| r.policy.as_ref()))
         .any(|p| p.needs_client_address());
     assert_eq!(plugin.needs_client_address, any_client_ip);
-    assert!((plugin.passthrough.0 as usize) < plugin.counter_names.len());
+    assert!(plugin.passthrough.index() < plugin.counter_names.len());
     for r in &plugin.routes {
         let m = &r.matcher;
         assert!(
@@ -440,8 +455,8 @@ fn is_token(s: &str) -> bool {
 /// Times at which weights are worth looking at for this policy.
 pub fn sample_times(p: &Policy) -> Vec<u64> {
     let mut t = vec![0, 1, 1_800_000_000, MAX_NOW, u64::MAX];
-    for v in &p.versions {
-        if let Weight::Ramp { start, end, .. } = v.weight {
+    for v in p.versions() {
+        if let Weight::Ramp { start, end, .. } = v.weight() {
             let mid = start + (end - start) / 2;
             t.extend([
                 start.saturating_sub(1),
@@ -461,25 +476,25 @@ pub fn sample_times(p: &Policy) -> Vec<u64> {
 
 /// A policy: versions, weights at any time, rules, cookie and headers.
 pub fn check_policy(p: &Policy) {
-    let n = p.versions.len();
+    let n = p.versions().len();
     assert!((2..=32).contains(&n), "{n} versions");
-    assert!((1..=1_000_000).contains(&p.total), "total {}", p.total);
-    for (i, v) in p.versions.iter().enumerate() {
-        assert_eq!(v.id, hash::fnv32(v.name.as_bytes()), "version id");
+    assert!((1..=1_000_000).contains(&p.total()), "total {}", p.total());
+    for (i, v) in p.versions().iter().enumerate() {
+        assert_eq!(v.id(), hash::fnv32(v.name().as_bytes()), "version id");
         assert!(
-            !v.name.is_empty()
-                && v.name.len() <= 64
-                && v.name
+            !v.name().is_empty()
+                && v.name().len() <= 64
+                && v.name()
                     .bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)),
             "version name {:?} is not a header-safe value",
-            v.name
+            v.name()
         );
         assert!(
-            p.versions[..i].iter().all(|o| o.id != v.id),
+            p.versions()[..i].iter().all(|o| o.id() != v.id()),
             "version ids are unique"
         );
-        assert_eq!(p.version_by_id(v.id), Some(i));
+        assert_eq!(p.version_by_id(v.id()), Some(i));
     }
     let times = sample_times(p);
     let mut last: Option<Vec<u32>> = None;
@@ -488,71 +503,75 @@ pub fn check_policy(p: &Policy) {
         assert_eq!(w.len(), n);
         let others: u64 = w.iter().skip(1).map(|x| u64::from(*x)).sum();
         assert!(
-            others <= u64::from(p.total),
+            others <= u64::from(p.total()),
             "weights {w:?} at {t} are over the total {}",
-            p.total
+            p.total()
         );
         let sum: u64 = w.iter().map(|x| u64::from(*x)).sum();
-        assert_eq!(sum, u64::from(p.total), "weights {w:?} at {t}");
+        assert_eq!(sum, u64::from(p.total()), "weights {w:?} at {t}");
         // Every bucket has an owner with weight > 0.
-        for b in [0, p.total / 2, p.total - 1] {
+        for b in [0, p.total() / 2, p.total() - 1] {
             let v = version_for_bucket(&w, b);
             assert!(v < n && w[v] > 0, "bucket {b} -> {v} under {w:?}");
         }
         // Ramps move monotonically from `from` to `to`.
         if let Some(prev) = &last {
-            for (i, v) in p.versions.iter().enumerate().skip(1) {
-                if let Weight::Ramp { from, to, .. } = v.weight {
+            for (i, v) in p.versions().iter().enumerate().skip(1) {
+                if let Weight::Ramp { from, to, .. } = v.weight() {
                     let (a, b) = (prev[i], w[i]);
                     if to >= from {
-                        assert!(a <= b, "ramp {} goes back: {a} -> {b}", v.name);
+                        assert!(a <= b, "ramp {} goes back: {a} -> {b}", v.name());
                     } else {
-                        assert!(a >= b, "ramp {} goes back: {a} -> {b}", v.name);
+                        assert!(a >= b, "ramp {} goes back: {a} -> {b}", v.name());
                     }
                 }
             }
         }
         last = Some(w);
     }
-    for v in p.versions.iter().skip(1) {
+    for v in p.versions().iter().skip(1) {
         if let Weight::Ramp {
             start,
             end,
             from,
             to,
             steps,
-        } = v.weight
+        } = v.weight()
         {
             assert!(end > start && steps <= 10_000);
-            assert_eq!(v.weight.at(start), from);
-            assert_eq!(v.weight.at(end), to);
-            assert_eq!(v.weight.at(0), from);
-            assert_eq!(v.weight.at(u64::MAX), to);
+            assert_eq!(v.weight().at(start), from);
+            assert_eq!(v.weight().at(end), to);
+            assert_eq!(v.weight().at(0), from);
+            assert_eq!(v.weight().at(u64::MAX), to);
         }
     }
-    for r in &p.rules {
-        assert!(r.version < n, "rule version {} of {n}", r.version);
-        if let Matcher::Exact(v) = &r.matcher {
+    for r in p.rules() {
+        assert!(r.version() < n, "rule version {} of {n}", r.version());
+        if let Matcher::Exact(v) = r.matcher() {
             assert!(!v.is_empty() && v.len() <= 256);
         }
     }
-    let c = &p.cookie;
-    assert!(is_token(&c.name), "cookie name {:?}", c.name);
-    assert!(c.path.starts_with('/'));
-    assert!(p.ttl >= 1 && p.ttl <= 10 * 365 * 86_400, "ttl {}", p.ttl);
-    let h = &p.headers;
-    assert!(h.version != h.hash && h.version != h.endpoint && h.hash != h.endpoint);
+    let c = &p.cookie();
+    assert!(is_token(c.name()), "cookie name {:?}", c.name());
+    assert!(c.path().starts_with('/'));
+    assert!(
+        p.ttl() >= 1 && p.ttl() <= 10 * 365 * 86_400,
+        "ttl {}",
+        p.ttl()
+    );
+    let h = &p.headers();
+    assert!(h.version() != h.hash() && h.version() != h.endpoint() && h.hash() != h.endpoint());
     for name in h.all() {
         assert!(is_token(name) && *name == name.to_ascii_lowercase());
     }
-    assert!(p.seal_keys.len() <= 8);
-    if p.mode == PinMode::Persistent {
-        assert!(!p.seal_keys.is_empty(), "persistent mode without keys");
+    assert!(p.seal_keys().len() <= 8);
+    if p.mode() == PinMode::Persistent {
+        assert!(!p.seal_keys().is_empty(), "persistent mode without keys");
     }
-    for r in &p.rules {
-        if let RuleSource::Header(h) = &r.source {
+    for r in p.rules() {
+        if let RuleSource::Header(h) = r.source() {
             assert!(
-                !p.headers.writes(h),
+                !p.headers().writes(h),
                 "a rule reads a header the filter writes"
             );
         }
@@ -605,10 +624,10 @@ pub fn exercise_plugin(plugin: &Plugin, extra: &[ReqCase]) {
 
 /// Every session the request's session cookies open to.
 fn incoming_sessions(p: &Policy, case: &ReqCase) -> Vec<Session> {
-    let name = &p.cookie.name;
+    let name = &p.cookie().name();
     cookie_values(case, name)
         .iter()
-        .filter_map(|v| match Session::open(v, name, &p.seal_keys, case.now) {
+        .filter_map(|v| match Session::open(v, name, p.seal_keys(), case.now) {
             Opened::Valid { session, .. } => Some(session),
             Opened::Invalid => None,
         })
@@ -636,7 +655,7 @@ pub fn check_request(plugin: &Plugin, case: &ReqCase) -> Option<Checked> {
     let selected = plugin.select(&req).cloned();
     if tolerate() {
         if let Some(p) = &selected {
-            if cookie_values(case, &p.cookie.name)
+            if cookie_values(case, p.cookie().name())
                 .iter()
                 .any(|v| hits_open_non_ascii(v))
             {
@@ -647,7 +666,7 @@ pub fn check_request(plugin: &Plugin, case: &ReqCase) -> Option<Checked> {
     let mut rng = CaseRng(case.entropy);
     let plan = on_request(plugin, &req, &mut rng);
     for c in &plan.count {
-        assert!((c.0 as usize) < plugin.counter_names.len(), "counter {c:?}");
+        assert!(c.index() < plugin.counter_names.len(), "counter {c:?}");
     }
     for (h, v) in &plan.set {
         assert!(is_token(h), "set header {h:?}");
@@ -685,54 +704,59 @@ pub fn check_request(plugin: &Plugin, case: &ReqCase) -> Option<Checked> {
             .map(|(_, v)| v.clone())
     };
     assert_eq!(
-        set(&p.headers.version).as_deref(),
-        Some(p.versions[d.version].name.as_bytes()),
+        set(p.headers().version()).as_deref(),
+        Some(p.versions()[d.version].name().as_bytes()),
         "version header"
     );
     assert_eq!(
-        set(&p.headers.hash).as_deref(),
-        Some(&d.hash.0[..]),
+        set(p.headers().hash()).as_deref(),
+        Some(d.hash.as_bytes()),
         "hash header"
     );
     match &d.endpoint {
-        Some(ep) => assert_eq!(set(&p.headers.endpoint).as_deref(), Some(ep.as_bytes())),
+        Some(ep) => assert_eq!(set(p.headers().endpoint()).as_deref(), Some(ep.as_bytes())),
         None => {
-            assert!(set(&p.headers.endpoint).is_none());
+            assert!(set(p.headers().endpoint()).is_none());
             assert_eq!(
-                plan.remove.contains(&p.headers.endpoint.as_str()),
-                req.header_present(&p.headers.endpoint),
+                plan.remove.contains(&p.headers().endpoint()),
+                req.header_present(p.headers().endpoint()),
                 "a client's endpoint header is removed"
             );
         }
     }
 
     // The version: in range, and one the config allows for this request.
-    let n = p.versions.len();
+    let n = p.versions().len();
     assert!(d.version < n, "version {} of {n}", d.version);
-    assert_eq!(d.session.version_id, p.versions[d.version].id);
+    assert_eq!(d.session.version_id, p.versions()[d.version].id());
     let weights = p.weights_at(case.now);
     let incoming = incoming_sessions(&p, case);
-    match d.reason {
-        Reason::Rule(i) => {
-            let rule = p.rules.get(i).expect("the rule exists");
-            let ok = d.version == rule.version
-                || (matches!(rule.matcher, Matcher::Sentinel) && d.version == 0);
-            assert!(ok, "rule {i} sends to {}, got {}", rule.version, d.version);
+    match d.basis {
+        Basis::Rule(i) => {
+            let rule = p.rules().get(i).expect("the rule exists");
+            let ok = d.version == rule.version()
+                || (matches!(rule.matcher(), Matcher::Sentinel) && d.version == 0);
+            assert!(
+                ok,
+                "rule {i} sends to {}, got {}",
+                rule.version(),
+                d.version
+            );
         }
-        Reason::Remembered => {
-            assert!(p.sticky, "legacy mode remembers nothing");
+        Basis::Remembered => {
+            assert!(p.sticky(), "legacy mode remembers nothing");
             assert!(
                 incoming
                     .iter()
                     .any(|s| s.version_id == d.session.version_id),
                 "remembered version {} is in no valid cookie of the request",
-                p.versions[d.version].name
+                p.versions()[d.version].name()
             );
             assert_ne!(d.cookie_state, CookieState::Conflicting);
         }
-        Reason::Weight => {
-            let b = hash::bucket(&p.seed, &d.session.key, p.total);
-            assert!(b < p.total);
+        Basis::Weight => {
+            let b = hash::bucket(p.seed(), &d.session.key, p.total());
+            assert!(b < p.total());
             assert_eq!(
                 d.version,
                 version_for_bucket(&weights, b),
@@ -745,53 +769,62 @@ pub fn check_request(plugin: &Plugin, case: &ReqCase) -> Option<Checked> {
         }
     }
     assert_eq!(
-        matches!(d.reason, Reason::Rule(_)),
-        d.outcome == Outcome::Rule,
-        "outcome {:?} for reason {:?}",
-        d.outcome,
-        d.reason
+        matches!(d.basis, Basis::Rule(_)),
+        d.reason == Reason::Rule,
+        "reason {:?} for basis {:?}",
+        d.reason,
+        d.basis
     );
-    match d.outcome {
-        Outcome::New => assert!(d.previous.is_none(), "new, yet a session came"),
-        Outcome::Returning => assert_eq!(
-            d.previous.as_ref().map(|p| p.0),
+    // One definition of draining: kept by memory on a version that drains.
+    assert_eq!(
+        d.reason == Reason::Drain,
+        d.basis == Basis::Remembered && drains(&weights, d.version),
+        "reason {:?} for basis {:?} at weights {weights:?}",
+        d.reason,
+        d.basis
+    );
+    assert_eq!(d.draining(), d.reason == Reason::Drain);
+    match d.reason {
+        Reason::New => assert!(d.incoming.is_none(), "new, yet a session came"),
+        Reason::Returning => assert_eq!(
+            d.incoming.as_ref().map(|s| s.version_id),
             Some(d.session.version_id),
             "returning keeps the version"
         ),
-        Outcome::Reassigned => {
-            let prev = d.previous.as_ref().expect("reassigned from a session");
+        Reason::Reassigned => {
+            let prev = d.incoming.as_ref().expect("reassigned from a session");
             assert_ne!(
-                prev.0, d.session.version_id,
+                prev.version_id, d.session.version_id,
                 "reassigned to the same version"
             );
         }
-        Outcome::Drain => {
-            assert_eq!(d.reason, Reason::Remembered);
+        Reason::Drain => {
+            assert_ne!(d.version, 0, "the default version never drains");
             assert_eq!(weights[d.version], 0, "drain from a weighted version");
         }
-        Outcome::Rollback => assert!(d.previous.is_some() && p.rollback),
-        Outcome::Rule => {}
+        Reason::Rollback => assert!(d.incoming.is_some() && p.rollback()),
+        Reason::Rule => {}
     }
-    if let Some((id, _)) = &d.previous {
+    if let Some(s) = &d.incoming {
         assert!(
-            incoming.iter().any(|s| s.version_id == *id),
-            "previous session is in no valid cookie"
+            incoming.contains(s),
+            "the incoming session is in no valid cookie"
         );
     }
     // The sticky hash: 16 lowercase hex digits of the session key.
     assert!(
         d.hash
-            .0
+            .as_bytes()
             .iter()
             .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(c)),
         "sticky hash {:?}",
-        String::from_utf8_lossy(&d.hash.0)
+        d.hash.as_str()
     );
-    assert_eq!(d.hash.0, hash::pod_hash(&d.session.key));
+    assert_eq!(d.hash.as_bytes(), hash::pod_hash(&d.session.key));
     // The pinned endpoint: persistent mode, from a cookie for this version.
     if let Some(ep) = &d.endpoint {
         assert_eq!(
-            p.mode,
+            p.mode(),
             PinMode::Persistent,
             "endpoint outside persistent mode"
         );
@@ -811,7 +844,7 @@ pub fn check_request(plugin: &Plugin, case: &ReqCase) -> Option<Checked> {
     match d.cookie_state {
         CookieState::Absent => {
             assert!(
-                cookie_values(case, &p.cookie.name).is_empty(),
+                cookie_values(case, p.cookie().name()).is_empty(),
                 "cookie counted as absent"
             );
             assert!(d.rejected.is_none());
@@ -823,7 +856,7 @@ pub fn check_request(plugin: &Plugin, case: &ReqCase) -> Option<Checked> {
         }
         CookieState::Invalid => {}
     }
-    if p.key_source == KeySource::Cookie {
+    if *p.key_source() == KeySource::Cookie {
         assert!(!d.key_fallback);
     }
 
@@ -853,7 +886,7 @@ pub fn check_request(plugin: &Plugin, case: &ReqCase) -> Option<Checked> {
         });
     }
     let mut nonce = [0u8; NONCE_LEN];
-    assert_eq!(ex.needs_nonce(), !p.seal_keys.is_empty());
+    assert_eq!(ex.needs_nonce(), !p.seal_keys().is_empty());
     if ex.needs_nonce() && !rng.fill(&mut nonce) {
         // The adapter sends no cookie without a nonce.
         return Some(Checked {
@@ -862,12 +895,12 @@ pub fn check_request(plugin: &Plugin, case: &ReqCase) -> Option<Checked> {
         });
     }
     // A response that sets our cookie itself is left alone.
-    let own = format!("{}=x; Path=/", p.cookie.name);
+    let own = format!("{}=x; Path=/", p.cookie().name());
     assert!(
         ex.set_cookie([own.as_bytes()], &nonce).is_none(),
         "a duplicate Set-Cookie"
     );
-    let other = format!("{}x=1", p.cookie.name);
+    let other = format!("{}x=1", p.cookie().name());
     let sc = ex
         .set_cookie([other.as_bytes()], &nonce)
         .expect("a Set-Cookie is due");
@@ -875,29 +908,29 @@ pub fn check_request(plugin: &Plugin, case: &ReqCase) -> Option<Checked> {
     check_extras(&ex.extras(None));
     assert_eq!(
         sc.event == SessionEvent::Issued,
-        d.previous.is_none(),
+        d.incoming.is_none(),
         "event {:?}",
         sc.event
     );
-    let value = d.session.encode(&p.cookie.name, &p.seal_keys, &nonce);
+    let value = d.session.encode(p.cookie().name(), p.seal_keys(), &nonce);
     let ua = ex.user_agent.clone();
-    if p.cookie.same_site_none_compat {
+    if p.cookie().same_site_none_compat() {
         assert_eq!(ua.as_deref(), req.header("user-agent").one());
     }
     let https = req.is_https();
-    assert_eq!(ex.https, https && p.cookie.secure == Secure::Auto);
+    assert_eq!(ex.https, https && p.cookie().secure() == Secure::Auto);
     check_set_cookie(
-        &p.cookie,
+        p.cookie(),
         &value,
         case.now,
         ua.as_deref(),
         https,
         &sc.header,
     );
-    check_value_shape(&value, !p.seal_keys.is_empty());
-    if case.now.saturating_add(p.ttl) < u64::from(u32::MAX) {
+    check_value_shape(&value, !p.seal_keys().is_empty());
+    if case.now.saturating_add(p.ttl()) < u64::from(u32::MAX) {
         assert_eq!(
-            Session::open(&value, &p.cookie.name, &p.seal_keys, case.now),
+            Session::open(&value, p.cookie().name(), p.seal_keys(), case.now),
             Opened::Valid {
                 session: d.session.clone(),
                 stale_key: false
@@ -911,7 +944,7 @@ pub fn check_request(plugin: &Plugin, case: &ReqCase) -> Option<Checked> {
             .retain(|(k, _)| !k.eq_ignore_ascii_case(b"cookie"));
         again.headers.push((
             b"cookie".to_vec(),
-            format!("{}={}", p.cookie.name, value).into_bytes(),
+            format!("{}={}", p.cookie().name(), value).into_bytes(),
         ));
         let headers2 = api_headers(&again);
         let req2 = request(&again, &headers2);
@@ -926,7 +959,7 @@ pub fn check_request(plugin: &Plugin, case: &ReqCase) -> Option<Checked> {
             "the issued cookie is valid on the next request"
         );
         assert_eq!(d2.session.key, d.session.key, "the session key sticks");
-        if p.mode == PinMode::Persistent && d2.session.version_id == d.session.version_id {
+        if p.mode() == PinMode::Persistent && d2.session.version_id == d.session.version_id {
             assert_eq!(d2.endpoint, d.session.endpoint, "the pin sticks");
         }
     }
@@ -984,8 +1017,8 @@ pub fn check_set_cookie(
     let (name, val) = pair
         .split_once('=')
         .unwrap_or_else(|| panic!("no name=value in {header:?}"));
-    assert_eq!(name.trim(), spec.name);
-    assert_eq!(name, spec.name, "the name is not padded");
+    assert_eq!(name.trim(), spec.name());
+    assert_eq!(name, spec.name(), "the name is not padded");
     assert_eq!(val, value, "the value comes through unchanged");
     assert!(is_token(name), "cookie name {name:?}");
     assert!(
@@ -1025,38 +1058,38 @@ pub fn check_set_cookie(
     // Known bug `path-trailing-space`: the compiler accepts a path ending
     // in spaces; browsers trim attribute values, so the Path differs.
     let want_path = if tolerate() {
-        spec.path.trim_end()
+        spec.path().trim_end()
     } else {
-        spec.path.as_str()
+        spec.path()
     };
     assert_eq!(
         path.as_deref(),
         Some(want_path),
         "Path as the browser reads it, in {header:?}"
     );
-    assert_eq!(domain, spec.domain, "Domain in {header:?}");
-    assert_eq!(max_age, spec.max_age, "Max-Age in {header:?}");
+    assert_eq!(domain.as_deref(), spec.domain(), "Domain in {header:?}");
+    assert_eq!(max_age, spec.max_age(), "Max-Age in {header:?}");
     let want_expires = spec
-        .expires
+        .expires()
         .map(|s| cookies::http_date(now.saturating_add(s)));
     assert_eq!(expires, want_expires, "Expires in {header:?}");
     if let Some(e) = &expires {
         check_http_date(e);
     }
-    let want_secure = match spec.secure {
+    let want_secure = match spec.secure() {
         Secure::Always => true,
         Secure::Never => false,
         Secure::Auto => https,
     };
     assert_eq!(secure, want_secure, "Secure in {header:?}");
-    assert_eq!(http_only, spec.http_only);
-    let want_same_site = match spec.same_site {
+    assert_eq!(http_only, spec.http_only());
+    let want_same_site = match spec.same_site() {
         None => None,
         // Without Secure (plain HTTP with "secure": "auto"), SameSite=None is
         // left out: browsers reject the cookie otherwise.
         Some(SameSite::None) if !want_secure => None,
         Some(SameSite::None)
-            if spec.same_site_none_compat
+            if spec.same_site_none_compat()
                 && browsers::rejects_same_site_none(user_agent.unwrap_or("")) =>
         {
             None
@@ -1072,7 +1105,7 @@ pub fn check_set_cookie(
     );
     // Known bug `same-site-none-http`: with "secure": "auto" a plain HTTP
     // request gets SameSite=None without Secure, which browsers drop.
-    if same_site.as_deref() == Some("None") && !(tolerate() && spec.secure == Secure::Auto) {
+    if same_site.as_deref() == Some("None") && !(tolerate() && spec.secure() == Secure::Auto) {
         assert!(
             secure,
             "SameSite=None without Secure is dropped by browsers"
@@ -1384,15 +1417,15 @@ fn session_text(spec: &str, p: &Policy, now: u64) -> String {
     };
     let b = head.as_bytes();
     let at = |i: usize| b.get(i).copied().unwrap_or(b'0');
-    let v = usize::from(at(0).wrapping_sub(b'0')) % p.versions.len();
+    let v = usize::from(at(0).wrapping_sub(b'0')) % p.versions().len();
     let expiry = match at(3) {
         b'x' => now.saturating_sub(1),
         b'n' => now + 1,
-        _ => now + p.ttl,
+        _ => now + p.ttl(),
     };
     let s = Session {
         key,
-        version_id: p.versions[v].id,
+        version_id: p.versions()[v].id(),
         origin: if at(1) == b'r' {
             sticky_canary::session::Origin::Rule
         } else {
@@ -1402,12 +1435,12 @@ fn session_text(spec: &str, p: &Policy, now: u64) -> String {
         endpoint,
     };
     let keys: Vec<SealKey> = match at(2) {
-        b'0' => p.seal_keys.iter().take(1).cloned().collect(),
-        b'1' => p.seal_keys.iter().skip(1).take(1).cloned().collect(),
+        b'0' => p.seal_keys().iter().take(1).cloned().collect(),
+        b'1' => p.seal_keys().iter().skip(1).take(1).cloned().collect(),
         b'2' => vec![SealKey([0x55; 32])],
         _ => Vec::new(),
     };
-    s.encode(&p.cookie.name, &keys, &[9; NONCE_LEN])
+    s.encode(p.cookie().name(), &keys, &[9; NONCE_LEN])
 }
 
 // ---------------------------------------------------------------------------
@@ -1455,12 +1488,12 @@ pub fn check_cookie_config(
         }
     };
     let p = plugin.global.as_ref()?;
-    let value = session.encode(&p.cookie.name, &p.seal_keys, nonce);
-    check_value_shape(&value, !p.seal_keys.is_empty());
+    let value = session.encode(p.cookie().name(), p.seal_keys(), nonce);
+    check_value_shape(&value, !p.seal_keys().is_empty());
     let mut last = None;
     for https in [false, true] {
-        let header = cookies::render_for(&p.cookie, &value, now, user_agent, https);
-        check_set_cookie(&p.cookie, &value, now, user_agent, https, &header);
+        let header = cookies::render_for(p.cookie(), &value, now, user_agent, https);
+        check_set_cookie(p.cookie(), &value, now, user_agent, https, &header);
         last = Some(header);
     }
     last

@@ -112,19 +112,8 @@ pub mod pool {
         ":path",
         "x-forwarded-for",
     ];
-    /// Cookie names.
-    pub const COOKIE: &[&str] = &[
-        "sticky-canary",
-        "sc",
-        "canary",
-        "__Host-sc",
-        "__Secure-sc",
-        "a;b",
-        "",
-        "my cookie",
-        "c=1",
-        "Ω",
-    ];
+    /// Cookie names (in checks.rs, which the regression replay includes).
+    pub const COOKIE: &[&str] = crate::checks::COOKIE_NAMES;
     /// Query names.
     pub const QUERY: &[&str] = &["canary", "uid", "v", "a&b", "x=y", "", "ünï", "a#b"];
     /// Values rules compare with.
@@ -861,7 +850,7 @@ impl SessionGen {
         let name = self
             .name
             .as_ref()
-            .map_or_else(|| p.cookie.name.clone(), |t| t.pick(pool::COOKIE));
+            .map_or_else(|| p.cookie().name().to_owned(), |t| t.pick(pool::COOKIE));
         let key = match &self.key {
             KeyGen::Random(k) => *k,
             KeyGen::Derived(t) => hash::derive_key(t.pick(pool::REQ_VALUE).as_bytes()),
@@ -874,9 +863,9 @@ impl SessionGen {
                 hash::derive_key(ip.trim_start_matches('[').trim_end_matches(']').as_bytes())
             }
         };
-        let n = p.versions.len();
+        let n = p.versions().len();
         let version_id = if usize::from(self.version) < 4 * n {
-            p.versions[usize::from(self.version) % n].id
+            p.versions()[usize::from(self.version) % n].id()
         } else {
             hash::fnv32(&[self.version])
         };
@@ -895,8 +884,8 @@ impl SessionGen {
             endpoint: self.endpoint.as_ref().map(|t| addr(&t.pick(pool::ADDR))),
         };
         let keys: Vec<SealKey> = match self.seal % 4 {
-            0 => p.seal_keys.iter().take(1).cloned().collect(),
-            1 => p.seal_keys.iter().skip(1).take(1).cloned().collect(),
+            0 => p.seal_keys().iter().take(1).cloned().collect(),
+            1 => p.seal_keys().iter().skip(1).take(1).cloned().collect(),
             2 => vec![SealKey([0x55; 32])],
             _ => Vec::new(),
         };

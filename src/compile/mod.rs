@@ -16,8 +16,8 @@ mod session;
 mod versions;
 
 pub use error::ConfigError;
-pub use session::decode_secret;
-pub use versions::parse_time;
+pub use session::{decode_secret, encode_secret, secrets_list};
+pub use versions::{format_time, parse_time};
 
 use crate::config::{RawConfig, Stickiness};
 use crate::metrics::Names;

@@ -5,7 +5,8 @@
 use super::error::{err, quoted, ConfigError};
 use super::names::{is_query_name, is_readable_header, is_token};
 use crate::config::{Mode, RawConfig, RawCookie, RawKey, SecureSetting};
-use crate::policy::{defaults, CookieSpec, HeaderNames, KeySource, PinMode, SameSite, Secure};
+use crate::cookies::{CookieSpec, SameSite, Secure};
+use crate::policy::{defaults, HeaderNames, KeySource, PinMode};
 use crate::session::SealKey;
 use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig, URL_SAFE_NO_PAD};
 use base64::engine::DecodePaddingMode;
@@ -31,12 +32,42 @@ pub(crate) struct SessionSettings {
 
 /// A cookie secret as the config gives it: base64 (standard, padding
 /// optional, or URL-safe) of exactly 32 bytes, surrounding spaces ignored.
+///
+/// ```
+/// use sticky_canary::compile::{decode_secret, encode_secret};
+/// use sticky_canary::session::SealKey;
+///
+/// let text = encode_secret(&SealKey([7; 32]));
+/// assert_eq!(text, "BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=");
+/// assert_eq!(decode_secret(&text).map(|k| k.0), Some([7; 32]));
+/// ```
 pub fn decode_secret(s: &str) -> Option<SealKey> {
     let bytes = STANDARD_ANY_PAD
         .decode(s.trim())
         .or_else(|_| URL_SAFE_NO_PAD.decode(s.trim()))
         .ok()?;
     <[u8; 32]>::try_from(bytes).ok().map(SealKey)
+}
+
+/// The secrets of a `session.secrets_env` value: comma-separated, spaces
+/// around each ignored, empty entries skipped (each is then read with
+/// [`decode_secret`]).
+///
+/// ```
+/// assert_eq!(sticky_canary::compile::secrets_list(" a=, ,b "), ["a=", "b"]);
+/// ```
+pub fn secrets_list(list: &str) -> Vec<String> {
+    list.split(',')
+        .map(|k| k.trim().to_owned())
+        .filter(|k| !k.is_empty())
+        .collect()
+}
+
+/// A cookie secret as `session.secrets` takes it: standard base64 with
+/// padding (what `openssl rand -base64 32` prints); [`decode_secret`]
+/// reads it back.
+pub fn encode_secret(key: &SealKey) -> String {
+    base64::engine::general_purpose::STANDARD.encode(key.0)
 }
 
 pub(crate) fn compile_session(raw: &RawConfig, p: &str) -> Result<SessionSettings, ConfigError> {
@@ -80,12 +111,7 @@ pub(crate) fn compile_session(raw: &RawConfig, p: &str) -> Result<SessionSetting
             let Ok(list) = std::env::var(name) else {
                 return Err(err(path, quoted(name), "the environment variable is not set in the Wasm VM (Envoy: vm_config.environment_variables; Istio: WasmPlugin vmConfig.env)"));
             };
-            Some(
-                list.split(',')
-                    .map(|k| k.trim().to_owned())
-                    .filter(|k| !k.is_empty())
-                    .collect(),
-            )
+            Some(secrets_list(&list))
         }
     };
     let secrets_path = if from_env.is_some() {

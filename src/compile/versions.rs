@@ -115,26 +115,54 @@ pub(crate) fn compile_versions(
 /// allowed; a leap second is its minute's last second) as Unix seconds;
 /// `None` if it is not one or is before 1970. How ramp times are read.
 pub fn parse_time(s: &str) -> Option<u64> {
+    u64::try_from(rfc3339_seconds(s)?).ok()
+}
+
+/// Seconds since 1970 of an RFC 3339 time (negative before 1970).
+fn rfc3339_seconds(s: &str) -> Option<i64> {
     use time::format_description::well_known::Rfc3339;
-    let t = time::OffsetDateTime::parse(s, &Rfc3339).ok()?;
-    u64::try_from(t.unix_timestamp()).ok()
+    time::OffsetDateTime::parse(s, &Rfc3339)
+        .ok()
+        .map(|t| t.unix_timestamp())
+}
+
+/// The last second RFC 3339 can write: 9999-12-31T23:59:59Z.
+const LAST_RFC3339: u64 = 253_402_300_799;
+
+/// Unix seconds as an RFC 3339 time in UTC, `2027-01-15T08:00:00Z`, the
+/// form [`parse_time`] reads; capped at the end of year 9999, as cookie
+/// dates are ([`crate::cookies::http_date`]).
+///
+/// ```
+/// use sticky_canary::compile::{format_time, parse_time};
+///
+/// assert_eq!(format_time(1_800_000_000), "2027-01-15T08:00:00Z");
+/// assert_eq!(parse_time(&format_time(1_800_000_000)), Some(1_800_000_000));
+/// assert_eq!(format_time(u64::MAX), "9999-12-31T23:59:59Z");
+/// ```
+pub fn format_time(unix: u64) -> String {
+    use time::format_description::well_known::Rfc3339;
+    let secs = i64::try_from(unix.min(LAST_RFC3339)).unwrap_or(0);
+    time::OffsetDateTime::from_unix_timestamp(secs)
+        .ok()
+        .and_then(|t| t.format(&Rfc3339).ok())
+        .unwrap_or_default()
 }
 
 fn ramp_time(v: &Value, path: String) -> Result<u64, ConfigError> {
-    use time::format_description::well_known::Rfc3339;
     match v {
         Value::Number(n) => n
             .as_u64()
             .ok_or_else(|| err(path, n, "Unix seconds must be a whole number >= 0")),
         Value::String(s) => {
-            let t = time::OffsetDateTime::parse(s, &Rfc3339).map_err(|_| {
+            let t = rfc3339_seconds(s).ok_or_else(|| {
                 err(
                     path.clone(),
                     quoted(s),
                     "not an RFC 3339 time such as 2026-11-21T10:00:00Z",
                 )
             })?;
-            u64::try_from(t.unix_timestamp()).map_err(|_| {
+            u64::try_from(t).map_err(|_| {
                 err(
                     path,
                     quoted(s),

@@ -13,42 +13,27 @@ use sticky_canary::decide::Decision;
 use sticky_canary::pipeline::{Exchange, Upstream};
 pub use sticky_canary::request::Header;
 use sticky_canary::session::NONCE_LEN;
-use sticky_canary::{compile_json, decide, CookieState, Entropy, Plugin, Policy, Reason, Request};
+use sticky_canary::{compile_json, decide, Basis, CookieState, Entropy, Plugin, Policy, Request};
 
 /// A fixed "now" for tests: 2027-01-15T08:00:00Z.
 pub const NOW: u64 = 1_800_000_000;
 
-/// Deterministic entropy: SplitMix64 from a seed. Two instances with the
-/// same seed give the same bytes on every platform.
-#[derive(Debug, Clone)]
-pub struct TestRng(pub u64);
+/// Deterministic entropy: the core's SplitMix64 from a seed. Two
+/// instances with the same seed give the same bytes on every platform.
+pub use sticky_canary::rng::SplitMix64 as TestRng;
 
-impl TestRng {
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
+/// The next 16 bytes a generator will hand out, without consuming them
+/// (what `decide` will use as a new session key).
+pub trait Peek {
+    fn peek16(&self) -> [u8; 16];
+}
 
-    /// The next 16 bytes this generator will hand out, without consuming
-    /// them (what `decide` will use as a new session key).
-    pub fn peek16(&self) -> [u8; 16] {
+impl Peek for TestRng {
+    fn peek16(&self) -> [u8; 16] {
         let mut copy = self.clone();
         let mut out = [0u8; 16];
         copy.fill(&mut out);
         out
-    }
-}
-
-impl Entropy for TestRng {
-    fn fill(&mut self, buf: &mut [u8]) -> bool {
-        for chunk in buf.chunks_mut(8) {
-            let bytes = self.next_u64().to_le_bytes();
-            chunk.copy_from_slice(&bytes[..chunk.len()]);
-        }
-        true
     }
 }
 
@@ -114,7 +99,7 @@ pub fn error(json: &str) -> String {
 
 /// Name of the version a decision chose.
 pub fn vname(policy: &Policy, d: &Decision) -> String {
-    policy.versions[d.version].name.clone()
+    policy.versions()[d.version].name().to_owned()
 }
 
 /// What one visit of a [`Client`] produced.
@@ -122,7 +107,7 @@ pub fn vname(policy: &Policy, d: &Decision) -> String {
 pub struct Visit {
     /// The chosen version's name.
     pub version: String,
-    pub reason: Reason,
+    pub basis: Basis,
     /// Whether a Set-Cookie went out.
     pub write: bool,
     pub state: CookieState,
@@ -177,7 +162,10 @@ impl Client {
             h.push(header(":path", "/"));
         }
         if let Some(v) = &self.jar {
-            h.push(header("cookie", &format!("{}={}", policy.cookie.name, v)));
+            h.push(header(
+                "cookie",
+                &format!("{}={}", policy.cookie().name(), v),
+            ));
         }
         h.extend(headers(extra));
         let req = Request {
@@ -213,7 +201,7 @@ impl Client {
         let d = ex.decision;
         Visit {
             version: vname(policy, &d),
-            reason: d.reason,
+            basis: d.basis,
             write,
             state: d.cookie_state,
             fallback: d.key_fallback,

@@ -322,7 +322,8 @@ def assert_follow_ups_served(env: Env) -> None:
     assert back.status == 200 and back.name == V2 and back.hostname == env.users["V2"].hostname, f"returning user after the case: {back!r}"
     assert back.set_cookies == [], back
     d = delta(before, env.counters())
-    assert decisions(d) == {("global", V1, "new"): 1, ("global", V2, "returning"): 1}, d
+    # V2 is remembered from a rule on canary-v2, at weight 0 here: it drains.
+    assert decisions(d) == {("global", V1, "new"): 1, ("global", V2, "drain"): 1}, d
     assert moved(d, "sticky_canary_sessions_total") == moved(d, "sticky_canary_sessions_total", event="issued") == 1, d
     assert moved(d, "sticky_canary_cookie_rejected_total") == 0, d
 
@@ -333,7 +334,7 @@ class Case:
     send: Callable[[Env], testkit.Response]  # may raise ConnectionError (HTTP/2 refused)
     version: str | None = V1  # None: any allowed version
     pod: str | None = None  # a user token: served by that user's pod
-    reason: str | None = None  # rule / returning / new
+    reason: str | None = None  # rule / drain / new
     scope: str = "global"
     invalid: int | tuple[int, ...] = 0  # allowed increases of sticky_canary_cookie_rejected_total
     fallback: int = 0  # increase of sticky_canary_key_fallback_total
@@ -418,9 +419,9 @@ def cookie(v):
 
 def kept(id, send, **kw) -> Case:
     """The V2 user's session is read: canary-v2, its pod, remembered, and
-    not re-issued."""
+    not re-issued (canary-v2 is at weight 0, so the user drains)."""
     kw.setdefault("unchanged", True)
-    return Case(id, send, version=V2, pod="V2", reason="returning", **kw)
+    return Case(id, send, version=V2, pod="V2", reason="drain", **kw)
 
 
 def kept_dup(id, send, **kw) -> Case:

@@ -180,11 +180,12 @@ def test_labelled_counts_of_a_known_mix(local):
     want[ses(G, V1, "issued")] += 3
 
     # The 4 cookie-rule users come back without the rule cookie: their
-    # session remembers canary-v2 (placed by a rule), no Set-Cookie.
+    # session remembers canary-v2 (placed by a rule), which is at weight 0,
+    # so they drain: kept on canary-v2, no renewal, no Set-Cookie.
     for v in rule_v2:
         assert open_cookie(v).by_rule, "a rule-placed session"
         get(cookies={COOKIE: v}, expect=V2, issued=False)
-    want[dec(G, V2, "returning")] += 4
+    want[dec(G, V2, "drain")] += 4
 
     # 2 returning canary-v1 users send `x-canary: always`: the rule moves
     # them to canary-v2 and their session switches.

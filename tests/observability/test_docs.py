@@ -49,10 +49,12 @@ def test_every_metric_and_label_value_is_documented():
         "sticky_canary_route_cache_clear_failed_total": "—",
     }
     assert documented == labels
-    # The label values: the fixed words of src/metrics.rs, each in its table.
-    for header, enum in (("| value | the request |", "Outcome"), ("| value | the `Set-Cookie` |", "SessionEvent"),
-                         ("| value | the cookie |", "Rejection")):
-        impl = src.split(f"impl {enum} {{", 1)[1].split("\n}\n", 1)[0]
+    # The label values: the fixed words of the enums that make them, each in its table.
+    for header, enum, rs in (("| value | the request |", "Reason", "decide.rs"),
+                             ("| value | the `Set-Cookie` |", "SessionEvent", "metrics.rs"),
+                             ("| value | the cookie |", "Rejection", "session.rs")):
+        code = (REPO_ROOT / "src" / rs).read_text()
+        impl = code.split(f"impl {enum} {{", 1)[1].split("\n}\n", 1)[0]
         words = re.findall(r'=> "([a-z_]+)"', impl)
         assert words and [r[0].strip("`") for r in table_rows(doc(), header)] == words, (enum, words)
 

@@ -249,6 +249,9 @@ fn collect(
             if placeholder(&host) {
                 return Err(format!("{source}: {object}: host {host:?} looks like an unrendered template placeholder; render the manifests first"));
             }
+            if !valid_host(&host) {
+                return Err(format!("{source}: {object}: host {host:?} is not a host name (Kubernetes accepts lower-case letters, digits, '-' and '.', with an optional leading \"*.\")"));
+            }
             let http = r.get("http").filter(|h| !h.is_null());
             let mut paths = Vec::new();
             if let Some(Value::Array(ps)) = http.and_then(|h| h.get("paths")) {
@@ -257,6 +260,9 @@ fn collect(
                     let path = if path.is_empty() { "/" } else { path };
                     if placeholder(path) {
                         return Err(format!("{source}: {object}: path {path:?} looks like an unrendered template placeholder; render the manifests first"));
+                    }
+                    if !path.starts_with('/') {
+                        return Err(format!("{source}: {object}: path {path:?} does not start with '/' (Kubernetes refuses such an Ingress: every path is absolute)"));
                     }
                     let path_type = match p.get("pathType").and_then(Value::as_str) {
                         Some("Exact") => PathType::Exact,
@@ -326,6 +332,24 @@ fn is_rfc3339_utc(t: &str) -> bool {
             19 => *c == b'Z',
             _ => c.is_ascii_digit(),
         })
+}
+
+/// A host as Kubernetes validates `spec.rules[].host`: a DNS-1123 subdomain
+/// (lower-case letters, digits, `-` and `.`), optionally behind one leading
+/// `*.` wildcard label; empty means every host.
+fn valid_host(host: &str) -> bool {
+    let name = host.strip_prefix("*.").unwrap_or(host);
+    host.is_empty()
+        || (name.len() <= 253
+            && name.split('.').all(|label| {
+                !label.is_empty()
+                    && label.len() <= 63
+                    && !label.starts_with('-')
+                    && !label.ends_with('-')
+                    && label
+                        .bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            }))
 }
 
 #[cfg(test)]
