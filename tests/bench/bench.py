@@ -43,8 +43,9 @@ from benchlib import BENCH_DIR, ROOT, log
 from benchlib import OUT_DIR as OUT
 
 # The build every case is compared with (step 0): main before issue 21's
-# changes to the filter (2026-12-07, with issue 19's route cache clear).
-REFERENCE = "5f5997ff83e3300a7fd14606d93a4f3b2109b463"
+# changes to the filter (2026-12-07: issue 19's route cache clear and
+# issue 17's core in).
+REFERENCE = "afe3f940233de8f21ebb342761e6f53963cdff86"
 REF_WASM = OUT / "reference.wasm"
 
 WASM_OPT_FEATURES = ["--enable-bulk-memory", "--enable-sign-ext", "--enable-nontrapping-float-to-int",
