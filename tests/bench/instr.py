@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import dataclasses
 import http.client
 import json
 import os
@@ -95,6 +96,8 @@ class Case:
     baseline: str | None = None  # the no-filter case "added" is taken against
     expect_set_cookie: bool = False
     probe_ops: str = ""  # the probe filter's operations (tests/bench/probe-filter), "" = the empty filter
+    probe_cookie: int = 61  # probe cases: the length of the session cookie sent (a plain one: 61)
+    wasm: Path | None = None  # sticky-canary cases: another build (--reference), None = FILTER_WASM
     # Filled in at run time.
     cookie: str = ""  # name=value of the session cookie sent
     per_request: list[float] = field(default_factory=list)  # one per batch
@@ -186,7 +189,49 @@ def all_cases() -> list[Case]:
         # kind of call per request, against the empty filter.
         C(f"p-{k}", f"host call: {label}", "probe", baseline="empty", probe_ops=ops)
         for k, label, ops in PROBES
+    ] + [
+        # The ABI floor of each kind of request (issue 21): the empty filter
+        # making exactly the host calls sticky-canary makes for it, with a
+        # request of the same size. A case's cost against its floor is what
+        # the filter's own code adds.
+        C("floor-returning", "ABI floor: a returning user's host calls", "probe", baseline="none",
+          probe_ops=FLOOR_RETURNING),
+        C("floor-new", "ABI floor: a new user's host calls", "probe", returning=False, baseline="none-new",
+          expect_set_cookie=True, probe_ops=FLOOR_NEW),
+        C("floor-persistent", "upstream: ABI floor: a pinned user's host calls (persistent mode)", "probe",
+          upstream=True, persistent=True, baseline="up-none-persistent", probe_ops=FLOOR_PERSISTENT,
+          probe_cookie=125),
     ]
+
+
+# The host calls sticky-canary makes per request (src/filter.rs), as probe
+# operations. Every request: the request header map's bytes, the clock,
+# the version and hash headers, Envoy's clear_route_cache foreign function
+# (after changing request headers), the decision counter. A new user also: the
+# response header map's bytes (a Set-Cookie of the upstream's own is never
+# duplicated), the Set-Cookie, the session counter. A pinned user
+# (persistent mode): the endpoint header too, and upstream.address in the
+# response phase.
+_SET2 = "set:x-canary-version=v1|set:x-sticky-hash=0123456789abcdef"
+FLOOR_RETURNING = f"rawmap|time|{_SET2}|clear|metric:bench_probe"
+FLOOR_NEW = (f"rawmap|time|{_SET2}|clear|metric:bench_probe|resp_map|metric:bench_probe_session|resp_add:set-cookie="
+             f"{COOKIE}=1AQBrAfH_KfCvvfJtogDxTA-_SHp6w6gnuUIkwrxFMHX7gg; Path=/; Max-Age=86400; HttpOnly")
+FLOOR_PERSISTENT = (f"rawmap|time|{_SET2}|set:x-sticky-endpoint=127.0.0.1:{{pod}}|clear|metric:bench_probe"
+                    "|resp_prop:upstream.address")
+# Each case against its own floor (issue 21's target: at most 1.10x).
+FLOORS = [("plain", "floor-returning", "returning user, plain cookie"),
+          ("plain-new", "floor-new", "new user, plain"),
+          ("up-persistent", "floor-persistent", "persistent mode, pinned pod answering (upstream)")]
+
+
+def floor_ratios(cases: list[Case]) -> list[tuple[str, float | None, float | None, float | None]]:
+    """(what, added by the case, added by its floor, ratio) per FLOORS row."""
+    by = {c.key: c for c in cases}
+    out = []
+    for case, floor, what in FLOORS:
+        a, f = added(by, case), added(by, floor)
+        out.append((what, a, f, a / f if a is not None and f else None))
+    return out
 
 
 PROBES = [
@@ -279,7 +324,7 @@ def envoy_config(case: Case, port: int, admin: int, pods: dict[str, list[int]]) 
         ]
     filters = []
     if case.filter in ("probe", "sticky"):
-        wasm = PROBE_WASM if case.filter == "probe" else FILTER_WASM
+        wasm = PROBE_WASM if case.filter == "probe" else case.wasm or FILTER_WASM
         filters.append({"name": "envoy.filters.http.wasm", "typed_config": {
             "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
             "config": {
@@ -287,7 +332,8 @@ def envoy_config(case: Case, port: int, admin: int, pods: dict[str, list[int]]) 
                 "vm_config": {"vm_id": f"bench-{case.key}", "runtime": "envoy.wasm.runtime.v8",
                               "code": {"local": {"filename": str(wasm)}}},
                 "configuration": {"@type": "type.googleapis.com/google.protobuf.StringValue",
-                                  "value": case.probe_ops if case.filter == "probe" else json.dumps(case.plugin)},
+                                  "value": case.probe_ops.replace("{pod}", str((pods["v1"] or [0])[0]))
+                                  if case.filter == "probe" else json.dumps(case.plugin)},
             },
         }})
     elif case.filter == "lua":
@@ -449,7 +495,7 @@ class Run:
             ours = [v for v in sc if v.startswith(COOKIE + "=")]
             if bool(ours) != c.expect_set_cookie:
                 return f"Set-Cookie {sc!r}, want {'one' if c.expect_set_cookie else 'none'}"
-        elif sc and not c.probe_ops.startswith("resp_add:"):
+        elif sc and "resp_add:" not in c.probe_ops:
             return f"unexpected Set-Cookie {sc!r}"
         if not c.upstream:
             want = "v1" if c.returning or c.filter not in ("sticky", "lua") else None
@@ -481,7 +527,10 @@ class Run:
         self.pinned = 0
         if not c.returning or c.filter in ("none", "probe") and c.route_hash != "cookie":
             if c.returning:
-                c.cookie = f"{COOKIE}=1" + "A" * 46  # as long as a plain session cookie
+                # As long as the session cookie of the case it stands for.
+                c.cookie = f"{COOKIE}=1" + "A" * (c.probe_cookie - len(COOKIE) - 2)
+            if "{pod}" in c.probe_ops:
+                self.pinned = self.pods["v1"][0]  # the endpoint the probe's header names
             return
         name = {"stateful": "bench-session", "none": "bench-hash"}.get(c.filter, COOKIE)
         saved = c.returning
@@ -647,11 +696,47 @@ def ratios(cases: list[Case]) -> str:
     return "\n".join(out)
 
 
+def reference_table(cases: list[Case]) -> str:
+    """Each sticky-canary case against the same case on the --reference
+    build, measured in the same run: instructions per request, and the
+    instructions the filter adds."""
+    by = {c.key: c for c in cases}
+    rows = ["| case | this build | reference | change | added, this build | added, reference | change |",
+            "|---|---:|---:|---:|---:|---:|---:|"]
+    for c in cases:
+        ref = by.get(c.key + "@ref")
+        if c.key.endswith("@ref") or not ref or not c.per_request or not ref.per_request:
+            continue
+        a, b = added(by, c.key), added(by, ref.key)
+        add = (f"{a:+,.0f} | {b:+,.0f} | {(a - b) / b * 100:+.1f}%" if a is not None and b else " | | ")
+        rows.append(f"| {c.label} | {fmt(c.mean)} | {fmt(ref.mean)} | {(c.mean - ref.mean) / ref.mean * 100:+.2f}% | "
+                    f"{add} |")
+    return "\n".join(rows) + "\n"
+
+
+def reference_changes(cases: list[Case]) -> list[tuple[str, float, float]]:
+    """(label, this build, reference) instructions per request per case."""
+    by = {c.key: c for c in cases}
+    return [(c.label, c.mean, by[c.key + "@ref"].mean) for c in cases
+            if c.key + "@ref" in by and c.per_request and by[c.key + "@ref"].per_request]
+
+
 def report(cases: list[Case], meta: dict) -> str:
+    twins = [c for c in cases if c.key.endswith("@ref")]
+    cases = [c for c in cases if not c.key.endswith("@ref")]
     lines = [table(cases, meta["batch"], meta["tolerance"]), "",
              "\"Added\": over the no-filter case with the same request (new users: no Cookie header; browser: "
              "the 18 headers; upstream: proxied to the backend); host calls: over the empty wasm filter.", "",
              "Targets of issue 12, on added instructions:", "", ratios(cases)]
+    fl = [r for r in floor_ratios(cases) if r[3] is not None]
+    if fl:
+        lines += ["", "Against the ABI floor of the same request (issue 21: at most 1.10x): the empty filter making "
+                  "exactly the host calls the filter makes (tests/bench/instr.py, FLOOR_*), added over no filter:",
+                  "", "| case | added | its floor | ratio |", "|---|---:|---:|---:|"]
+        lines += [f"| {what} | {a:+,.0f} | {f:+,.0f} | {r:.2f}x |" for what, a, f, r in fl]
+    if twins:
+        lines += ["", f"Against the reference build (`{meta.get('reference', '')}`), each sticky-canary case "
+                  "measured beside the same case on it in this run:", "", reference_table(cases + twins)]
     idle = [c.idle_per_second * s / meta["batch"] for c in cases for s in c.batch_seconds if c.idle_per_second]
     if idle:
         rates = [c.idle_per_second for c in cases if c.idle_per_second]
@@ -709,6 +794,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--wasm", type=Path, default=None,
                     help="measure this build of sticky-canary instead of target/.../sticky_canary.wasm "
                          "(e.g. a wasm-opt output or an A/B build)")
+    ap.add_argument("--reference", type=Path, default=None,
+                    help="another build (e.g. main's): every sticky-canary case also runs on it, in the same run")
     ap.add_argument("--keep", action="store_true", help="keep the callgrind files (printed path)")
     args = ap.parse_args(argv)
     for sig in (signal.SIGTERM, signal.SIGHUP):
@@ -723,6 +810,12 @@ def main(argv: list[str] | None = None) -> int:
         if not p.exists():
             sys.exit(f"instr: {p} missing (`make bench` builds it)")
     cases = select_cases(all_cases(), args.cases, "instr")
+    if args.reference:
+        if not args.reference.exists():
+            sys.exit(f"instr: {args.reference} missing")
+        ref = args.reference.resolve()
+        cases += [dataclasses.replace(c, key=c.key + "@ref", label=c.label + " [reference]", wasm=ref, per_request=[],
+                                      batch_seconds=[], checks=[]) for c in cases if c.filter == "sticky"]
     binary = envoy_binary()
     tmp = Path(tempfile.mkdtemp(prefix="sticky-canary-instr-"))
     backend = Backend() if any(c.upstream for c in cases) else None
@@ -746,7 +839,7 @@ def main(argv: list[str] | None = None) -> int:
             log(f"instr: callgrind files kept in {tmp}")
         else:
             shutil.rmtree(tmp, ignore_errors=True)
-    meta = {"wasm": str(FILTER_WASM), "batch": args.batch, "warmup": WARMUP, "instrumented_warmup": INSTRUMENTED_WARMUP,
+    meta = {"wasm": str(FILTER_WASM), "reference": str(args.reference or ""), "batch": args.batch, "warmup": WARMUP, "instrumented_warmup": INSTRUMENTED_WARMUP,
             "tolerance": args.tolerance, "envoy": binary, "seconds": round(time.monotonic() - t0)}
     md = report(cases, meta)
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -73,3 +73,15 @@ def test_envoy_validates(results, path):
     rc, output, target = results[path]
     assert rc == 0, output[-4000:]
     assert f"configuration '{target}' OK" in output, output[-4000:]
+
+
+def test_shipped_configs_release_freed_memory():
+    """Every shipped Envoy config has the bootstrap's memory_allocator_manager
+    (README, "Performance and size": V8 frees most of what compiling the
+    module took, and tcmalloc keeps it without this)."""
+    missing = []
+    for path in CONFIGS:
+        mam = testkit.load_config(path).get("memory_allocator_manager") or {}
+        if not (int(mam.get("bytes_to_release", 0)) > 0 and mam.get("memory_release_interval")):
+            missing.append(str(path.relative_to(testkit.REPO_ROOT)))
+    assert not missing, f"no memory_allocator_manager in {missing}"

@@ -207,3 +207,7 @@ fn getrandom_16(b: &mut [u8; 16]) -> usize {
     // SAFETY: a valid buffer of the given length.
     usize::from(unsafe { random_get(b.as_mut_ptr(), b.len()) } == 0)
 }
+
+// Nothing unless built with BENCH_PROBE_PAD=N (build.rs): exported
+// functions nobody calls, the padding of the memory-against-size curve.
+include!(concat!(env!("OUT_DIR"), "/pad.rs"));
