@@ -160,6 +160,16 @@ def _cookie_header(cookies) -> str | None:
     return "; ".join(f"{k}={v}" for k, v in pairs)
 
 
+def get_once(conn: http.client.HTTPConnection, path: str) -> tuple[int, str]:
+    """One GET on `conn`, then close it: (status, body)."""
+    try:
+        conn.request("GET", path)
+        r = conn.getresponse()
+        return r.status, r.read().decode(errors="replace")
+    finally:
+        conn.close()
+
+
 class Client:
     """A keep-alive HTTP/1.1 client for one Envoy listener."""
 

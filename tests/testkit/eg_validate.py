@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import copy
 import functools
 import json
 
@@ -105,3 +106,14 @@ def validate(doc) -> list[str]:
     if "." in doc["apiVersion"].split("/")[0]:
         return [f"no validator for {doc['apiVersion']} {doc['kind']}"]
     return istio_validate.check_kubernetes(doc)
+
+
+def validate_misspelt(doc: dict, path, field: str) -> list[str]:
+    """The errors of a copy of `doc` with `field` added (a misspelling)
+    to the object at `path` (keys and list indexes from the top)."""
+    doc = copy.deepcopy(doc)
+    node = doc
+    for p in path:
+        node = node[p]
+    node[field] = "x"
+    return validate(doc)

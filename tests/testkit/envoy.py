@@ -65,7 +65,7 @@ from typing import Mapping, Sequence
 import yaml
 
 from .backends import BackendSet
-from .clients import Client
+from .clients import Client, get_once
 from .envoy_config import rewrite_config
 from .paths import ENVOY_BIN, REPO_ROOT, WASM_PATH
 from .ports import LOOPBACK, accepts, free_ports
@@ -137,13 +137,7 @@ def _write_config(cfg: dict, workdir: Path, stem: str) -> Path:
 
 def http_get(port: int, path: str, timeout: float = 2.0, host: str = LOOPBACK) -> tuple[int, str]:
     """One GET on a new connection: (status, body)."""
-    conn = http.client.HTTPConnection(host, port, timeout=timeout)
-    try:
-        conn.request("GET", path)
-        r = conn.getresponse()
-        return r.status, r.read().decode(errors="replace")
-    finally:
-        conn.close()
+    return get_once(http.client.HTTPConnection(host, port, timeout=timeout), path)
 
 
 def admin_ready(admin_port: int, timeout: float = 2.0) -> bool:

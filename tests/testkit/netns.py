@@ -46,7 +46,7 @@ from itertools import count
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
-from .clients import Client
+from .clients import Client, get_once
 from .process import Process, start_process
 from .wait import REQUEST_TIMEOUT, START_TIMEOUT
 
@@ -297,13 +297,7 @@ class Namespace:
 
     def get(self, port: int, path: str, host: str = "127.0.0.1", timeout: float = REQUEST_TIMEOUT) -> tuple[int, str]:
         """One GET on a new connection inside: (status, body)."""
-        conn = self.http_connection(port, host, timeout)
-        try:
-            conn.request("GET", path)
-            r = conn.getresponse()
-            return r.status, r.read().decode(errors="replace")
-        finally:
-            conn.close()
+        return get_once(self.http_connection(port, host, timeout), path)
 
     def run(self, argv: Sequence[str], *, cwd: Path | str | None = None, env: Mapping[str, str] | None = None,
             timeout: float = 120.0) -> subprocess.CompletedProcess:
