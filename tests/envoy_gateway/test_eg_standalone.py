@@ -350,11 +350,12 @@ def test_a_live_weight_change_moves_exactly_the_users_of_the_new_buckets(stack):
 
 def test_an_invalid_plugin_config_keeps_the_last_good_one_and_traffic_flows(stack):
     """The filter's rule for an invalid update: the last good config of the
-    plugin in this VM keeps serving. Envoy runs the first policy update
-    after it starts on new Wasm VMs (measured: test_eg_persistent.py's last
-    test), which have no last good config; so a good update first (the
-    shipped config with the route entry's default `enabled: true` written
-    out), as any running installation has had."""
+    plugin keeps serving. Envoy runs the first policy update after it
+    starts on new Wasm VMs, which take it from Envoy's shared data
+    (test_eg_persistent.py's last test); here a good update comes first
+    (the shipped config with the route entry's default `enabled: true`
+    written out), as any running installation has had, so the invalid one
+    meets VMs that ran a good config themselves."""
     stack.show()
 
     def noop(docs):
