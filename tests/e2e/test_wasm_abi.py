@@ -35,61 +35,67 @@ def _uleb(data: bytes, i: int) -> tuple[int, int]:
             return out, i
 
 
-def exports(path) -> list[str]:
-    """Names in the export section of a wasm binary."""
+def _section(path, wanted: int) -> tuple[bytes, int]:
+    """The bytes of a wasm binary and where the payload of its section
+    `wanted` (by id) starts, or -1 when it has none."""
     data = path.read_bytes()
     assert data[:4] == b"\0asm", "not a wasm module"
-    i, names = 8, []
+    i = 8
     while i < len(data):
         section, i = data[i], i + 1
         size, i = _uleb(data, i)
-        end = i + size
-        if section == 7:
-            count, j = _uleb(data, i)
-            for _ in range(count):
-                n, j = _uleb(data, j)
-                names.append(data[j : j + n].decode())
-                j += n + 1  # kind byte
-                _, j = _uleb(data, j)  # index
-        i = end
+        if section == wanted:
+            return data, i
+        i += size
+    return data, -1
+
+
+def _name(data: bytes, j: int) -> tuple[str, int]:
+    n, j = _uleb(data, j)
+    return data[j : j + n].decode(), j + n
+
+
+def _limits(data: bytes, j: int) -> int:
+    """Past a table's or memory's limits (flags, min, max if flag 1)."""
+    flags, j = _uleb(data, j)
+    _, j = _uleb(data, j)
+    if flags & 1:
+        _, j = _uleb(data, j)
+    return j
+
+
+def exports(path) -> list[str]:
+    """Names in the export section of a wasm binary."""
+    data, j = _section(path, 7)
+    names = []
+    if j >= 0:
+        count, j = _uleb(data, j)
+        for _ in range(count):
+            name, j = _name(data, j)
+            names.append(name)
+            _, j = _uleb(data, j + 1)  # the kind byte, then the index
     return names
 
 
 def imports(path) -> list[tuple[str, str]]:
     """(module, name) of every function import of a wasm binary."""
-    data = path.read_bytes()
-    i, out = 8, []
-    while i < len(data):
-        section, i = data[i], i + 1
-        size, i = _uleb(data, i)
-        end = i + size
-        if section == 2:
-            count, j = _uleb(data, i)
-            for _ in range(count):
-                n, j = _uleb(data, j)
-                module = data[j : j + n].decode()
-                j += n
-                n, j = _uleb(data, j)
-                name = data[j : j + n].decode()
-                j += n
-                kind, j = data[j], j + 1
-                if kind == 0:  # function: a type index
-                    _, j = _uleb(data, j)
-                    out.append((module, name))
-                elif kind == 1:  # table: reftype, limits
-                    j += 1
-                    flags, j = _uleb(data, j + 0)
-                    _, j = _uleb(data, j)
-                    if flags & 1:
-                        _, j = _uleb(data, j)
-                elif kind == 2:  # memory: limits
-                    flags, j = _uleb(data, j)
-                    _, j = _uleb(data, j)
-                    if flags & 1:
-                        _, j = _uleb(data, j)
-                else:  # global: valtype, mutability
-                    j += 2
-        i = end
+    data, j = _section(path, 2)
+    out = []
+    if j >= 0:
+        count, j = _uleb(data, j)
+        for _ in range(count):
+            module, j = _name(data, j)
+            name, j = _name(data, j)
+            kind, j = data[j], j + 1
+            if kind == 0:  # function: a type index
+                _, j = _uleb(data, j)
+                out.append((module, name))
+            elif kind == 1:  # table: reftype, limits
+                j = _limits(data, j + 1)
+            elif kind == 2:  # memory: limits
+                j = _limits(data, j)
+            else:  # global: valtype, mutability
+                j += 2
     return out
 
 
