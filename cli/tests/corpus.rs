@@ -61,20 +61,29 @@ const DISPUTED: &[(&str, &[&str], &str)] = &[(
 /// The corpus directory: `$STICKY_CANARY_CORPUS`, else
 /// `shared/reference/ingress-corpus` beside the repository root or beside
 /// any directory above it (a git worktree lives below the main checkout's
-/// parent).
+/// parent), or the same beside the checkout this one was cloned from when
+/// that is a local directory (a clean clone in a temporary directory).
 fn corpus_dir() -> PathBuf {
     if let Some(d) = std::env::var_os("STICKY_CANARY_CORPUS") {
         return PathBuf::from(d);
     }
     let repo = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
-    for dir in repo.ancestors().skip(1) {
+    let origin = std::process::Command::new("git")
+        .args(["-C", &repo.to_string_lossy(), "remote", "get-url", "origin"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()))
+        .filter(|p| p.is_absolute() && p.is_dir());
+    let roots: Vec<PathBuf> = std::iter::once(repo.to_path_buf()).chain(origin).collect();
+    for dir in roots.iter().flat_map(|r| r.ancestors().skip(1)) {
         let c = dir.join("shared/reference/ingress-corpus");
         if c.join("expectations.json").is_file() {
             return c;
         }
     }
     panic!(
-        "the public ingress corpus is missing: expected ../shared/reference/ingress-corpus/expectations.json beside the repository root {} (or above it); set STICKY_CANARY_CORPUS to its directory",
+        "the public ingress corpus is missing: expected ../shared/reference/ingress-corpus/expectations.json beside the repository root {} or the checkout it was cloned from (or above them); set STICKY_CANARY_CORPUS to its directory",
         repo.display()
     );
 }

@@ -1,6 +1,7 @@
 """The public ingress corpus in the real Envoy: every entry of
 ``../shared/reference/ingress-corpus/`` (beside the repository root, or
-above it; ``STICKY_CANARY_CORPUS`` overrides) that has ``envoy_checks`` is
+above it, or beside the local checkout it was cloned from;
+``STICKY_CANARY_CORPUS`` overrides) that has ``envoy_checks`` is
 migrated with ``--target envoy`` and run in Envoy 1.40 with one whoami pod
 per Service (its ``Name`` is the Service's upstream name), and each check
 is sent as ingress-nginx's expectation says: the Service that answers, the
@@ -18,6 +19,7 @@ from __future__ import annotations
 import email.utils
 import json
 import os
+import subprocess
 import time
 from pathlib import Path
 
@@ -28,15 +30,24 @@ import migrate_support as ms
 
 
 def corpus_dir() -> Path:
+    """As cli/tests/corpus.rs finds it: ``STICKY_CANARY_CORPUS``, else
+    beside the repository root or a directory above it, or the same beside
+    the local checkout this one was cloned from (a clean clone elsewhere)."""
     if os.environ.get("STICKY_CANARY_CORPUS"):
         return Path(os.environ["STICKY_CANARY_CORPUS"])
-    for d in testkit.REPO_ROOT.parents:
+    roots = [testkit.REPO_ROOT]
+    origin = subprocess.run(["git", "-C", str(testkit.REPO_ROOT), "remote", "get-url", "origin"],
+                            capture_output=True, text=True, timeout=testkit.hang_guard(30))
+    if origin.returncode == 0 and Path(origin.stdout.strip()).is_absolute() and Path(origin.stdout.strip()).is_dir():
+        roots.append(Path(origin.stdout.strip()))
+    for d in (p for r in roots for p in r.parents):
         c = d / "shared" / "reference" / "ingress-corpus"
         if (c / "expectations.json").is_file():
             return c
     pytest.fail(
         f"the public ingress corpus is missing: expected ../shared/reference/ingress-corpus/expectations.json beside "
-        f"the repository root {testkit.REPO_ROOT} (or above it); set STICKY_CANARY_CORPUS to its directory"
+        f"the repository root {testkit.REPO_ROOT} or the checkout it was cloned from (or above them); set "
+        "STICKY_CANARY_CORPUS to its directory"
     )
 
 
