@@ -76,9 +76,11 @@ run:
 # The core's tests natively, then inside wasm32-wasip1 (the target Envoy
 # loads) under Node's WASI, then the golden vectors under wasm-bindgen-test
 # on wasm32-unknown-unknown (wasm-bindgen-test-runner: scripts/setup.sh
-# installs it once, about 5 minutes on 2 cores).
+# installs it once, about 5 minutes on 2 cores). `--bench decide` runs the
+# native bench's self-check: every case must decide what its name says.
 test-rust: target
 	$(CARGO) test
+	$(CARGO) test --bench decide
 	$(CARGO) test -p sticky-canary-cli
 	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --no-deps --quiet
 	$(CARGO) test --target $(TARGET) --tests

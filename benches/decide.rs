@@ -413,7 +413,7 @@ fn main() {
         };
         let got = plugin.select(&req).map(|policy| {
             let d = decide(policy, &req, &mut XorShift(1));
-            let label = d.reason.label();
+            let label = d.basis.label();
             let mut ex = Exchange::new(std::rc::Rc::clone(policy), d, &req);
             let up = Upstream {
                 address: *upstream,
