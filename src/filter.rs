@@ -90,9 +90,6 @@ impl Active {
 }
 
 thread_local! {
-    /// Buffers the request headers are read into, reused by every request
-    /// of the VM (one request at a time: the VM is single-threaded).
-    static HEADERS: RefCell<Vec<Header>> = const { RefCell::new(Vec::new()) };
     /// Per plugin (by name): the accepted config that served a request
     /// most recently in this VM, which an invalid config falls back to.
     static LAST_GOOD: RefCell<HashMap<Vec<u8>, Slot>> = RefCell::new(HashMap::new());
@@ -301,24 +298,11 @@ impl HttpContext for Http {
         let Some(active) = self.active.clone() else {
             return Action::Continue;
         };
-        // If the host cannot give the headers, the request is handled as
-        // one with none.
+        // If the host cannot give the headers (or gives a malformed map),
+        // the request is handled as one with none. The headers are
+        // borrowed from the map's bytes, not copied.
         let bytes = host::header_map_bytes(map::REQUEST_HEADERS).unwrap_or_default();
-        HEADERS.with(|pool| match pool.try_borrow_mut() {
-            Ok(mut pool) => {
-                let n = headermap::parse_into(&bytes, &mut pool);
-                self.request(&active, pool.get(..n).unwrap_or_default());
-                // Only a large map can have grown the pool past its limits.
-                if bytes.len() > headermap::POOL_KEEP_BYTES || n > headermap::POOL_KEEP_PAIRS {
-                    headermap::trim_pool(&mut pool);
-                }
-            }
-            // Not reentrant; but never fail a request over it.
-            Err(_) => match headermap::parse(&bytes) {
-                Some(h) => self.request(&active, &h),
-                None => self.request(&active, &[]),
-            },
-        });
+        self.request(&active, &headermap::read(&bytes));
         Action::Continue
     }
 
@@ -330,7 +314,7 @@ impl HttpContext for Http {
 
 impl Http {
     /// The request phase over the request's headers.
-    fn request(&mut self, active: &Active, headers: &[Header]) {
+    fn request(&mut self, active: &Active, headers: &[Header<'_>]) {
         let plugin = &active.plugin;
         let text = |need: bool, path: &[u8]| need.then(|| host::property_text(path)).flatten();
         let route_name = text(plugin.needs_route_name, b"xds\0route_name");

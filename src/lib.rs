@@ -40,7 +40,7 @@
 //!     "versions": [{"name": "v1"}, {"name": "v2", "weight": 0}],
 //!     "rules": [{"cookie": "canary", "value": "v2", "version": "v2"}]
 //! }"#).unwrap();
-//! let headers = vec![(b":path".to_vec(), b"/".to_vec()), (b"cookie".to_vec(), b"canary=v2".to_vec())];
+//! let headers: [sticky_canary::Header; 2] = [(b":path", b"/"), (b"cookie", b"canary=v2")];
 //! let req = Request { headers: &headers, route_name: None, virtual_host: None, client_address: None, now: 1_800_000_000 };
 //! struct Seven;
 //! impl Entropy for Seven { fn fill(&mut self, b: &mut [u8]) -> bool { b.fill(7); true } }

@@ -11,8 +11,22 @@ use std::net::IpAddr;
 pub const MAX_VALUE: usize = 1024;
 
 /// One request header as the host gives it: lowercase name and value, both
-/// as bytes (Envoy passes bytes that are not UTF-8 through).
-pub type Header = (Vec<u8>, Vec<u8>);
+/// as bytes (Envoy passes bytes that are not UTF-8 through), borrowed from
+/// the host's serialised header map ([`crate::headermap::read`]): the
+/// filter reads a request without copying a header.
+pub type Header<'a> = (&'a [u8], &'a [u8]);
+
+/// A header that owns its name and value, for callers that build a request
+/// themselves (the command-line tool, tests).
+pub type OwnedHeader = (Vec<u8>, Vec<u8>);
+
+/// Borrowed [`Header`]s of [`OwnedHeader`]s.
+pub fn borrow_headers(owned: &[OwnedHeader]) -> Vec<Header<'_>> {
+    owned
+        .iter()
+        .map(|(k, v)| (k.as_slice(), v.as_slice()))
+        .collect()
+}
 
 /// Cookies found in a request, as `(name, value)`: inline up to 4 (a
 /// decision reads one or two), on the heap beyond.
@@ -24,7 +38,7 @@ pub struct Request<'a> {
     /// All request headers, lowercase names, as Envoy lists them (pseudo
     /// headers such as `:path` and `:authority` included). A name or value
     /// that is not UTF-8 counts as absent everywhere.
-    pub headers: &'a [Header],
+    pub headers: &'a [Header<'a>],
     /// `xds.route_name`, when some route entry needs it.
     pub route_name: Option<&'a str>,
     /// `xds.virtual_host_name`, when some route entry needs it.

@@ -171,7 +171,7 @@ mod tests {
     }
 
     fn selects(p: &crate::Plugin, path: &str) -> bool {
-        let headers = vec![(b":path".to_vec(), path.as_bytes().to_vec())];
+        let headers: [crate::Header<'_>; 1] = [(b":path", path.as_bytes())];
         let req = Request {
             headers: &headers,
             route_name: None,

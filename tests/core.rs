@@ -122,7 +122,7 @@ fn rules_table() {
     for (what, extra, want, reason) in rows {
         let mut h = headers(extra);
         if !extra.iter().any(|(k, _)| *k == ":path") {
-            h.push((":path".into(), "/".into()));
+            h.push((b":path", b"/"));
         }
         let d = decide(policy, &request(&h, NOW), &mut TestRng(1));
         assert_eq!(
@@ -153,7 +153,8 @@ fn query_inside_the_fragment_is_not_a_query() {
 fn long_urls_keep_their_path_and_query() {
     let pad = "x".repeat(1100);
     // A query parameter of 2 bytes in a long URL is not "longer than 1024 bytes".
-    let h = headers(&[(":path", &format!("/api/orders?ver=v+3&utm={pad}"))]);
+    let value = format!("/api/orders?ver=v+3&utm={pad}");
+    let h = headers(&[(":path", &value)]);
     let req = request(&h, NOW);
     assert_eq!(req.query("ver").as_deref(), Some("v 3"));
     let p = plugin(RULES);
@@ -167,7 +168,8 @@ fn long_urls_keep_their_path_and_query() {
         100,
         r#","routes":[{"match":{"path_prefix":"/healthz"},"enabled":false}]"#,
     ));
-    let h = headers(&[(":path", &format!("/healthz?probe={pad}"))]);
+    let value = format!("/healthz?probe={pad}");
+    let h = headers(&[(":path", &value)]);
     assert!(
         p.select(&request(&h, NOW)).is_none(),
         "a disabled route must pass long URLs through too"
@@ -188,10 +190,8 @@ fn overlong_values_are_absent() {
     assert_eq!(run(headers(&[("x-long", &over)])), "v1");
     // The same limit for cookies and query parameters, through the lookups
     // the rules use.
-    let h = headers(&[
-        ("cookie", &format!("a={max}; b={over}")),
-        (":path", "/?a=1&b=2"),
-    ]);
+    let cookie = format!("a={max}; b={over}");
+    let h = headers(&[("cookie", &cookie), (":path", "/?a=1&b=2")]);
     let req = request(&h, NOW);
     assert_eq!(req.cookie("a"), Lookup::One(max.as_str()));
     // The lookup itself returns any length (an oversized session cookie is
@@ -207,14 +207,16 @@ fn overlong_values_are_absent() {
         vname(pol, &decide(pol, &request(&h, NOW), &mut TestRng(1))),
         "v2"
     );
-    let h = headers(&[("cookie", &format!("c={over}"))]);
+    let value = format!("c={over}");
+    let h = headers(&[("cookie", &value)]);
     assert_eq!(
         vname(pol, &decide(pol, &request(&h, NOW), &mut TestRng(1))),
         "v1"
     );
     assert_eq!(req.cookie("c"), Lookup::Absent);
     let short = "a".repeat(500);
-    let h = headers(&[(":path", &format!("/?a={short}&b={}", "b".repeat(510)))]);
+    let value = format!("/?a={short}&b={}", "b".repeat(510));
+    let h = headers(&[(":path", &value)]);
     assert_eq!(request(&h, NOW).query("a").as_deref(), Some(short.as_str()));
     let h = headers(&[("x-a", "1"), ("X-A", "2")]);
     assert_eq!(request(&h, NOW).header("x-a"), Lookup::Many);
@@ -795,7 +797,7 @@ fn client_ip_key_source() {
         assert!(policy.needs_client_address());
         let mut h = headers(&[(":path", "/")]);
         if let Some(x) = xff {
-            h.push(("x-forwarded-for".into(), (*x).into()));
+            h.push((b"x-forwarded-for", x.as_bytes()));
         }
         let req = Request {
             headers: &h,
@@ -906,7 +908,7 @@ fn invalid_cookies_start_a_new_session() {
     ];
     for (what, cookies, now) in rows {
         let mut h = headers(&[(":path", "/")]);
-        h.extend(cookies.into_iter().map(|v| header("cookie", &v)));
+        h.extend(cookies.iter().map(|v| header("cookie", v)));
         let mut rng = TestRng(77);
         let fresh = rng.peek16();
         let d = decide(policy, &request(&h, now), &mut rng);
@@ -916,7 +918,8 @@ fn invalid_cookies_start_a_new_session() {
         assert_ne!(d.session.key, old_key, "{what}");
     }
     // The good cookie itself is fine, just before its expiry.
-    let h = headers(&[("cookie", &format!("sticky-canary={good}"))]);
+    let value = format!("sticky-canary={good}");
+    let h = headers(&[("cookie", &value)]);
     let d = decide(policy, &request(&h, NOW + 3599), &mut TestRng(77));
     assert_eq!(
         (d.cookie_state, d.session.key),
@@ -1031,7 +1034,8 @@ fn sealed_cookies_and_key_rotation() {
     ));
     assert!(!c.visit(global(&p21), &[], NOW + 3, &mut rng).write);
     // K1 retired: the K1 cookie is now invalid.
-    let h = headers(&[("cookie", &format!("sticky-canary={under_k1}"))]);
+    let value = format!("sticky-canary={under_k1}");
+    let h = headers(&[("cookie", &value)]);
     assert_eq!(
         decide(global(&p2), &request(&h, NOW + 4), &mut TestRng(0)).cookie_state,
         CookieState::Invalid
@@ -1044,7 +1048,8 @@ fn sealed_cookies_and_key_rotation() {
         NOW,
         &mut rng,
     );
-    let h = headers(&[("cookie", &format!("sticky-canary={}", plain.jar.unwrap()))]);
+    let value = format!("sticky-canary={}", plain.jar.unwrap());
+    let h = headers(&[("cookie", &value)]);
     assert_eq!(
         decide(global(&p1), &request(&h, NOW), &mut TestRng(0)).cookie_state,
         CookieState::Invalid
@@ -1159,10 +1164,8 @@ fn balanced_mode_ignores_the_upstream() {
     let mut c = Client::new();
     let mut rng = TestRng(4);
     c.visit_full(policy, &[], None, Some("10.0.0.5:8080"), NOW, &mut rng);
-    let h = headers(&[(
-        "cookie",
-        &format!("sticky-canary={}", c.jar.clone().unwrap()),
-    )]);
+    let cookie = format!("sticky-canary={}", c.jar.clone().unwrap());
+    let h = headers(&[("cookie", &cookie)]);
     let req = request(&h, NOW + 1);
     let d = decide(policy, &req, &mut rng);
     assert_eq!(d.endpoint, None);
@@ -1651,7 +1654,8 @@ fn draining_is_one_thing_for_rule_and_weight_users_and_never_the_default() {
     // unless the user drains.
     let late = NOW + 90;
     for origin in [Origin::Rule, Origin::Weight] {
-        let h = headers(&[("cookie", &cookie("v2", origin))]);
+        let value = cookie("v2", origin);
+        let h = headers(&[("cookie", &value)]);
         let p = global(&at0);
         let d = decide(p, &request(&h, late), &mut TestRng(1));
         assert_eq!(
@@ -1670,7 +1674,8 @@ fn draining_is_one_thing_for_rule_and_weight_users_and_never_the_default() {
     }
     // `never` put this user on v1; v2 now holds the whole total, so v1 is
     // at weight 0, and the user stays there: returning, and renewed.
-    let h = headers(&[("cookie", &cookie("v1", Origin::Rule))]);
+    let value = cookie("v1", Origin::Rule);
+    let h = headers(&[("cookie", &value)]);
     let p = global(&at100);
     assert_eq!(p.weights_at(late), [0, 100]);
     let d = decide(p, &request(&h, late), &mut TestRng(1));
@@ -1837,10 +1842,8 @@ fn decision_extras_never_carry_secrets_or_endpoints() {
     let mut c = Client::new();
     let mut rng = TestRng(3);
     c.visit_full(policy, &[], None, Some("10.0.0.5:8080"), NOW, &mut rng);
-    let h = headers(&[(
-        "cookie",
-        &format!("sticky-canary={}", c.jar.clone().unwrap()),
-    )]);
+    let cookie = format!("sticky-canary={}", c.jar.clone().unwrap());
+    let h = headers(&[("cookie", &cookie)]);
     let req = request(&h, NOW + 1);
     let d = decide(policy, &req, &mut rng);
     let ex = Exchange::new(Rc::clone(policy), d, &req);

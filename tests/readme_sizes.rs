@@ -64,7 +64,7 @@ fn rendered(sealed: bool, pin: Option<&str>) -> String {
     let config =
         format!(r#"{{"versions":[{{"name":"v1"}},{{"name":"v2","weight":50}}]{session}}}"#);
     let plugin = compile_json(&config).unwrap();
-    let headers = vec![(b":path".to_vec(), b"/".to_vec())];
+    let headers: [sticky_canary::Header<'_>; 1] = [(b":path", b"/")];
     let req = Request {
         headers: &headers,
         route_name: None,

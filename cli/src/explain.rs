@@ -15,7 +15,7 @@ use sticky_canary::decide::{session_copies, SessionCopy, MAX_SESSION_COPIES};
 use sticky_canary::hash::hex;
 use sticky_canary::metrics::SessionEvent;
 use sticky_canary::policy::{bucket_ranges, KeySource, Matcher, PinMode};
-use sticky_canary::request::Header;
+use sticky_canary::request::{borrow_headers, OwnedHeader};
 use sticky_canary::session::NONCE_LEN;
 use sticky_canary::{on_request, Basis, CookieState, Entropy, Request, Upstream};
 
@@ -69,8 +69,8 @@ pub struct Args {
     format: Format,
 }
 
-fn build_headers(a: &Args) -> Result<Vec<Header>, Fatal> {
-    let mut h: Vec<Header> = vec![(b":path".to_vec(), a.path.as_bytes().to_vec())];
+fn build_headers(a: &Args) -> Result<Vec<OwnedHeader>, Fatal> {
+    let mut h: Vec<OwnedHeader> = vec![(b":path".to_vec(), a.path.as_bytes().to_vec())];
     if let Some(auth) = &a.authority {
         h.push((b":authority".to_vec(), auth.as_bytes().to_vec()));
     }
@@ -103,8 +103,9 @@ pub fn run(a: Args, io: &mut Io<'_>) -> Result<u8, Fatal> {
         None => common::now(),
     };
     let headers = build_headers(&a)?;
+    let view = borrow_headers(&headers);
     let req = Request {
-        headers: &headers,
+        headers: &view,
         route_name: a.route_name.as_deref(),
         virtual_host: a.virtual_host.as_deref(),
         client_address: a.client_address.as_deref(),

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use sticky_canary::compile::format_time;
 use sticky_canary::policy::{drains, KeySource, PinMode, Weight};
-use sticky_canary::request::Header;
+use sticky_canary::request::{borrow_headers, OwnedHeader};
 use sticky_canary::rng::SplitMix64;
 use sticky_canary::session::NONCE_LEN;
 use sticky_canary::{decide, Entropy, Exchange, Policy, Request, Upstream};
@@ -308,7 +308,7 @@ fn visit(
     rng: &mut SplitMix64,
 ) -> (usize, bool) {
     let identity = format!("user-{uid}");
-    let mut headers: Vec<Header> = Vec::new();
+    let mut headers: Vec<OwnedHeader> = Vec::new();
     let mut path = "/".to_owned();
     let mut client_address = None;
     match &policy.key_source() {
@@ -342,8 +342,9 @@ fn visit(
             format!("{}={v}", policy.cookie().name()).into_bytes(),
         ));
     }
+    let view = borrow_headers(&headers);
     let req = Request {
-        headers: &headers,
+        headers: &view,
         route_name: None,
         virtual_host: None,
         client_address: client_address.as_deref(),

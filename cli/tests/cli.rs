@@ -1098,10 +1098,8 @@ fn explain_drains_whom_the_filter_counts_as_drain() {
         );
         // The filter's own counter for the same request.
         let plugin = compile_json(&text).unwrap();
-        let headers = vec![
-            (b":path".to_vec(), b"/".to_vec()),
-            (b"cookie".to_vec(), cookie.into_bytes()),
-        ];
+        let headers: [sticky_canary::Header<'_>; 2] =
+            [(b":path", b"/"), (b"cookie", cookie.as_bytes())];
         let req = Request {
             headers: &headers,
             route_name: None,

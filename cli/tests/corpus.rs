@@ -201,7 +201,7 @@ fn request_headers(
 }
 
 /// A request with these headers, at a fixed time.
-fn request(headers: &[(Vec<u8>, Vec<u8>)]) -> sticky_canary::Request<'_> {
+fn request<'a>(headers: &'a [sticky_canary::Header<'a>]) -> sticky_canary::Request<'a> {
     sticky_canary::Request {
         headers,
         route_name: None,
@@ -214,6 +214,7 @@ fn request(headers: &[(Vec<u8>, Vec<u8>)]) -> sticky_canary::Request<'_> {
 /// The route entry (its name) that covers the request, if any.
 fn selected(plugin: &sticky_canary::Plugin, host: &str, path: &str) -> Option<String> {
     let h = request_headers(host, path, &[], &[]);
+    let h = sticky_canary::request::borrow_headers(&h);
     plugin.select(&request(&h)).map(|p| p.scope().to_owned())
 }
 
@@ -226,6 +227,7 @@ fn version(
     cookies: &[(String, String)],
 ) -> Option<String> {
     let h = request_headers(host, path, headers, cookies);
+    let h = sticky_canary::request::borrow_headers(&h);
     let plan = sticky_canary::pipeline::on_request(plugin, &request(&h), &mut Fixed);
     plan.set
         .iter()

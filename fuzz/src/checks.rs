@@ -123,11 +123,11 @@ impl Entropy for CaseRng {
 
 /// Header list in the form `Request::headers` takes: bytes, as Envoy
 /// hands them over.
-pub type Headers = Vec<sticky_canary::Header>;
+pub type Headers<'a> = Vec<sticky_canary::Header<'a>>;
 
-/// The headers as `Request` takes them.
-pub fn api_headers(case: &ReqCase) -> Headers {
-    case.headers.clone()
+/// The headers as `Request` takes them (borrowed from the case).
+pub fn api_headers(case: &ReqCase) -> Headers<'_> {
+    sticky_canary::request::borrow_headers(&case.headers)
 }
 
 /// The session cookie values of the request, as `decide` reads them.
@@ -150,7 +150,7 @@ fn cookie_values(case: &ReqCase, name: &str) -> Vec<String> {
     out
 }
 
-fn request<'a>(case: &'a ReqCase, headers: &'a Headers) -> Request<'a> {
+fn request<'a>(case: &'a ReqCase, headers: &'a Headers<'a>) -> Request<'a> {
     Request {
         headers,
         route_name: case.route_name.as_deref(),

@@ -48,20 +48,20 @@ impl Entropy for NoEntropy {
 
 /// Owned header list from `(name, value)` pairs (names kept as given), as
 /// bytes like the adapter reads them.
-pub fn headers(pairs: &[(&str, &str)]) -> Vec<Header> {
+pub fn headers<'a>(pairs: &[(&'a str, &'a str)]) -> Vec<Header<'a>> {
     pairs
         .iter()
-        .map(|(k, v)| (k.as_bytes().to_vec(), v.as_bytes().to_vec()))
+        .map(|(k, v)| (k.as_bytes(), v.as_bytes()))
         .collect()
 }
 
 /// One header pair as bytes.
-pub fn header(name: &str, value: &str) -> Header {
-    (name.as_bytes().to_vec(), value.as_bytes().to_vec())
+pub fn header<'a>(name: &'a str, value: &'a str) -> Header<'a> {
+    (name.as_bytes(), value.as_bytes())
 }
 
 /// A request over `headers` at `now`, no route properties, no client address.
-pub fn request(headers: &[Header], now: u64) -> Request<'_> {
+pub fn request<'a>(headers: &'a [Header<'a>], now: u64) -> Request<'a> {
     Request {
         headers,
         route_name: None,
@@ -161,11 +161,12 @@ impl Client {
         if !extra.iter().any(|(k, _)| *k == ":path") {
             h.push(header(":path", "/"));
         }
-        if let Some(v) = &self.jar {
-            h.push(header(
-                "cookie",
-                &format!("{}={}", policy.cookie().name(), v),
-            ));
+        let jar = self
+            .jar
+            .as_ref()
+            .map(|v| format!("{}={}", policy.cookie().name(), v));
+        if let Some(cookie) = &jar {
+            h.push(header("cookie", cookie));
         }
         h.extend(headers(extra));
         let req = Request {
