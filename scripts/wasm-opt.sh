@@ -25,7 +25,7 @@ if ! command -v wasm-opt >/dev/null 2>&1; then
 fi
 flags=(-O1 --strip-debug --strip-producers
     --enable-bulk-memory --enable-sign-ext --enable-nontrapping-float-to-int
-    --enable-mutable-globals --enable-multivalue --enable-reference-types)
+    --enable-mutable-globals --enable-multivalue --enable-reference-types --enable-simd)
 # The stamp: the optimised file's sha256, then the flags that made it.
 if [ -f "$stamp" ] && [ "$(head -c 64 "$stamp")" = "$(sha256sum "$wasm" | head -c 64)" ]; then
     if [ "$(sed -n 2p "$stamp")" = "${flags[*]}" ]; then

@@ -225,9 +225,18 @@ pub fn find_cookies<'h, 'n, N: AsRef<str>>(
 where
     'h: 'n,
 {
-    header
-        .split(|b| *b == b';')
-        .filter_map(move |piece| find_in_piece(piece, names))
+    // The `;` found by memchr (a vector at a time in the module, built
+    // with wasm SIMD), not byte by byte. Searching the header for the names
+    // instead (memchr's memmem) cost more: 1.1k Envoy instructions per
+    // request for a 106-byte header, and 11 KB of .wasm.
+    let mut start = 0;
+    memchr::memchr_iter(b';', header)
+        .chain(std::iter::once(header.len()))
+        .filter_map(move |end| {
+            let piece = header.get(start..end).unwrap_or_default();
+            start = end.saturating_add(1);
+            find_in_piece(piece, names)
+        })
 }
 
 /// ASCII whitespace as Unicode (and so the `cookie` crate) counts it: with
@@ -367,7 +376,19 @@ mod tests {
 
     #[test]
     fn the_scan_reads_cookies_as_the_cookie_crate_does() {
-        let names = ["s", "sticky-canary", "canary"];
+        // Names that overlap ("s" is in both others), each alone, and in
+        // another order.
+        for names in [
+            &["s", "sticky-canary", "canary"][..],
+            &["sticky-canary"],
+            &["s"],
+            &["canary", "sticky-canary"],
+        ] {
+            scan_matches_reference(names);
+        }
+    }
+
+    fn scan_matches_reference(names: &[&str]) {
         let fixed: &[&[u8]] = &[
             b"a=1; s=2; sticky-canary=abc; canary=always",
             b"s = 2 ;s=\"q\"; s=\"; s=a\"b\"; s=; s",
@@ -381,9 +402,9 @@ mod tests {
         ];
         for h in fixed {
             assert_eq!(
-                find_cookies(h, &names).collect::<Vec<_>>(),
-                reference(h, &names),
-                "{h:?}"
+                find_cookies(h, names).collect::<Vec<_>>(),
+                reference(h, names),
+                "{h:?} {names:?}"
             );
         }
         // Pseudo-random headers over the bytes that matter.
@@ -417,9 +438,9 @@ mod tests {
                 h.extend_from_slice(alphabet[(r % alphabet.len() as u64) as usize]);
             }
             assert_eq!(
-                find_cookies(&h, &names).collect::<Vec<_>>(),
-                reference(&h, &names),
-                "{h:?}"
+                find_cookies(&h, names).collect::<Vec<_>>(),
+                reference(&h, names),
+                "{h:?} {names:?}"
             );
         }
     }

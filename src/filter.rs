@@ -302,7 +302,9 @@ impl HttpContext for Http {
         // the request is handled as one with none. The headers are
         // borrowed from the map's bytes, not copied.
         let bytes = host::header_map_bytes(map::REQUEST_HEADERS).unwrap_or_default();
-        self.request(&active, &headermap::read(&bytes));
+        let mut headers = headermap::Map::new();
+        headermap::read_into(&bytes, &mut headers);
+        self.request(&active, &headers);
         Action::Continue
     }
 

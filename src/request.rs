@@ -12,7 +12,7 @@ pub const MAX_VALUE: usize = 1024;
 
 /// One request header as the host gives it: lowercase name and value, both
 /// as bytes (Envoy passes bytes that are not UTF-8 through), borrowed from
-/// the host's serialised header map ([`crate::headermap::read`]): the
+/// the host's serialised header map ([`crate::headermap::read_into`]): the
 /// filter reads a request without copying a header.
 pub type Header<'a> = (&'a [u8], &'a [u8]);
 

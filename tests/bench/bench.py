@@ -49,7 +49,7 @@ REFERENCE = "afe3f940233de8f21ebb342761e6f53963cdff86"
 REF_WASM = OUT / "reference.wasm"
 
 WASM_OPT_FEATURES = ["--enable-bulk-memory", "--enable-sign-ext", "--enable-nontrapping-float-to-int",
-                     "--enable-mutable-globals"]
+                     "--enable-mutable-globals", "--enable-simd"]
 
 
 def sh(cmd: list[str], timeout: float, **kw) -> subprocess.CompletedProcess:
