@@ -261,26 +261,20 @@ fn a_bad_sha256_is_an_error() {
 /// the Ingress is named, the field and the rule, exit 2 on every target.
 #[test]
 fn a_relative_path_or_a_host_that_is_no_host_name_is_the_ingress_s_error() {
-    let relative = MAIN.replace("{path: /,", "{path: web,");
-    on_every_target(&relative, |r| {
-        assert_eq!(r.code, 2, "{}", r.stderr);
-        assert!(
-            r.stderr
-                .contains("Ingress shop/web: path \"web\" does not start with '/'"),
-            "{}",
-            r.stderr
-        );
-    });
-    let quoted = MAIN.replace("shop.example.com", "\"shop.exa'mple.com\"");
-    on_every_target(&quoted, |r| {
-        assert_eq!(r.code, 2, "{}", r.stderr);
-        assert!(
-            r.stderr
-                .contains("Ingress shop/web: host \"shop.exa'mple.com\" is not a host name"),
-            "{}",
-            r.stderr
-        );
-    });
+    let refused = |yaml: &str, error: &str| {
+        on_every_target(yaml, |r| {
+            assert_eq!(r.code, 2, "{}", r.stderr);
+            assert!(r.stderr.contains(error), "{}", r.stderr);
+        })
+    };
+    refused(
+        &MAIN.replace("{path: /,", "{path: web,"),
+        "Ingress shop/web: path \"web\" does not start with '/'",
+    );
+    refused(
+        &MAIN.replace("shop.example.com", "\"shop.exa'mple.com\""),
+        "Ingress shop/web: host \"shop.exa'mple.com\" is not a host name",
+    );
     // A wildcard host is a host name.
     let wildcard = MAIN.replace("shop.example.com", "\"*.example.com\"");
     on_every_target(&wildcard, |r| assert_eq!(r.code, 0, "{}", r.stderr));

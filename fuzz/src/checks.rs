@@ -79,7 +79,7 @@ pub const MAX_NOW: u64 = u32::MAX as u64 - 10 * 365 * 86_400 - 1;
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ReqCase {
     /// Header names and values as bytes (Envoy gives lowercase names).
-    pub headers: Vec<(Vec<u8>, Vec<u8>)>,
+    pub headers: Vec<sticky_canary::request::OwnedHeader>,
     /// `xds.route_name`.
     pub route_name: Option<String>,
     /// `xds.virtual_host_name`.
